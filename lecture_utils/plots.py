@@ -1,0 +1,70 @@
+"""Consistent figures for the course: one style, and the charts several lessons share."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def use_style() -> None:
+    """The course's matplotlib style: readable sizes, light grid, no top/right spines."""
+    plt.rcParams.update({
+        "figure.figsize": (7, 4), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
+        "axes.spines.top": False, "axes.spines.right": False, "axes.titlesize": 12, "axes.labelsize": 11,
+        "legend.frameon": False, "axes.prop_cycle": plt.cycler(color=PALETTE),
+    })
+
+
+def size_trend(table: pd.DataFrame, ax: plt.Axes | None = None, label_every: int = 1) -> plt.Axes:
+    """Parameters (log scale) against release date, one point per row of ``table`` (columns ``model``, ``date``
+    as YYYY-MM, ``parameters``; optional ``sparse_moe``)."""
+    ax = ax or plt.subplots(figsize=(9, 5))[1]
+    dates = pd.to_datetime(table["date"], format="%Y-%m")
+    moe = table["sparse_moe"].astype(str).str.lower().eq("true") if "sparse_moe" in table else False
+    ax.scatter(dates[~moe], table["parameters"][~moe], label="dense", zorder=3)
+    if moe is not False and moe.any():
+        ax.scatter(dates[moe], table["parameters"][moe], marker="D", label="sparse mixture-of-experts (total)",
+                   zorder=3)
+    for i, (d, p, name) in enumerate(zip(dates, table["parameters"], table["model"], strict=True)):
+        if i % label_every == 0:
+            ax.annotate(name, (d, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_ylabel("parameters (log scale)")
+    ax.set_xlabel("release")
+    ax.legend(loc="upper left")
+    return ax
+
+
+def component_bars(parts: dict[str, int], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
+    """Horizontal bars of parameters per component (e.g. from ``lu.measure.parameters_by_component``), with
+    millions and shares written on the bars. A ``total`` key is left out of the bars."""
+    ax = ax or plt.subplots(figsize=(7, 2.5))[1]
+    items = [(k, v) for k, v in parts.items() if k != "total"]
+    total = sum(v for _, v in items)
+    names, values = zip(*items, strict=True)
+    ax.barh(names, [v / 1e6 for v in values], color=PALETTE[: len(values)])
+    for i, v in enumerate(values):
+        ax.text(v / 1e6, i, f" {v / 1e6:.2f} M ({100 * v / total:.0f}%)", va="center")
+    ax.set_xlabel("parameters (millions)")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    return ax
+
+
+def tradeoff_chart(variants: list[dict], ax: plt.Axes | None = None) -> plt.Axes:
+    """Accuracy against latency, one bubble per variant, bubble area proportional to size on disk.
+
+    Each variant is a dict with ``name``, ``latency_ms``, ``accuracy`` and ``size_mb``.
+    """
+    ax = ax or plt.subplots(figsize=(8, 5))[1]
+    biggest = max(v["size_mb"] for v in variants)
+    for i, v in enumerate(variants):
+        ax.scatter(v["latency_ms"], v["accuracy"], s=1500 * v["size_mb"] / biggest, alpha=0.5,
+                   color=PALETTE[i % len(PALETTE)], edgecolor="black")
+        ax.annotate(f"{v['name']}\n{v['size_mb']:.0f} MB", (v["latency_ms"], v["accuracy"]), fontsize=8,
+                    ha="center", va="center")
+    ax.set_xlabel("latency (ms, lower is better)")
+    ax.set_ylabel("test accuracy")
+    return ax

@@ -1,0 +1,118 @@
+"""The student release: one source notebook, two audiences.
+
+Solutions sit between nbgrader's markers ``### BEGIN SOLUTION`` and ``### END SOLUTION``. The student release
+replaces each region the way nbgrader's ``generate_assignment`` does — code becomes ``# YOUR CODE HERE`` and
+``raise NotImplementedError()``, markdown becomes ``YOUR ANSWER HERE`` — clears every output, and keeps the check
+cells, so instructors can hand out ``build/student/`` and nbgrader users can take the sources as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import nbformat
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+CODE_SCAFFOLD = ["# YOUR CODE HERE", "raise NotImplementedError()"]
+MARKDOWN_SCAFFOLD = ["YOUR ANSWER HERE"]
+CHECK_CALL = re.compile(r"^lu\.checks\.(\w+)\((\w+)\)\s*$")
+
+
+class ReleaseError(ValueError):
+    """A notebook's solution markers or nbgrader metadata are inconsistent."""
+
+
+def strip_solutions(source: str, cell_type: str = "code") -> str:
+    """Replace every solution region of one cell's source with the scaffold, keeping its indentation."""
+    out: list[str] = []
+    inside = False
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ReleaseError(f"Nested {BEGIN!r} in:\n{source}")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out.extend(indent + s for s in (CODE_SCAFFOLD if cell_type == "code" else MARKDOWN_SCAFFOLD))
+        elif stripped == END:
+            if not inside:
+                raise ReleaseError(f"{END!r} without {BEGIN!r} in:\n{source}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ReleaseError(f"{BEGIN!r} without {END!r} in:\n{source}")
+    return "\n".join(out)
+
+
+def has_solution(source: str) -> bool:
+    return any(line.strip() == BEGIN for line in source.splitlines())
+
+
+def exercises(nb: nbformat.NotebookNode) -> list[dict]:
+    """The notebook's exercises in order: ``{"grade_id", "solution" (source), "check" (source), "check_name",
+    "target"}`` — a solution cell followed (not necessarily at once) by its graded check cell.
+
+    Raises :class:`ReleaseError` if a solution cell lacks nbgrader metadata, ids repeat, or a solution has no
+    check after it.
+    """
+    found: list[dict] = []
+    pending: dict | None = None
+    ids: set[str] = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if has_solution(cell.source):
+            if not meta.get("solution"):
+                raise ReleaseError(f"A cell with a solution region has no nbgrader solution metadata:\n{cell.source}")
+            if pending is not None:
+                raise ReleaseError(f"Exercise {pending['grade_id']} has no check cell before the next exercise.")
+            pending = {"grade_id": meta.get("grade_id"), "solution": cell.source, "cell_type": cell.cell_type}
+        if meta.get("grade_id"):
+            if meta["grade_id"] in ids:
+                raise ReleaseError(f"grade_id {meta['grade_id']!r} is used twice.")
+            ids.add(meta["grade_id"])
+        if meta.get("grade") and cell.cell_type == "code":
+            match = CHECK_CALL.match(cell.source.strip())
+            if not (meta.get("locked") and meta.get("points")):
+                raise ReleaseError(f"Check cell {meta.get('grade_id')!r} must be locked and carry points.")
+            if pending is None or match is None:
+                raise ReleaseError(f"Check cell {meta.get('grade_id')!r} must follow a solution cell and read "
+                                   f"`lu.checks.<name>(<object>)`, got:\n{cell.source}")
+            pending.update(check=cell.source, check_name=match.group(1), target=match.group(2))
+            found.append(pending)
+            pending = None
+    if pending is not None and pending["cell_type"] == "code":
+        raise ReleaseError(f"Exercise {pending['grade_id']} has no check cell.")
+    return found
+
+
+def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with every solution region replaced by its scaffold and every output cleared."""
+    exercises(nb)  # validates markers and metadata
+    out = copy.deepcopy(nb)
+    for cell in out.cells:
+        if has_solution(cell.source):
+            cell.source = strip_solutions(cell.source, cell.cell_type)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return out
+
+
+def build_student(src: Path | str = "notebooks", dest: Path | str = "build/student") -> list[Path]:
+    """Write the student release of every notebook in ``src`` to ``dest``; returns the written paths."""
+    src, dest = Path(src), Path(dest)
+    paths = sorted(src.glob("*.ipynb"))
+    if not paths:
+        raise ReleaseError(f"No notebooks in {src}")
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        target = dest / path.name
+        nbformat.write(student_notebook(nb), target)
+        written.append(target)
+    return written

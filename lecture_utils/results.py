@@ -1,0 +1,55 @@
+"""The results contract: notebooks record their headline numbers; the course runner collects them.
+
+``lu.record("teacher.test_accuracy", 0.83)`` prints the number and, when the notebook is run by
+``python -m lecture_utils course`` (or the tests), writes it to the file named by ``$LECTURE_UTILS_RESULTS_FILE``.
+The runner merges those files into ``build/results.json``. Units: accuracies are fractions in [0, 1], latencies
+ms, sizes MB (10^6 bytes), speed-ups and size ratios are baseline / variant, a key ending in ``_drop`` is in
+percentage points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import re
+from pathlib import Path
+
+RESULTS_ENV = "LECTURE_UTILS_RESULTS_FILE"
+KEY_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+
+_recorded: dict[str, float] = {}
+
+
+def record(key: str, value: float, quiet: bool = False) -> float:
+    """Record one headline number of this notebook under a dotted key such as ``teacher.test_accuracy``.
+
+    The key is lower-case words joined by dots (at least two parts); the value a finite real number. Returns the
+    value as a float, so ``acc = lu.record("x.test_accuracy", acc)`` reads naturally.
+    """
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        raise ValueError(f"Result keys are dotted lower-case names like 'teacher.test_accuracy', got {key!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if hasattr(value, "item"):  # a 0-d tensor or NumPy scalar
+            value = value.item()
+        else:
+            raise TypeError(f"Result {key!r} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Result {key!r} must be finite, got {value}")
+    _recorded[key] = value
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(_recorded, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    if not quiet:
+        print(f"📌 recorded {key} = {value:.4g}")
+    return value
+
+
+def recorded() -> dict[str, float]:
+    """Everything this kernel has recorded so far (a copy)."""
+    return dict(_recorded)

@@ -1,0 +1,152 @@
+"""Execute the course's notebooks top to bottom and collect what they measured.
+
+``run_course()`` runs every notebook in a fresh kernel at one scale, writes the executed copy and an HTML page
+to ``build/``, and merges the numbers each notebook recorded (``lu.record``) into ``build/results.json``::
+
+    {"scale": "laptop", "notebooks": {"00_welcome": {"seconds": 212.4, "status": "ok"}, ...},
+     "results": {"teacher.test_accuracy": 0.83, ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from .checks import STRICT_ENV
+from .config import SCALE_ENV, get_scale
+from .results import RESULTS_ENV
+
+KERNEL_NAME = "compressing-nn"
+CELL_TIMEOUT_S = {"smoke": 300, "laptop": 1200, "full": 7200}
+
+
+def ensure_kernel() -> str:
+    """Install (once) a Jupyter kernel named ``compressing-nn`` that runs this Python; return its name.
+
+    It lives inside this environment (``sys.prefix``), so the runner and JupyterLab use the interpreter that has
+    the pinned packages, whatever other kernels the machine has.
+    """
+    from ipykernel.kernelspec import install
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    install(kernel_name=KERNEL_NAME, display_name="Python (compressing-nn)", prefix=sys.prefix)
+    return KERNEL_NAME
+
+
+def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None = None) -> dict:
+    """Run one notebook in a fresh kernel with ``LECTURE_UTILS_SCALE=scale``.
+
+    Writes ``build/notebooks/<stem>.ipynb`` (executed, even on error) and returns ``{"seconds", "status" ("ok" or
+    "error"), "error" (message or None), "cells_executed", "results" (what it recorded)}``.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    results_file = build / "results" / f"{path.stem}.json"
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.unlink(missing_ok=True)
+    env_backup = {k: os.environ.get(k) for k in (SCALE_ENV, RESULTS_ENV, STRICT_ENV)}
+    os.environ.update({SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1"})
+    client = NotebookClient(nb, kernel_name=ensure_kernel(), timeout=timeout_s or CELL_TIMEOUT_S[scale],
+                            resources={"metadata": {"path": str(path.parent.resolve())}})
+    error = None
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        error = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else type(exc).__name__
+    finally:
+        seconds = time.perf_counter() - start
+        for k, v in env_backup.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out = build / "notebooks" / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    executed = sum(1 for c in nb.cells if c.cell_type == "code" and c.get("execution_count"))
+    if error is None and executed == 0:
+        error = "no code cell was executed"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    return {"seconds": round(seconds, 1), "status": "ok" if error is None else "error", "error": error,
+            "cells_executed": executed, "results": results}
+
+
+def export_html(executed: Path, dest: Path) -> Path:
+    """Write an HTML page of an executed notebook."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(body, encoding="utf-8")
+    return dest
+
+
+def notebook_paths(src: Path, only: list[str] | None = None) -> list[Path]:
+    """The lesson notebooks in order; ``only`` keeps those whose name starts with one of the given prefixes."""
+    paths = sorted(p for p in src.glob("*.ipynb") if not p.name.startswith("."))
+    if only:
+        paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
+        if not paths:
+            raise ValueError(f"No notebook in {src} starts with {only}.")
+    return paths
+
+
+def run_course(src: Path | str = "notebooks", build: Path | str = "build", scale: str | None = None,
+               only: list[str] | None = None, html: bool = True) -> dict:
+    """Execute the notebooks at ``scale`` (default ``$LECTURE_UTILS_SCALE`` or laptop), write ``build/`` and
+    ``build/results.json``, print a summary table, and return the summary dict."""
+    src, build = Path(src), Path(build)
+    sc = get_scale(scale)
+    paths = notebook_paths(src, only)
+    summary_path = build / "results.json"
+    summary = {"scale": sc.name, "notebooks": {}, "results": {}}
+    if only and summary_path.exists():  # a partial run updates the last full summary
+        previous = json.loads(summary_path.read_text())
+        if previous.get("scale") == sc.name:
+            summary.update(notebooks=previous.get("notebooks", {}), results=previous.get("results", {}))
+    summary["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    for path in paths:
+        print(f"▶ {path.name} at {sc.name} scale ...", flush=True)
+        res = execute_notebook(path, build, sc.name)
+        if html:
+            export_html(build / "notebooks" / path.name, build / "html" / f"{path.stem}.html")
+        entry = {"seconds": res["seconds"], "status": res["status"]}
+        if res["error"]:
+            entry["error"] = res["error"]
+        summary["notebooks"][path.stem] = entry
+        summary["results"].update(res["results"])
+        mark = "✅" if res["status"] == "ok" else "❌"
+        print(f"  {mark} {res['seconds']:.0f} s" + (f" — {res['error']}" if res["error"] else ""), flush=True)
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    print(format_summary(summary))
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a plain-text table: notebooks with status and time, then every recorded result."""
+    lines = [f"\nCourse at {summary['scale']} scale", f"{'notebook':<32} {'status':<7} {'seconds':>8}"]
+    for stem, entry in summary["notebooks"].items():
+        lines.append(f"{stem:<32} {entry['status']:<7} {entry['seconds']:>8.1f}")
+    if summary["results"]:
+        width = max(len(k) for k in summary["results"])
+        lines.append(f"\n{'result':<{width}} {'value':>12}")
+        for key, value in sorted(summary["results"].items()):
+            lines.append(f"{key:<{width}} {value:>12.4g}")
+    return "\n".join(lines)

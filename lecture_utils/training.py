@@ -1,0 +1,161 @@
+"""One training loop and one evaluation loop for every model in the course.
+
+A batch is either a dict of tensors for a Hugging Face model (with ``labels``) or a tuple ``(x, y)`` for a plain
+``nn.Module`` that returns logits. Distillation, pruning and quantization-aware training reuse :func:`train` by
+passing their own ``loss_fn(model, batch) -> loss``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+Batch = Mapping | tuple | list
+LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Move every tensor of a batch (dict, tuple or list) to ``device``."""
+    if isinstance(batch, Mapping):
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return type(batch)(v.to(device) if torch.is_tensor(v) else v for v in batch)
+
+
+def logits_and_labels(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on a batch; return ``(logits of shape (B, C), labels of shape (B,))``."""
+    if isinstance(batch, Mapping):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        out = model(**inputs)
+        return (out.logits if hasattr(out, "logits") else out), batch["labels"]
+    x, y = batch
+    return model(x), y
+
+
+def cross_entropy_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The default loss: mean cross-entropy between the model's logits and the batch's labels."""
+    logits, labels = logits_and_labels(model, batch)
+    return F.cross_entropy(logits, labels)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _cycle(loader: Iterable, steps: int):
+    n = 0
+    while True:
+        for batch in loader:
+            if n >= steps:
+                return
+            yield batch
+            n += 1
+
+
+def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_steps: int | None = None,
+          lr: float = 5e-5, weight_decay: float = 0.01, warmup: float = 0.1, loss_fn: LossFn | None = None,
+          optimizer: torch.optim.Optimizer | None = None, eval_loader: Iterable | None = None,
+          eval_every: int | None = None, patience: int | None = None, max_grad_norm: float | None = 1.0,
+          after_step: Callable[[torch.nn.Module], None] | None = None, progress: bool = True,
+          desc: str = "train") -> dict:
+    """Train ``model`` in place with AdamW and a linear warm-up/decay schedule.
+
+    Args:
+        loader: batches (see module docstring). Its order is the loader's (seed its generator for repeatability).
+        epochs: passes over ``loader`` (fractions allowed); ignored if ``max_steps`` is given.
+        max_steps: exact number of optimiser steps (the loader is cycled if needed).
+        lr: peak learning rate. warmup: fraction of the steps spent warming up linearly from 0.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor``; default cross-entropy on the labels.
+        optimizer: use this instead of a fresh AdamW (the schedule still applies).
+        eval_loader, eval_every: evaluate accuracy every ``eval_every`` steps (default: once at the end).
+        patience: stop early after this many evaluations without a better accuracy, and restore the best weights.
+        max_grad_norm: clip the global gradient norm (None = no clipping).
+        after_step: called after every optimiser step (e.g. to re-apply a pruning mask).
+
+    Returns:
+        ``{"steps", "seconds", "losses" (per step), "evals" (list of {"step", "accuracy", "loss"}),
+        "best_accuracy"}``. Time is wall-clock seconds of the whole call.
+    """
+    if max_steps is None:
+        if epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {epochs}")
+        max_steps = max(1, math.ceil(epochs * len(loader)))  # type: ignore[arg-type]
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
+    loss_fn = loss_fn or cross_entropy_loss
+    device = model_device(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer or torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warm = int(warmup * max_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / (warm + 1) if s < warm else max(0.0, (max_steps - s) / max(1, max_steps - warm)))
+    eval_every = eval_every or max_steps
+    history: dict = {"steps": 0, "seconds": 0.0, "losses": [], "evals": [], "best_accuracy": None}
+    best_state, bad_evals = None, 0
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(_cycle(loader, max_steps), total=max_steps, desc=desc, disable=not progress, leave=False)
+    for step, batch in enumerate(bar, start=1):
+        loss = loss_fn(model, to_device(batch, device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        opt.step()
+        sched.step()
+        if after_step is not None:
+            after_step(model)
+        history["losses"].append(loss.item())
+        history["steps"] = step
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if eval_loader is not None and (step % eval_every == 0 or step == max_steps):
+            metrics = evaluate(model, eval_loader, progress=False)
+            history["evals"].append({"step": step, **metrics})
+            model.train()
+            best = history["best_accuracy"]
+            if best is None or metrics["accuracy"] > best:
+                history["best_accuracy"] = metrics["accuracy"]
+                bad_evals = 0
+                if patience is not None:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad_evals += 1
+                if patience is not None and bad_evals >= patience:
+                    break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: Iterable, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits (N, C) and labels (N,) of a loader, on the CPU, with the model in eval mode."""
+    model.eval()
+    device = model_device(model)
+    all_logits, all_labels = [], []
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        logits, labels = logits_and_labels(model, to_device(batch, device))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels.cpu())
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def evaluate(model: torch.nn.Module, loader: Iterable, progress: bool = True) -> dict[str, float]:
+    """Accuracy (fraction in [0, 1]), mean cross-entropy loss and example count of ``model`` on ``loader``."""
+    logits, labels = predict(model, loader, progress=progress)
+    if len(labels) == 0:
+        raise ValueError("evaluate() got an empty loader")
+    return {"accuracy": (logits.argmax(-1) == labels).float().mean().item(),
+            "loss": F.cross_entropy(logits, labels).item(), "examples": len(labels)}

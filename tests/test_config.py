@@ -1,0 +1,35 @@
+import pytest
+
+import lecture_utils as lu
+from lecture_utils.config import SCALES, cache_dir, get_scale, scale_table
+
+
+def test_default_scale_is_laptop(monkeypatch):
+    monkeypatch.delenv("LECTURE_UTILS_SCALE", raising=False)
+    assert get_scale().name == "laptop"
+
+
+def test_scale_from_environment_and_argument(monkeypatch):
+    monkeypatch.setenv("LECTURE_UTILS_SCALE", "smoke")
+    assert get_scale().name == "smoke"
+    assert get_scale("FULL").name == "full"
+
+
+def test_unknown_scale_says_what_is_allowed():
+    with pytest.raises(ValueError) as err:
+        get_scale("huge")
+    msg = str(err.value)
+    assert "huge" in msg and all(name in msg for name in SCALES) and "LECTURE_UTILS_SCALE" in msg
+
+
+def test_scales_grow_from_smoke_to_laptop():
+    smoke, laptop = SCALES["smoke"], SCALES["laptop"]
+    assert smoke.train_examples < laptop.train_examples
+    assert smoke.finetune_steps < laptop.finetune_steps
+    assert smoke.model == laptop.model == "minilm"  # smoke runs the same model and code paths on less data
+    assert {row["name"] for row in scale_table()} == set(SCALES)
+
+
+def test_cache_dir_follows_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(lu.config.CACHE_ENV, str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" and cache_dir().is_dir()

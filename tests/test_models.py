@@ -1,0 +1,88 @@
+import json
+import time
+
+import pytest
+import torch
+
+import lecture_utils as lu
+from lecture_utils import models
+
+
+def test_pretrained_minilm_loads_offline_with_the_documented_shape():
+    model = models.load_classifier("smoke")
+    cfg = model.config
+    assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads) == (6, 384, 12)
+    encoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith("bert."))
+    assert encoder == pytest.approx(22.7e6, rel=0.01)
+    assert model.classifier.out_features == 2
+
+
+def test_eager_and_sdpa_attention_agree_and_eager_gives_scores():
+    tok = models.load_tokenizer("smoke")
+    batch = tok(["a fine film", "a dull, dull film"], padding=True, return_tensors="pt")
+    torch.manual_seed(0)
+    sdpa = models.load_classifier("smoke", attn_implementation="sdpa").eval()
+    torch.manual_seed(0)
+    eager = models.load_classifier("smoke", attn_implementation="eager").eval()
+    with torch.no_grad():
+        a = sdpa(**batch).logits
+        out = eager(**batch, output_attentions=True)
+    assert torch.allclose(a, out.logits, atol=1e-5)
+    assert len(out.attentions) == 6 and out.attentions[0].shape[1] == 12
+
+
+def test_bad_attention_implementation_is_explained():
+    with pytest.raises(ValueError, match="eager"):
+        models.load_classifier("smoke", attn_implementation="flash")
+
+
+def test_teacher_is_trained_once_cached_and_rebuilt_when_corrupt(tmp_cache, prepared, monkeypatch):
+    # the data cache moved with tmp_cache: point the data loader back at the real prepared splits
+    monkeypatch.setattr(lu.data, "sentiment_dir", lambda: prepared)
+    first = models.finetuned_teacher("smoke", progress=False)
+    meta = models.teacher_meta("smoke")
+    folder = models.teacher_dir("smoke")
+    assert meta is not None and meta["train_steps"] == 2 and folder.is_dir()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    start = time.perf_counter()
+    again = models.finetuned_teacher("smoke", progress=False)
+    assert time.perf_counter() - start < 10
+    assert models.teacher_meta("smoke")["train_seconds"] == meta["train_seconds"]  # loaded, not retrained
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a damaged weights file is detected by its checksum and rebuilt
+    (folder / "model.safetensors").write_bytes(b"garbage")
+    assert models.teacher_meta("smoke") is None
+    models.finetuned_teacher("smoke", progress=False)
+    assert models.teacher_meta("smoke") is not None
+    # settings that no longer match are not loaded either
+    meta_path = folder / "meta.json"
+    stale = json.loads(meta_path.read_text())
+    stale["settings"]["lr"] = 1.0
+    meta_path.write_text(json.dumps(stale))
+    assert models.teacher_meta("smoke") is None
+
+
+def test_teacher_settings_differ_by_scale():
+    assert models.teacher_dir("smoke") != models.teacher_dir("laptop")
+
+
+def test_mlp_shapes():
+    net = models.mlp([40, 300, 100, 10])
+    assert net(torch.randn(7, 40)).shape == (7, 10)
+    assert sum(isinstance(m, torch.nn.Linear) for m in net) == 3
+
+
+def test_full_scale_loading_code_with_a_local_folder_standing_in_for_the_hub(tmp_path, tiny_bert):
+    from transformers import BertTokenizerFast
+
+    assert models.pretrained_path("full") == "bert-base-uncased"
+    tiny_bert.save_pretrained(tmp_path)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]))
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(tmp_path)
+    model = models.load_classifier("full", path=str(tmp_path), num_labels=2)
+    tok = models.load_tokenizer("full", path=str(tmp_path))
+    with torch.no_grad():
+        logits = model(**tok(["w1 w2"], return_tensors="pt")).logits
+    assert logits.shape == (1, 2)

@@ -1,0 +1,33 @@
+"""Every lesson notebook runs top to bottom at smoke scale, with checks in strict mode, within its budget."""
+
+from pathlib import Path
+
+import pytest
+
+from lecture_utils import runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SMOKE_BUDGET_S = 60  # the target is 30 s; twice that allows for a busy CI machine
+EXPECTED_RESULTS = {
+    "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
+                   "teacher.latency_ms"},
+    "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound"},
+}
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_at_smoke_scale(path, tmp_path, prepared):
+    res = runner.execute_notebook(path, tmp_path, "smoke")
+    assert res["status"] == "ok", f"{path.name}: {res['error']} (executed copy: {tmp_path / 'notebooks'})"
+    assert res["cells_executed"] > 0
+    assert res["seconds"] < SMOKE_BUDGET_S, f"{path.name} took {res['seconds']} s at smoke scale"
+    missing = EXPECTED_RESULTS.get(path.stem, set()) - set(res["results"])
+    assert not missing, f"{path.name} did not record {missing}"
+    for key, value in res["results"].items():
+        if key.endswith("accuracy"):
+            assert 0 <= value <= 1, (key, value)

@@ -1,0 +1,111 @@
+"""The student release: regions replaced like nbgrader's, outputs cleared, checks kept — and every check in the
+course's notebooks passes on its solution and fails on its scaffold."""
+
+import math
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+import lecture_utils as lu
+from lecture_utils import release
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _meta(cell, **nbgrader):
+    cell.metadata["nbgrader"] = {"schema_version": 3, **nbgrader}
+    return cell
+
+
+def _exercise_notebook():
+    sol = _meta(new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION"),
+                solution=True, grade=False, locked=False, grade_id="ex-f")
+    sol.outputs = [new_output("stream", text="hi")]
+    sol.execution_count = 3
+    check = _meta(new_code_cell("lu.checks.speedup(f)"), solution=False, grade=True, locked=True, points=1,
+                  grade_id="ex-f-check")
+    answer = _meta(new_markdown_cell("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"),
+                   solution=True, grade=False, locked=False, grade_id="md")
+    return new_notebook(cells=[new_markdown_cell("# T"), sol, check, answer])
+
+
+def test_strip_solutions_matches_nbgrader_and_keeps_indentation():
+    src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n# after"
+    assert release.strip_solutions(src) == (
+        "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n# after")
+    assert release.strip_solutions("### BEGIN SOLUTION\nx\n### END SOLUTION", "markdown") == "YOUR ANSWER HERE"
+
+
+@pytest.mark.parametrize("src", ["### BEGIN SOLUTION\nx", "x\n### END SOLUTION",
+                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+def test_unbalanced_markers_raise(src):
+    with pytest.raises(release.ReleaseError):
+        release.strip_solutions(src)
+
+
+def test_student_notebook_clears_outputs_and_keeps_checks():
+    nb = _exercise_notebook()
+    student = release.student_notebook(nb)
+    code = student.cells[1]
+    assert "return 2 * x" not in code.source and "raise NotImplementedError()" in code.source
+    assert code.outputs == [] and code.execution_count is None
+    assert student.cells[2].source == "lu.checks.speedup(f)"
+    assert student.cells[3].source == "Why?\nYOUR ANSWER HERE"
+    assert "return 2 * x" in nb.cells[1].source  # the source notebook is untouched
+
+
+def test_metadata_problems_are_reported():
+    nb = _exercise_notebook()
+    del nb.cells[1].metadata["nbgrader"]
+    with pytest.raises(release.ReleaseError, match="metadata"):
+        release.exercises(nb)
+    nb = _exercise_notebook()
+    nb.cells[2].metadata["nbgrader"]["locked"] = False
+    with pytest.raises(release.ReleaseError, match="locked"):
+        release.exercises(nb)
+    nb = _exercise_notebook()
+    del nb.cells[2:]  # a code exercise without its check
+    with pytest.raises(release.ReleaseError, match="no check"):
+        release.exercises(nb)
+
+
+def test_build_student_writes_every_notebook(tmp_path):
+    written = release.build_student(ROOT / "notebooks", tmp_path)
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        assert not any(release.has_solution(c.source) for c in nb.cells), path.name
+        assert sum("raise NotImplementedError()" in c.source for c in nb.cells) >= 2
+
+
+def test_course_notebooks_are_clean_and_have_two_to_four_exercises():
+    assert NOTEBOOKS, "no notebooks found"
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
+        assert 2 <= len(release.exercises(nb)) <= 4, path.name
+
+
+def _exercise_cases():
+    for path in NOTEBOOKS:
+        for ex in release.exercises(nbformat.read(path, as_version=4)):
+            yield pytest.param(ex, id=f"{path.stem}:{ex['grade_id']}")
+
+
+@pytest.mark.parametrize("ex", list(_exercise_cases()))
+def test_each_check_passes_on_the_solution_and_fails_on_the_scaffold(ex, monkeypatch, capsys):
+    """Exercise cells are self-contained (they may use lu, torch, np and math), so they run on their own here."""
+    monkeypatch.delenv(lu.checks.STRICT_ENV, raising=False)
+    check = getattr(lu.checks, ex["check_name"])
+    for source, should_pass in ((ex["solution"], True), (release.strip_solutions(ex["solution"]), False)):
+        namespace = {"lu": lu, "torch": torch, "np": np, "math": math}
+        exec(compile(source, ex["grade_id"], "exec"), namespace)  # noqa: S102 - our own notebook cells
+        assert check(namespace[ex["target"]]) is should_pass, capsys.readouterr().out

@@ -1,0 +1,49 @@
+"""The runner executes notebooks in a fresh kernel and collects their recorded results."""
+
+import json
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from lecture_utils import runner
+
+
+def _write(path, cells):
+    nbformat.write(new_notebook(cells=cells), path)
+
+
+def test_run_course_collects_results_and_reports_errors(tmp_path, capsys):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _write(src / "00_ok.ipynb", [new_markdown_cell("# ok"), new_code_cell(
+        "import lecture_utils as lu, os\nlu.record('demo.value', 2.5)\nlu.record('demo.scale_is_smoke', "
+        "float(os.environ['LECTURE_UTILS_SCALE'] == 'smoke'))")])
+    _write(src / "01_fails.ipynb", [new_code_cell("raise RuntimeError('broken on purpose')")])
+    _write(src / "02_empty.ipynb", [new_markdown_cell("only prose")])
+    summary = runner.run_course(src, tmp_path / "build", scale="smoke", html=True)
+    assert summary["results"] == {"demo.value": 2.5, "demo.scale_is_smoke": 1.0}
+    nbs = summary["notebooks"]
+    assert nbs["00_ok"]["status"] == "ok" and nbs["00_ok"]["seconds"] > 0
+    assert nbs["01_fails"]["status"] == "error" and "broken on purpose" in nbs["01_fails"]["error"]
+    assert nbs["02_empty"]["status"] == "error" and "no code cell" in nbs["02_empty"]["error"]
+    on_disk = json.loads((tmp_path / "build" / "results.json").read_text())
+    assert on_disk["notebooks"] == nbs and on_disk["results"] == summary["results"]
+    assert (tmp_path / "build" / "notebooks" / "00_ok.ipynb").exists()
+    assert (tmp_path / "build" / "html" / "00_ok.html").read_text().count("demo.value") >= 1
+    assert "demo.value" in capsys.readouterr().out  # the summary table
+
+
+def test_only_selects_by_prefix_and_merges(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _write(src / "00_a.ipynb", [new_code_cell("import lecture_utils as lu; lu.record('a.x', 1)")])
+    _write(src / "01_b.ipynb", [new_code_cell("import lecture_utils as lu; lu.record('b.x', 2)")])
+    runner.run_course(src, tmp_path / "build", scale="smoke", html=False)
+    summary = runner.run_course(src, tmp_path / "build", scale="smoke", only=["01"], html=False)
+    assert set(summary["notebooks"]) == {"00_a", "01_b"} and summary["results"] == {"a.x": 1.0, "b.x": 2.0}
+
+
+def test_format_summary_lists_notebooks_and_results():
+    text = runner.format_summary({"scale": "laptop", "notebooks": {"00_x": {"status": "ok", "seconds": 3.0}},
+                                  "results": {"teacher.test_accuracy": 0.8321}})
+    assert "00_x" in text and "teacher.test_accuracy" in text and "0.8321" in text
