@@ -1,10 +1,10 @@
 """Exercise checks. After each exercise a cell calls ``lu.checks.<name>(your_function)``.
 
 A check runs hidden cases against a reference, prints ✅ or ❌ with a hint that points the way without giving the
-answer, and returns True or False. It never crashes on a wrong answer: a ``NotImplementedError``, an exception in
-your code, or a value of the wrong type or shape becomes feedback. In test mode (``LECTURE_UTILS_STRICT_CHECKS=1``,
-set by the course runner and the tests) a failed check raises :class:`CheckFailed`, so an executed notebook whose
-solution is wrong fails loudly.
+answer, and returns a :class:`CheckResult` that is truthy when every case passed. It never crashes on a wrong
+answer: a ``NotImplementedError``, an exception in your code, or a value of the wrong type or shape becomes
+feedback. In test mode (``LECTURE_UTILS_STRICT_CHECKS=1``, set by the course runner and the tests) a failed check
+raises :class:`CheckFailed`, so an executed notebook whose solution is wrong fails loudly.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -24,11 +25,26 @@ class CheckFailed(AssertionError):
     """Raised by a failed check in test mode."""
 
 
+@dataclass(frozen=True)
+class CheckResult:
+    """What a check returns: truthy when every hidden case passed. ``message`` is the verdict it printed."""
+
+    name: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> CheckResult:
+        return self.passed
+
+    def _ipython_display_(self) -> None:
+        """Show nothing as a cell's value: the check has already printed its verdict."""
+
+
 class _Wrong(Exception):
     """One hidden case failed; the message is what the learner sees."""
 
 
-def _strict() -> bool:
+def _strict() -> CheckResult:
     return os.environ.get(STRICT_ENV, "") == "1"
 
 
@@ -59,25 +75,27 @@ def _close(got: float, want: float, what: str, rel: float = 1e-6, abs_tol: float
         raise _Wrong(f"{what}: got {got:.6g}, expected {want:.6g}.")
 
 
-def _run(title: str, cases: list[Callable[[], None]], hint: str) -> bool:
+def _run(title: str, cases: list[Callable[[], None]], hint: str) -> CheckResult:
     """Run every case; report the first failure with the hint."""
     for i, case in enumerate(cases, start=1):
         try:
             case()
         except _Wrong as wrong:
-            print(f"❌ {title} — hidden case {i} of {len(cases)}: {wrong}\n   Hint: {hint}")
+            message = f"❌ {title} — hidden case {i} of {len(cases)}: {wrong}\n   Hint: {hint}"
+            print(message)
             if _strict():
                 raise CheckFailed(f"{title}: {wrong}") from None
-            return False
-    print(f"✅ {title} — all {len(cases)} hidden cases pass.")
-    return True
+            return CheckResult(title, False, message)
+    message = f"✅ {title} — all {len(cases)} hidden cases pass."
+    print(message)
+    return CheckResult(title, True, message)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Lesson 00
 # --------------------------------------------------------------------------------------------------------------
 
-def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> bool:
+def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> CheckResult:
     """Check ``fn(logits (N, C), labels (N,)) -> fraction of rows whose largest logit is the label``."""
     gen = torch.Generator().manual_seed(1234)
 
@@ -102,7 +120,7 @@ def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> bool:
                 "dimension); compare with the labels and take the mean as a float.")
 
 
-def predicted_size_mb(fn: Callable[[int, float], float]) -> bool:
+def predicted_size_mb(fn: Callable[[int, float], float]) -> CheckResult:
     """Check ``fn(n_params, bytes_per_param) -> size in MB`` (MB = 10^6 bytes)."""
     def case(n: int, b: float):
         def run():
@@ -118,7 +136,7 @@ def predicted_size_mb(fn: Callable[[int, float], float]) -> bool:
                 "size in bytes is parameters × bytes per parameter; one MB is 10^6 bytes.")
 
 
-def speedup(fn: Callable[[float, float], float]) -> bool:
+def speedup(fn: Callable[[float, float], float]) -> CheckResult:
     """Check ``fn(baseline_ms, variant_ms) -> speed-up`` (baseline / variant: 2.0 means twice as fast)."""
     def case(base: float, var: float):
         def run():
@@ -134,7 +152,7 @@ def speedup(fn: Callable[[float, float], float]) -> bool:
 # Lesson 01
 # --------------------------------------------------------------------------------------------------------------
 
-def weight_bytes(fn: Callable[[int, int], float]) -> bool:
+def weight_bytes(fn: Callable[[int, int], float]) -> CheckResult:
     """Check ``fn(n_params, bits) -> bytes`` needed to store the weights at ``bits`` bits each."""
     def case(n: int, bits: int):
         def run():
@@ -146,7 +164,7 @@ def weight_bytes(fn: Callable[[int, int], float]) -> bool:
                 "a byte holds 8 bits; work out the bytes per parameter first.")
 
 
-def adam_training_bytes(fn: Callable[[int], float]) -> bool:
+def adam_training_bytes(fn: Callable[[int], float]) -> CheckResult:
     """Check ``fn(n_params) -> bytes`` to train in fp32 with Adam (weights, gradients, two optimizer states)."""
     def case(n: int):
         def run():
@@ -162,7 +180,7 @@ def adam_training_bytes(fn: Callable[[int], float]) -> bool:
                 "two running averages (first and second moment). Each fp32 value takes 4 bytes.")
 
 
-def embedding_share(fn: Callable[[torch.nn.Module], float]) -> bool:
+def embedding_share(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
     """Check ``fn(model) -> fraction of the model's parameters that sit in its embeddings`` on small BERTs."""
     from transformers import BertConfig, BertForSequenceClassification
 

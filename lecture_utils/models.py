@@ -10,18 +10,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import Scale, cache_dir, get_scale
+from .config import Scale, atomic_folder, cache_dir, get_scale
+from .data import sha256_of
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
-TEACHER_LR = 1e-4
+TEACHER_LR = 2e-4
 TEACHER_SEED = 0
 
 
@@ -119,11 +117,6 @@ def teacher_dir(scale: str | Scale | None = None) -> Path:
     return cache_dir() / "teacher" / f"{_scale(scale).name}-{key}"
 
 
-def _file_sha256(path: Path) -> str:
-    from .data import sha256_of
-    return sha256_of(path)
-
-
 def teacher_meta(scale: str | Scale | None = None) -> dict | None:
     """The cached teacher's metadata (settings, training seconds, validation accuracy) if the cache is valid,
     else None. Valid means: complete, written by the same settings, and the weights' sha256 matches."""
@@ -135,7 +128,7 @@ def teacher_meta(scale: str | Scale | None = None) -> dict | None:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError:
         return None
-    if meta.get("settings") != teacher_settings(scale) or meta.get("sha256") != _file_sha256(weights):
+    if meta.get("settings") != teacher_settings(scale) or meta.get("sha256") != sha256_of(weights):
         return None
     return meta
 
@@ -167,20 +160,13 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
         hist = train(model, loaders["train"], epochs=sc.teacher_epochs, lr=TEACHER_LR, progress=progress,
                      desc="fine-tuning the teacher")
         val = evaluate(model, loaders["validation"], progress=False)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp, quiet_transformers():
             model.to("cpu").save_pretrained(tmp)
             tok.save_pretrained(tmp)
             meta = {"settings": teacher_settings(sc), "train_seconds": hist["seconds"], "train_steps": hist["steps"],
                     "validation_accuracy": val["accuracy"], "device": dev.type,
-                    "sha256": _file_sha256(tmp / "model.safetensors")}
+                    "sha256": sha256_of(tmp / "model.safetensors")}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, attn_implementation=attn_implementation, local_files_only=True)

@@ -22,11 +22,11 @@ KEY_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 _recorded: dict[str, float] = {}
 
 
-def record(key: str, value: float, quiet: bool = False) -> float:
+def record(key: str, value: float, quiet: bool = False) -> None:
     """Record one headline number of this notebook under a dotted key such as ``teacher.test_accuracy``.
 
-    The key is lower-case words joined by dots (at least two parts); the value a finite real number. Returns the
-    value as a float, so ``acc = lu.record("x.test_accuracy", acc)`` reads naturally.
+    The key is lower-case words joined by dots (at least two parts); the value a finite real number (a 0-d tensor
+    or NumPy scalar is accepted). Prints what it recorded and returns nothing, so a cell ending with it stays quiet.
     """
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         raise ValueError(f"Result keys are dotted lower-case names like 'teacher.test_accuracy', got {key!r}")
@@ -47,7 +47,6 @@ def record(key: str, value: float, quiet: bool = False) -> float:
         os.replace(tmp, path)
     if not quiet:
         print(f"📌 recorded {key} = {value:.4g}")
-    return value
 
 
 def recorded() -> dict[str, float]:

@@ -23,7 +23,7 @@ from .config import SCALE_ENV, get_scale
 from .results import RESULTS_ENV
 
 KERNEL_NAME = "compressing-nn"
-CELL_TIMEOUT_S = {"smoke": 300, "laptop": 1200, "full": 7200}
+CELL_TIMEOUT_S = {"smoke": 120, "laptop": 1200, "full": 7200}  # seconds per cell
 
 
 def ensure_kernel() -> str:
@@ -59,16 +59,25 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     results_file = build / "results" / f"{path.stem}.json"
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.unlink(missing_ok=True)
-    env_backup = {k: os.environ.get(k) for k in (SCALE_ENV, RESULTS_ENV, STRICT_ENV)}
-    os.environ.update({SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1"})
+    # the kernel inherits these: the scale, where lu.record writes, strict checks, and no progress bars (a
+    # static page would show them frozen at 0%)
+    env_backup = {k: os.environ.get(k) for k in (SCALE_ENV, RESULTS_ENV, STRICT_ENV, "TQDM_DISABLE")}
+    os.environ.update({SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1",
+                       "TQDM_DISABLE": "1"})
+    # the kernel listens on localhost only; its start-up warning about unencrypted local sockets is noise here
     client = NotebookClient(nb, kernel_name=ensure_kernel(), timeout=timeout_s or CELL_TIMEOUT_S[scale],
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     error = None
     start = time.perf_counter()
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-        error = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else type(exc).__name__
+        lines = str(exc).strip().splitlines()
+        error = f"{type(exc).__name__}: {lines[-1][:400] if lines else ''}"
+        cell = _failed_cell(nb)
+        if cell is not None:
+            error += f" (in cell {cell[0]}: {cell[1]!r})"
     finally:
         seconds = time.perf_counter() - start
         for k, v in env_backup.items():
@@ -85,6 +94,18 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     return {"seconds": round(seconds, 1), "status": "ok" if error is None else "error", "error": error,
             "cells_executed": executed, "results": results}
+
+
+def _failed_cell(nb) -> tuple[int, str] | None:
+    """Index and first line of the cell that failed: the one with an error output, else the first code cell that
+    started but never finished (a timeout or a dead kernel)."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return i, cell.source.splitlines()[0] if cell.source else ""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.strip() and not cell.get("execution_count"):
+            return i, cell.source.splitlines()[0]
+    return None
 
 
 def export_html(executed: Path, dest: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -47,6 +48,12 @@ def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def _bar(iterable: Iterable, progress: bool, **kwargs) -> tqdm:
+    """A ``tqdm.auto`` progress bar, off when ``progress`` is False or ``$TQDM_DISABLE`` is 1 (the course runner
+    sets it: a bar saved in an executed notebook would show 0% forever)."""
+    return tqdm(iterable, disable=not progress or os.environ.get("TQDM_DISABLE") == "1", leave=False, **kwargs)
 
 
 def _cycle(loader: Iterable, steps: int):
@@ -103,7 +110,7 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
     best_state, bad_evals = None, 0
     start = time.perf_counter()
     model.train()
-    bar = tqdm(_cycle(loader, max_steps), total=max_steps, desc=desc, disable=not progress, leave=False)
+    bar = _bar(_cycle(loader, max_steps), progress, total=max_steps, desc=desc)
     for step, batch in enumerate(bar, start=1):
         loss = loss_fn(model, to_device(batch, device))
         opt.zero_grad(set_to_none=True)
@@ -145,7 +152,7 @@ def predict(model: torch.nn.Module, loader: Iterable, progress: bool = False) ->
     model.eval()
     device = model_device(model)
     all_logits, all_labels = [], []
-    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
+    for batch in _bar(loader, progress, desc="eval"):
         logits, labels = logits_and_labels(model, to_device(batch, device))
         all_logits.append(logits.float().cpu())
         all_labels.append(labels.cpu())

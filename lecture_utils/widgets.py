@@ -24,7 +24,7 @@ def fit_table(models: dict[str, float], devices: dict[str, float] | None = None,
     print(f"{mode} in {dtype}\n{header}")
     for row in rows:
         marks = "  ".join(f"{('✅' if row[d] else '❌'):^{len(d)}}" for d in devices)
-        print(f"{row['model']:<{width}} {row['needed_gb']:>9,.1f}  {marks}")
+        print(f"{row['model']:<{width}} {row['needed_gb']:>9,.2f}  {marks}")
     return rows
 
 

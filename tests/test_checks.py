@@ -47,14 +47,14 @@ def lenient(monkeypatch):
 
 @pytest.mark.parametrize("name", list(CORRECT))
 def test_correct_answer_passes(name, capsys):
-    assert getattr(checks, name)(CORRECT[name]) is True
+    assert getattr(checks, name)(CORRECT[name]).passed is True
     assert "✅" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", list(CORRECT))
 def test_wrong_answers_scaffolds_and_crashes_fail_with_a_hint(name, capsys):
     for wrong in [*WRONG[name], _not_done, _boom, "not a function"]:
-        assert getattr(checks, name)(wrong) is False
+        assert getattr(checks, name)(wrong).passed is False
         out = capsys.readouterr().out
         assert "❌" in out and "Hint:" in out
 
@@ -74,11 +74,12 @@ def test_strict_mode_raises(monkeypatch):
     monkeypatch.setenv(checks.STRICT_ENV, "1")
     with pytest.raises(checks.CheckFailed):
         checks.speedup(_not_done)
-    assert checks.speedup(CORRECT["speedup"]) is True
+    assert checks.speedup(CORRECT["speedup"])
 
 
 def test_every_public_check_is_covered():
     public = {n for n in dir(checks) if not n.startswith("_") and callable(getattr(checks, n))
               and getattr(checks, n).__module__ == checks.__name__ and n[0].islower()}
+    assert "CheckResult" in dir(checks)
     assert public == set(CORRECT), "add new checks to CORRECT and WRONG"
     assert lu.checks is checks and torch  # the notebooks call lu.checks.<name>

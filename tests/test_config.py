@@ -33,3 +33,17 @@ def test_scales_grow_from_smoke_to_laptop():
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(lu.config.CACHE_ENV, str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and cache_dir().is_dir()
+
+
+def test_atomic_folder_replaces_only_on_success(tmp_path):
+    from lecture_utils.config import atomic_folder
+
+    target = tmp_path / "thing"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("v1")
+    assert (target / "a.txt").read_text() == "v1"
+    with pytest.raises(RuntimeError), atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("half-written")
+        raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["thing"]  # no temporary folder left behind

@@ -108,4 +108,4 @@ def test_each_check_passes_on_the_solution_and_fails_on_the_scaffold(ex, monkeyp
     for source, should_pass in ((ex["solution"], True), (release.strip_solutions(ex["solution"]), False)):
         namespace = {"lu": lu, "torch": torch, "np": np, "math": math}
         exec(compile(source, ex["grade_id"], "exec"), namespace)  # noqa: S102 - our own notebook cells
-        assert check(namespace[ex["target"]]) is should_pass, capsys.readouterr().out
+        assert check(namespace[ex["target"]]).passed is should_pass, capsys.readouterr().out

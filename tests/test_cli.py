@@ -1,0 +1,38 @@
+"""The command-line entry point behind the Makefile."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lecture_utils import __main__ as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "lecture_utils", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    for command in ("prepare", "course", "test", "student", "lab", "doctor"):
+        assert command in out
+
+
+def test_student_command_writes_the_release(capsys):
+    assert cli.main(["student"]) == 0
+    assert sorted(p.name for p in (ROOT / "build" / "student").glob("*.ipynb")) == sorted(
+        p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert "Student release" in capsys.readouterr().out
+
+
+def test_pytest_collecting_nothing_is_a_failure(monkeypatch, prepared, capsys):
+    monkeypatch.setattr(cli.subprocess, "call", lambda *a, **k: 5)
+    assert cli.main(["test"]) == 1
+    assert "no tests" in capsys.readouterr().out
+    monkeypatch.setattr(cli.subprocess, "call", lambda *a, **k: 0)
+    assert cli.main(["test"]) == 0
+
+
+def test_unknown_scale_is_refused():
+    with pytest.raises(SystemExit):
+        cli.main(["course", "--scale", "huge"])
