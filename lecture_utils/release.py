@@ -14,8 +14,10 @@ from pathlib import Path
 
 import nbformat
 
-BEGIN = "### BEGIN SOLUTION"
+BEGIN = "### BEGIN SOLUTION"  # how the course writes the markers
 END = "### END SOLUTION"
+BEGIN_DELIMITER = "BEGIN SOLUTION"  # what nbgrader matches: these words anywhere in a line, in any cell
+END_DELIMITER = "END SOLUTION"
 CODE_SCAFFOLD = ["# YOUR CODE HERE", "raise NotImplementedError()"]
 MARKDOWN_SCAFFOLD = ["YOUR ANSWER HERE"]
 CHECK_CALL = re.compile(r"^lu\.checks\.(\w+)\((\w+)\)\s*$")
@@ -26,18 +28,21 @@ class ReleaseError(ValueError):
 
 
 def strip_solutions(source: str, cell_type: str = "code") -> str:
-    """Replace every solution region of one cell's source with the scaffold, keeping its indentation."""
+    """Replace every solution region of one cell's source with the scaffold, indented like its BEGIN line.
+
+    Matches the markers the way nbgrader does (the words ``BEGIN SOLUTION`` / ``END SOLUTION`` anywhere in a line),
+    so the result equals nbgrader's ``ClearSolutions`` on the same cell — and prose must not contain those words.
+    """
     out: list[str] = []
     inside = False
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == BEGIN:
+    for line in source.split("\n"):
+        if BEGIN_DELIMITER in line:
             if inside:
                 raise ReleaseError(f"Nested {BEGIN!r} in:\n{source}")
             inside = True
-            indent = line[: len(line) - len(line.lstrip())]
+            indent = re.match(r"\s*", line).group(0)
             out.extend(indent + s for s in (CODE_SCAFFOLD if cell_type == "code" else MARKDOWN_SCAFFOLD))
-        elif stripped == END:
+        elif END_DELIMITER in line:
             if not inside:
                 raise ReleaseError(f"{END!r} without {BEGIN!r} in:\n{source}")
             inside = False
@@ -49,7 +54,12 @@ def strip_solutions(source: str, cell_type: str = "code") -> str:
 
 
 def has_solution(source: str) -> bool:
-    return any(line.strip() == BEGIN for line in source.splitlines())
+    """True if the source has a solution region (as nbgrader sees it)."""
+    return any(BEGIN_DELIMITER in line for line in source.split("\n"))
+
+
+def _is_solution_cell(cell) -> bool:
+    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
 
 
 def exercises(nb: nbformat.NotebookNode) -> list[dict]:
@@ -64,10 +74,10 @@ def exercises(nb: nbformat.NotebookNode) -> list[dict]:
     ids: set[str] = set()
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if has_solution(cell.source):
-            if not meta.get("solution"):
-                raise ReleaseError(f"A cell with a solution region has no nbgrader solution metadata:\n{cell.source}")
-            if pending is not None:
+        if has_solution(cell.source) and not _is_solution_cell(cell):
+            raise ReleaseError(f"A cell with a solution region has no nbgrader solution metadata:\n{cell.source}")
+        if _is_solution_cell(cell):
+            if pending is not None and pending["cell_type"] == "code":  # written answers are graded by hand
                 raise ReleaseError(f"Exercise {pending['grade_id']} has no check cell before the next exercise.")
             pending = {"grade_id": meta.get("grade_id"), "solution": cell.source, "cell_type": cell.cell_type}
         if meta.get("grade_id"):
@@ -93,9 +103,12 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``nb`` with every solution region replaced by its scaffold and every output cleared."""
     exercises(nb)  # validates markers and metadata
     out = copy.deepcopy(nb)
+    out.metadata.pop("celltoolbar", None)
     for cell in out.cells:
         if has_solution(cell.source):
             cell.source = strip_solutions(cell.source, cell.cell_type)
+        elif _is_solution_cell(cell):  # a solution cell without markers is all solution (nbgrader's rule)
+            cell.source = "\n".join(CODE_SCAFFOLD if cell.cell_type == "code" else MARKDOWN_SCAFFOLD)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

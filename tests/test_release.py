@@ -1,6 +1,7 @@
 """The student release: regions replaced like nbgrader's, outputs cleared, checks kept — and every check in the
 course's notebooks passes on its solution and fails on its scaffold."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -109,3 +110,31 @@ def test_each_check_passes_on_the_solution_and_fails_on_the_scaffold(ex, monkeyp
         namespace = {"lu": lu, "torch": torch, "np": np, "math": math}
         exec(compile(source, ex["grade_id"], "exec"), namespace)  # noqa: S102 - our own notebook cells
         assert check(namespace[ex["target"]]).passed is should_pass, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_release_equals_nbgraders_own(path):
+    """nbgrader's ClearSolutions and ClearOutput (what generate_assignment applies) are the reference."""
+    from nbconvert.preprocessors import ClearOutputPreprocessor
+    from nbgrader.preprocessors import ClearSolutions
+
+    nb = nbformat.read(path, as_version=4)
+    reference, resources = ClearSolutions().preprocess(copy.deepcopy(nb), {})
+    reference, _ = ClearOutputPreprocessor().preprocess(reference, resources)
+    ours = release.student_notebook(nb)
+    assert [c.source for c in ours.cells] == [c.source for c in reference.cells]
+    assert [c.get("outputs") for c in ours.cells] == [c.get("outputs") for c in reference.cells]
+
+
+def test_solution_cell_without_markers_is_replaced_whole_like_nbgrader():
+    cell = _meta(new_code_cell("x = 42"), solution=True, grade=False, locked=False, grade_id="all")
+    check = _meta(new_code_cell("lu.checks.speedup(x)"), solution=False, grade=True, locked=True, points=1,
+                  grade_id="all-check")
+    student = release.student_notebook(new_notebook(cells=[cell, check]))
+    assert student.cells[0].source == "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def test_marker_words_in_prose_are_refused_like_nbgrader_would():
+    nb = new_notebook(cells=[new_markdown_cell("Solutions sit after BEGIN SOLUTION markers.")])
+    with pytest.raises(release.ReleaseError, match="metadata"):
+        release.student_notebook(nb)
