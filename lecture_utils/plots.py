@@ -17,19 +17,30 @@ def use_style() -> None:
     })
 
 
-def size_trend(table: pd.DataFrame, ax: plt.Axes | None = None, label_every: int = 1) -> plt.Axes:
+def size_trend(table: pd.DataFrame, ax: plt.Axes | None = None, labels: list[str] | None = None,
+               highlight: str | None = None) -> plt.Axes:
     """Parameters (log scale) against release date, one point per row of ``table`` (columns ``model``, ``date``
-    as YYYY-MM, ``parameters``; optional ``sparse_moe``)."""
+    as YYYY-MM, ``parameters``; optional ``sparse_moe``). ``labels`` names the models to annotate (default: all);
+    ``highlight`` marks one model with a star."""
     ax = ax or plt.subplots(figsize=(9, 5))[1]
     dates = pd.to_datetime(table["date"], format="%Y-%m")
-    moe = table["sparse_moe"].astype(str).str.lower().eq("true") if "sparse_moe" in table else False
-    ax.scatter(dates[~moe], table["parameters"][~moe], label="dense", zorder=3)
-    if moe is not False and moe.any():
-        ax.scatter(dates[moe], table["parameters"][moe], marker="D", label="sparse mixture-of-experts (total)",
-                   zorder=3)
-    for i, (d, p, name) in enumerate(zip(dates, table["parameters"], table["model"], strict=True)):
-        if i % label_every == 0:
-            ax.annotate(name, (d, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    params = table["parameters"]
+    moe = table["sparse_moe"].astype(bool) if "sparse_moe" in table else pd.Series(False, index=table.index)
+    ax.scatter(dates[~moe], params[~moe], label="dense", zorder=3)
+    if moe.any():
+        ax.scatter(dates[moe], params[moe], marker="D", label="sparse mixture-of-experts (total)", zorder=3)
+    if highlight is not None:
+        mine = table["model"] == highlight
+        if not mine.any():
+            raise ValueError(f"highlight={highlight!r} is not a model of the table")
+        ax.scatter(dates[mine], params[mine], marker="*", s=250, color=PALETTE[3], label=highlight, zorder=4)
+    wanted = set(table["model"]) if labels is None else set(labels)
+    unknown = wanted - set(table["model"])
+    if unknown:
+        raise ValueError(f"labels names models that are not in the table: {sorted(unknown)}")
+    for d, p, name in zip(dates, params, table["model"], strict=True):
+        if name in wanted:
+            ax.annotate(name, (d, p), fontsize=8, xytext=(4, 3), textcoords="offset points")
     ax.set_yscale("log")
     ax.set_ylabel("parameters (log scale)")
     ax.set_xlabel("release")

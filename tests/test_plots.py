@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 
 import lecture_utils as lu  # noqa: E402
 
@@ -13,6 +14,12 @@ def test_size_trend_is_log_scale_with_a_point_per_model():
     ax = lu.plots.size_trend(table)
     assert ax.get_yscale() == "log"
     assert sum(len(c.get_offsets()) for c in ax.collections) == len(table)
+    assert len(ax.texts) == len(table)
+    ax = lu.plots.size_trend(table, labels=["GPT-3"], highlight="all-MiniLM-L6-v2")
+    assert [t.get_text() for t in ax.texts] == ["GPT-3"]
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(table) + 1  # the star on top
+    with pytest.raises(ValueError, match="not in the table"):
+        lu.plots.size_trend(table, labels=["GPT-9"])
     plt.close("all")
 
 
