@@ -5,15 +5,16 @@ One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``mod
 copies) and ``runner`` (executing the course).
 """
 
-from .env import configure_offline
+from .env import configure_offline, quiet_library_logs
 
 configure_offline()  # before transformers/datasets are imported anywhere: they read these variables once
+quiet_library_logs()
 
-from . import checks, config, data, env, measure, memory, models, plots, release, results, training, widgets  # noqa: E402
+from . import checks, config, data, env, measure, memory, models, plots, quantize, release, results, training, widgets  # noqa: E402
 from .config import get_scale  # noqa: E402
 from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["checks", "config", "data", "env", "measure", "memory", "models", "plots", "release", "results",
+__all__ = ["checks", "config", "data", "env", "measure", "memory", "models", "plots", "quantize", "release", "results",
            "training", "widgets", "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]

@@ -7,6 +7,7 @@ The first code cell of each lesson is ``lu.setup()``. It prints one line you can
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
 import random
@@ -39,6 +40,13 @@ def configure_offline(scale_name: str | None = None) -> bool:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # one tqdm bar per map() is noise in a lesson
     return True
+
+
+def quiet_library_logs() -> None:
+    """Silence start-up log lines that are noise on a CPU machine: torchao reporting the GPU-only extensions it
+    cannot load, and torch's notice about enum registration that torchao triggers. Errors still show."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def hub_reachable(timeout_s: float = 2.0) -> bool:

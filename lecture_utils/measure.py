@@ -129,6 +129,26 @@ def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor,
             "batch_size": int(batch_size), "threads": torch.get_num_threads(), "device": device.type}
 
 
+def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor] | torch.Tensor,
+                    repeats: int = 10, warmup: int = 2) -> dict[str, dict]:
+    """Time several models on the same inputs fairly: round-robin, one timed pass of each model per round, so a
+    slow moment of the machine hits every model alike. Returns ``{name: latency dict}`` as :func:`latency_ms`
+    (``median_ms`` is the headline)."""
+    if not models:
+        raise ValueError("compare_latency needs at least one model")
+    rounds: dict[str, list[dict]] = {name: [] for name in models}
+    for model in models.values():
+        latency_ms(model, inputs, repeats=1, warmup=warmup)
+    for _ in range(repeats):
+        for name, model in models.items():
+            rounds[name].append(latency_ms(model, inputs, repeats=1, warmup=0))
+    out = {}
+    for name, runs in rounds.items():
+        times = [r["median_ms"] for r in runs]
+        out[name] = {**runs[0], "median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+    return out
+
+
 def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor | None = None,
               loader: Iterable | None = None, repeats: int = 10) -> dict:
     """Everything the course compares, in one dict: ``params``, ``size_mb``, ``sparsity``, and, when given,

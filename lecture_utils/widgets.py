@@ -60,3 +60,52 @@ def fit_widget(models: dict[str, float]):
     box = w.VBox([model, dtype, mode, device, out])
     display(box)
     return box
+
+
+def quantization_table(weight, bits: tuple[int, ...] = (8, 6, 4, 3, 2)) -> list[dict]:
+    """Round-trip error of ``weight`` for every scheme × granularity × bit-width; prints a table, returns its rows.
+
+    The plain-function twin of :func:`quantization_widget`. Errors are in the units of the weights.
+    """
+    from .quantize import roundtrip_error
+
+    rows = [roundtrip_error(weight, b, scheme, per_channel)
+            for scheme in ("affine", "symmetric") for per_channel in (False, True) for b in bits]
+    print(f"{'scheme':<10} {'granularity':<12} {'bits':>4} {'mean sq. error':>15} {'max |error|':>12}")
+    for r in rows:
+        gran = "per-channel" if r["per_channel"] else "per-tensor"
+        print(f"{r['scheme']:<10} {gran:<12} {r['bits']:>4} {r['mse']:>15.3e} {r['max_abs']:>12.3e}")
+    return rows
+
+
+def quantization_widget(weight):
+    """Explore quantizing ``weight``: bits, scheme and granularity in, round-trip error out.
+
+    Falls back to :func:`quantization_table` when ipywidgets is unavailable. Returns the widget (or None).
+    """
+    from .quantize import roundtrip_error
+
+    try:
+        import ipywidgets as w
+        from IPython.display import display
+    except ImportError:
+        quantization_table(weight)
+        return None
+    bits = w.IntSlider(value=8, min=2, max=8, description="bits")
+    scheme = w.ToggleButtons(options=["affine", "symmetric"], description="scheme")
+    per_channel = w.Checkbox(value=False, description="per-channel (one scale per row)")
+    out = w.Output()
+
+    def update(_=None):
+        out.clear_output()
+        with out:
+            r = roundtrip_error(weight, bits.value, scheme.value, per_channel.value)
+            print(f"{2 ** bits.value} levels · mean scale {r['mean_scale']:.3e} · mean squared error {r['mse']:.3e}"
+                  f" · max |error| {r['max_abs']:.3e}")
+
+    for control in (bits, scheme, per_channel):
+        control.observe(update, names="value")
+    update()
+    box = w.VBox([bits, scheme, per_channel, out])
+    display(box)
+    return box

@@ -23,7 +23,17 @@ CORRECT = {
     "adam_training_bytes": lambda n: 16 * n,
     "embedding_share": lambda m: sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
     / sum(p.numel() for p in m.parameters()),
+    "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
+    "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
+    "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
 }
+
+
+def _ref_affine(lo, hi, bits):
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, int(0 - round(lo / scale))
+
 
 WRONG = {
     "accuracy": [lambda logits, labels: (logits.argmax(-1) == labels).sum().item(),  # a count, not a fraction
@@ -37,6 +47,14 @@ WRONG = {
                         / sum(p.numel() for p in m.parameters()),
                         lambda m: 100 * sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
                         / sum(p.numel() for p in m.parameters())],
+    "affine_qparams": [lambda lo, hi, bits: ((hi - lo) / (2**bits - 1), 0),  # range not widened, no zero point
+                       lambda lo, hi, bits: ((hi - lo) / 2**bits, round(-lo * 2**bits / (hi - lo)))],
+    "quantize_dequantize": [lambda x, s, z, bits: torch.round(x / s) + z,  # never dequantized
+                            lambda x, s, z, bits: (torch.round(x / s) + z - z) * s,  # no clamp
+                            lambda x, s, z, bits: x],
+    "symmetric_scales": [lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
+                         lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
+                         lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)],  # per column
 }
 
 

@@ -13,6 +13,9 @@ EXPECTED_RESULTS = {
     "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
                    "teacher.latency_ms"},
     "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound"},
+    "06_quantization": {"quant.int8_dynamic.test_accuracy", "quant.int8_dynamic.speedup",
+                        "quant.int8_dynamic.size_ratio", "quant.int8_all.size_ratio", "quant.ptq4.test_accuracy",
+                        "quant.qat4.test_accuracy", "quant.torchao_int8.speedup"},
 }
 
 

@@ -15,3 +15,16 @@ def test_fit_widget_builds_and_answers_like_the_function():
     model, dtype, mode, device, out = box.children
     dtype.value = "int4"
     assert dtype.value == "int4" and model.value == "7B"
+
+
+def test_quantization_table_and_widget_agree_with_the_helper(capsys):
+    import torch
+
+    weight = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    rows = lu.widgets.quantization_table(weight, bits=(8, 2))
+    assert len(rows) == 8 and "per-channel" in capsys.readouterr().out
+    assert rows[0] == lu.quantize.roundtrip_error(weight, 8, "affine", False)
+    box = lu.widgets.quantization_widget(weight)
+    bits, scheme, per_channel, out = box.children
+    bits.value = 3
+    assert bits.value == 3

@@ -1,0 +1,233 @@
+"""Quantization, from the formulas to real int8 kernels.
+
+The arithmetic (what lesson 06 writes by hand, and what the tests check against ``torch.quantize_per_tensor`` and
+``torch.quantize_per_channel``)::
+
+    affine:     s = (x_max - x_min) / (q_max - q_min)        z = q_min - round(x_min / s)
+    symmetric:  s = 2 * max(|x_min|, |x_max|) / (q_max - q_min)   z = 0 (signed integers)
+    quantize:   q = clamp(round(x / s) + z, q_min, q_max)
+    dequantize: x_hat = (q - z) * s
+
+As in PyTorch's ``MinMaxObserver``, the range is widened to include 0 (so zero is exact) and the scale is at least
+the float32 machine epsilon, so a constant tensor gets a tiny scale instead of a division by zero. Rounding is
+round-half-to-even of ``x * (1 / s)``, exactly as PyTorch's kernels compute it (``x / s`` can differ in the last
+bit, which matters for values that land on a .5 boundary — the extremes of a symmetric range do). Per-channel
+quantization computes one (s, z) per row (output channel).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SCHEMES = ("affine", "symmetric")
+MIN_BITS, MAX_BITS = 2, 16
+EPS = torch.finfo(torch.float32).eps
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """The integer range of a ``bits``-bit integer: signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1]."""
+    if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be an int from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"Unknown scheme {scheme!r}. Allowed: {', '.join(SCHEMES)}.")
+
+
+def qparams(x_min: torch.Tensor | float, x_max: torch.Tensor | float, bits: int = 8, scheme: str = "affine",
+            signed: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point from a range (scalars, or one entry per channel).
+
+    Args:
+        x_min, x_max: the observed minimum and maximum (tensors of the same shape for per-channel).
+        bits: integer width, 2 to 16. scheme: "affine" or "symmetric".
+        signed: signed integers (default: unsigned for affine, like quint8; signed for symmetric, like qint8).
+
+    Returns:
+        ``(scale, zero_point)``: float32 and int64 tensors shaped like ``x_min``.
+    """
+    _check_scheme(scheme)
+    signed = (scheme == "symmetric") if signed is None else signed
+    qmin, qmax = qrange(bits, signed)
+    lo = torch.clamp(torch.as_tensor(x_min, dtype=torch.float32), max=0.0)
+    hi = torch.clamp(torch.as_tensor(x_max, dtype=torch.float32), min=0.0)
+    if (lo > hi).any():
+        raise ValueError("x_min must not exceed x_max")
+    if scheme == "affine":
+        scale = torch.clamp((hi - lo) / (qmax - qmin), min=EPS)
+        zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax).to(torch.int64)
+    else:
+        scale = torch.clamp(2 * torch.maximum(-lo, hi) / (qmax - qmin), min=EPS)
+        zero_point = torch.full_like(scale, 0 if signed else (qmin + qmax + 1) // 2, dtype=torch.int64)
+    return scale, zero_point
+
+
+def tensor_qparams(x: torch.Tensor, bits: int = 8, scheme: str = "affine", per_channel: bool = False,
+                   signed: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`qparams` from a tensor's own range: one pair for the whole tensor, or one per row (dim 0) when
+    ``per_channel``. Per-channel results are shaped ``(rows, 1, ...)`` so they broadcast against ``x``."""
+    if per_channel:
+        if x.dim() < 2:
+            raise ValueError(f"per-channel quantization needs a tensor with rows (2+ dims), got shape {tuple(x.shape)}")
+        flat = x.detach().reshape(x.shape[0], -1)
+        scale, zp = qparams(flat.min(dim=1).values, flat.max(dim=1).values, bits, scheme, signed)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        return scale.reshape(shape), zp.reshape(shape)
+    return qparams(x.detach().min(), x.detach().max(), bits, scheme, signed)
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int = 8,
+             signed: bool = False) -> torch.Tensor:
+    """Integers ``clamp(round(x / scale) + zero_point, q_min, q_max)`` as an int64 tensor shaped like ``x``."""
+    qmin, qmax = qrange(bits, signed)
+    return torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, qmin, qmax).to(torch.int64)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """Floats ``(q - zero_point) * scale`` (float32)."""
+    return (q - zero_point).to(torch.float32) * scale
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """Quantize-dequantize in the forward pass; straight-through gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):
+        q = torch.round(x * (1.0 / scale)) + zero_point
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return (torch.clamp(q, qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None, None, None
+
+
+def fake_quantize(x: torch.Tensor, bits: int = 8, scheme: str = "symmetric", per_channel: bool = True,
+                  signed: bool | None = None) -> torch.Tensor:
+    """``dequantize(quantize(x))`` with the straight-through estimator: the forward pass sees the rounding error,
+    the backward pass lets the gradient through unchanged where ``x`` is inside the representable range and
+    blocks it (0) where it was clamped. Scales come from ``x``'s own range (not differentiated)."""
+    _check_scheme(scheme)
+    signed = (scheme == "symmetric") if signed is None else signed
+    scale, zp = tensor_qparams(x, bits, scheme, per_channel, signed)
+    qmin, qmax = qrange(bits, signed)
+    return _FakeQuantSTE.apply(x, scale, zp, qmin, qmax)
+
+
+def roundtrip_error(x: torch.Tensor, bits: int, scheme: str = "affine", per_channel: bool = False) -> dict:
+    """How much a quantize → dequantize round trip changes ``x``: ``{"bits", "scheme", "per_channel", "mse",
+    "max_abs", "mean_scale"}`` (errors in the units of ``x``)."""
+    scale, zp = tensor_qparams(x, bits, scheme, per_channel)
+    signed = scheme == "symmetric"
+    err = dequantize(quantize(x, scale, zp, bits, signed), scale, zp) - x
+    return {"bits": bits, "scheme": scheme, "per_channel": per_channel, "mse": err.pow(2).mean().item(),
+            "max_abs": err.abs().max().item(), "mean_scale": scale.float().mean().item()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Simulated low-bit weights and quantization-aware training
+# --------------------------------------------------------------------------------------------------------------
+
+class FakeQuantLinear(nn.Linear):
+    """An ``nn.Linear`` whose weight is fake-quantized (per output channel) in every forward pass.
+
+    The float weight stays the trainable parameter; the straight-through estimator lets training adjust it so that
+    its *quantized* version works well — that is quantization-aware training.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 4,
+                 scheme: str = "symmetric"):
+        super().__init__(in_features, out_features, bias)
+        qrange(bits, True)
+        _check_scheme(scheme)
+        self.bits, self.scheme = bits, scheme
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, fake_quantize(self.weight, self.bits, self.scheme, per_channel=True), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bits={self.bits}, scheme={self.scheme}"
+
+
+def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric",
+                          skip: tuple[str, ...] = ()) -> nn.Module:
+    """A copy of ``model`` with every ``nn.Linear`` (except those whose name contains a ``skip`` entry) replaced by
+    a :class:`FakeQuantLinear` with the same weights. Embeddings and LayerNorms stay in float."""
+    qrange(bits, True)
+    _check_scheme(scheme)
+    model = copy.deepcopy(model)
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if type(child) is nn.Linear and not any(s in full for s in skip):
+                fq = FakeQuantLinear(child.in_features, child.out_features, child.bias is not None, bits, scheme)
+                fq.load_state_dict(child.state_dict())
+                fq.to(child.weight.device)
+                setattr(module, child_name, fq)
+                swapped += 1
+    if swapped == 0:
+        raise ValueError("The model has no nn.Linear layers to fake-quantize.")
+    return model
+
+
+def freeze_fake_quant(model: nn.Module) -> nn.Module:
+    """A copy where every :class:`FakeQuantLinear` becomes a plain ``nn.Linear`` holding its quantized-dequantized
+    weight: the numbers an integer kernel would use, with no fake quantization left at run time."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, FakeQuantLinear):
+                plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
+                                                 bias=child.bias is not None)  # no random init: overwritten below
+                with torch.no_grad():
+                    plain.weight.copy_(fake_quantize(child.weight, child.bits, child.scheme, per_channel=True))
+                    if child.bias is not None:
+                        plain.bias.copy_(child.bias)
+                setattr(module, child_name, plain.to(child.weight.device))
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Real int8: torch.ao dynamic quantization (fbgemm / x86 kernels) and torchao
+# --------------------------------------------------------------------------------------------------------------
+
+def dynamic_int8(model: nn.Module, embeddings: bool = False) -> nn.Module:
+    """A copy of ``model`` with post-training dynamic int8 quantization (``torch.ao.quantization.quantize_dynamic``):
+    ``nn.Linear`` weights stored in int8 with one scale per tensor, activations quantized on the fly at run time.
+    With ``embeddings=True`` the ``nn.Embedding`` tables are stored in 8 bits too (one scale and zero point per
+    row). CPU only: these kernels (fbgemm on x86, qnnpack on ARM) have no CUDA version. The model must be on the CPU.
+    A BERT with 8-bit embeddings needs ``token_type_ids`` in its inputs (the tokenizer adds them): the 8-bit lookup
+    refuses the non-contiguous default that BERT would otherwise build.
+    """
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ValueError("dynamic int8 quantization runs on the CPU only: move the model with .to('cpu') first.")
+    spec: dict = {nn.Linear: default_dynamic_qconfig}
+    if embeddings:
+        spec[nn.Embedding] = float_qparams_weight_only_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13 marks torch.ao.quantization deprecated in favour of torchao
+        return quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
+
+
+def torchao_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` quantized with torchao's ``quantize_`` and ``Int8DynamicActivationInt8WeightConfig``
+    (the API PyTorch recommends instead of ``torch.ao``), run in eager mode."""
+    import logging
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports GPU-only extensions it cannot load here
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    model = copy.deepcopy(model).eval()
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    return model
