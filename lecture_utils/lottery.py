@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .env import seed_everything
+from .env import seed_everything, torch_threads
 from .training import LossFn, cross_entropy_loss, evaluate, to_device, train
 
 Masks = dict[str, torch.Tensor]
@@ -226,8 +226,9 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
     weights at 0; return its test accuracy (fraction). The batch order is seeded by ``seed``."""
     apply_masks(model, masks)
     loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
-    train(model, loader, max_steps=steps or setup.steps, lr=setup.lr, weight_decay=0.0, warmup=0.0,
-          max_grad_norm=None, after_step=keep_masked(masks), progress=False)
+    with torch_threads(1):  # a small MLP: one thread is faster than two
+        train(model, loader, max_steps=steps or setup.steps, lr=setup.lr, weight_decay=0.0, warmup=0.0,
+              max_grad_norm=None, after_step=keep_masked(masks), progress=False)
     return evaluate(model, [(data["x_test"], data["y_test"])], progress=False)["accuracy"]
 
 

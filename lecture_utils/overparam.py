@@ -10,14 +10,14 @@ gradient it would get alone and Adam (an element-wise optimiser) treats each one
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .env import seed_everything
+from .env import seed_everything, torch_threads
 from .training import train
 
 XOR_X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
@@ -78,17 +78,23 @@ def xor_success(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ((logits > 0) == (targets > 0.5)).all(dim=-1)
 
 
-def train_xor(width: int, seeds: Sequence[int], steps: int, lr: float = 0.01) -> torch.Tensor:
+Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_xor(width: int, seeds: Sequence[int], steps: int, lr: float = 0.01,
+              success: Success = xor_success) -> torch.Tensor:
     """Train one XOR network per seed at ``width`` hidden units for ``steps`` full-batch Adam steps (no weight
-    decay, no warm-up, the course loop's linear decay). Returns the success of each seed, a bool tensor (S,)."""
+    decay, no warm-up, the course loop's linear decay). Returns ``success(logits (S, 4), targets (4,))``: by
+    default :func:`xor_success`, a bool tensor (S,)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     model = ParallelMLP(width, seeds)
     batch = xor_data()
-    train(model, [batch], max_steps=steps, lr=lr, weight_decay=0.0, warmup=0.0, loss_fn=parallel_bce_loss,
-          max_grad_norm=None, progress=False)
+    with torch_threads(1):  # tiny tensors: a second thread only adds synchronisation
+        train(model, [batch], max_steps=steps, lr=lr, weight_decay=0.0, warmup=0.0, loss_fn=parallel_bce_loss,
+              max_grad_norm=None, progress=False)
     with torch.no_grad():
-        return xor_success(model(batch[0]), batch[1])
+        return torch.as_tensor(success(model(batch[0]), batch[1])).bool()
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -103,14 +109,16 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def xor_sweep(widths: Sequence[int], seeds: int, steps: int, lr: float = 0.01) -> pd.DataFrame:
+def xor_sweep(widths: Sequence[int], seeds: int, steps: int, lr: float = 0.01,
+              success: Success = xor_success) -> pd.DataFrame:
     """Success rate of XOR training at each width over seeds ``0 .. seeds - 1``. One row per width: ``width``,
-    ``seeds``, ``successes``, ``rate`` (fraction) and its 95% Wilson interval ``low``, ``high``."""
+    ``seeds``, ``successes``, ``rate`` (fraction) and its 95% Wilson interval ``low``, ``high``. ``success``
+    decides which trained networks count (see :func:`train_xor`)."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     rows = []
     for width in widths:
-        ok = int(train_xor(width, range(seeds), steps, lr).sum())
+        ok = int(train_xor(width, range(seeds), steps, lr, success).sum())
         low, high = wilson_interval(ok, seeds)
         rows.append({"width": width, "seeds": seeds, "successes": ok, "rate": ok / seeds, "low": low, "high": high})
     return pd.DataFrame(rows)
