@@ -128,6 +128,15 @@ def xor_sweep(widths: Sequence[int], seeds: int, steps: int, lr: float = 0.01,
 # Redundancy in a trained network
 # --------------------------------------------------------------------------------------------------------------
 
+def singular_values(weight: torch.Tensor) -> torch.Tensor:
+    """Singular values of a 2-D weight (m, n), largest first, shape (min(m, n),), as float32 on the CPU. Computed
+    on one thread: for matrices of this size LAPACK's threading costs far more than it saves on a busy CPU."""
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D matrix, got shape {tuple(weight.shape)}")
+    with torch_threads(1):
+        return torch.linalg.svdvals(weight.detach().float().cpu())
+
+
 def effective_rank(singular_values: torch.Tensor, energy: float = 0.9) -> int:
     """The smallest number of singular values whose squares hold at least ``energy`` (a fraction in (0, 1]) of
     the sum of all squares: how many directions a rank-k approximation needs to keep that share of the matrix's

@@ -66,6 +66,13 @@ def test_effective_rank():
         op.effective_rank(torch.ones(2, 2))
 
 
+def test_singular_values_match_a_known_matrix():
+    w = torch.diag(torch.tensor([1.0, 3.0, 2.0]))
+    assert torch.allclose(op.singular_values(w), torch.tensor([3.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="2-D"):
+        op.singular_values(torch.ones(3))
+
+
 def test_layer_similarity_ignores_padding():
     a = torch.tensor([[[1.0, 0.0], [5.0, 5.0]]])
     b = torch.tensor([[[2.0, 0.0], [-5.0, 5.0]]])
