@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import pandas as pd
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -116,8 +117,12 @@ def accuracy_vs_remaining(rows: pd.DataFrame, ax: plt.Axes | None = None, dense:
         ax.axhline(rows.loc[rows["method"] == dense, "accuracy"].mean(), color="black", ls="--", lw=1,
                    label=f"{dense} (mean)")
     ax.set_xscale("log")
+    low = rows["remaining"].min()
+    ticks = [t for t in (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001) if t >= low * 0.9]
+    ax.set_xticks(ticks, [f"{100 * t:g}%" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
-    ax.set_xlabel("fraction of weights remaining (log scale)")
+    ax.set_xlabel("weights remaining (log scale)")
     ax.set_ylabel("test accuracy")
     ax.legend()
     return ax

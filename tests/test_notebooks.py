@@ -13,6 +13,10 @@ EXPECTED_RESULTS = {
     "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
                    "teacher.latency_ms"},
     "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound"},
+    "02_why_compression_works": {"overparam.xor.success.w2", "overparam.xor.success.w16"},
+    "07_lottery_tickets": {"lottery.dense.test_accuracy", "lottery.ticket_20.test_accuracy",
+                           "lottery.ticket_10.test_accuracy", "lottery.reinit_10.test_accuracy",
+                           "lottery.random_mask_10.test_accuracy", "lottery.snip_10.test_accuracy", "lottery.seeds"},
 }
 
 

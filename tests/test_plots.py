@@ -48,9 +48,10 @@ def test_accuracy_vs_remaining_draws_mean_lines_bands_and_the_dense_level():
 
     rows = pd.DataFrame([{"seed": s, "method": "dense", "remaining": 1.0, "accuracy": 0.6 + 0.01 * s} for s in (0, 1)]
                         + [{"seed": s, "method": m, "remaining": r, "accuracy": a + 0.02 * s}
-                           for s in (0, 1) for m, a in (("ticket", 0.7), ("reinit", 0.5)) for r in (0.8, 0.64)])
+                           for s in (0, 1) for m, a in (("ticket", 0.7), ("reinit", 0.5)) for r in (0.8, 0.4)])
     ax = lu.plots.accuracy_vs_remaining(rows)
     assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100%", "50%"]
     ticket = [ln for ln in ax.lines if ln.get_label() == "ticket"][0]
     assert list(ticket.get_ydata()) == pytest.approx([0.71, 0.71])
     dense = [ln for ln in ax.lines if ln.get_label().startswith("dense")][0]
