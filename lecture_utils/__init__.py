@@ -1,8 +1,8 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``), ``release`` (student
-copies) and ``runner`` (executing the course).
+``memory``, ``overparam`` (lesson 02), ``lottery`` (lesson 07), ``plots``, ``widgets``, ``checks`` (exercise
+checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the course).
 """
 
 from .env import configure_offline, quiet_library_logs
@@ -10,11 +10,14 @@ from .env import configure_offline, quiet_library_logs
 configure_offline()  # before transformers/datasets are imported anywhere: they read these variables once
 quiet_library_logs()
 
-from . import checks, config, data, env, measure, memory, models, plots, quantize, release, results, training, widgets  # noqa: E402
+from . import (  # noqa: E402
+    checks, config, data, env, lottery, measure, memory, models, overparam, plots, quantize, release, results,
+    training, widgets)
 from .config import get_scale  # noqa: E402
 from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["checks", "config", "data", "env", "measure", "memory", "models", "plots", "quantize", "release", "results",
-           "training", "widgets", "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]
+__all__ = ["checks", "config", "data", "env", "lottery", "measure", "memory", "models", "overparam", "plots",
+           "quantize", "release", "results", "training", "widgets", "get_scale", "doctor", "get_device",
+           "seed_everything", "setup", "record"]

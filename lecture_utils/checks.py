@@ -208,6 +208,164 @@ def embedding_share(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Lesson 02
+# --------------------------------------------------------------------------------------------------------------
+
+def _bool_vector(value, n: int, what: str) -> torch.Tensor:
+    if not torch.is_tensor(value):
+        try:
+            value = torch.as_tensor(value)
+        except Exception:  # noqa: BLE001 - anything that is not tensor-like is feedback
+            raise _Wrong(f"{what} should be a tensor of {n} booleans, got {type(value).__name__}.") from None
+    if value.shape != (n,):
+        raise _Wrong(f"{what} should have shape ({n},) — one entry per network — got {tuple(value.shape)}.")
+    return value.bool()
+
+
+def xor_success(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Check ``fn(logits (S, N), targets (N,) of 0/1) -> bool (S,)``: True for the networks whose logit is > 0
+    exactly at the points whose target is 1 (every point classified correctly)."""
+    gen = torch.Generator().manual_seed(2)
+    targets = torch.tensor([0.0, 1.0, 1.0, 0.0])
+
+    def case(logits: torch.Tensor, y: torch.Tensor = targets):
+        def run():
+            want = ((logits > 0) == (y > 0.5)).all(dim=-1)
+            got = _bool_vector(_call(fn, logits.clone(), y.clone()), len(logits), "the result")
+            if not torch.equal(got, want):
+                i = int((got != want).nonzero()[0])
+                raise _Wrong(f"network {i} with logits {[round(v, 2) for v in logits[i].tolist()]} and targets "
+                             f"{y.tolist()}: you said {bool(got[i])}, expected {bool(want[i])}.")
+        return run
+
+    solved = torch.tensor([[-2.0, 3.0, 1.5, -0.5]])
+    three_of_four = torch.tensor([[-2.0, 3.0, 1.5, 0.5], [-2.0, -3.0, 1.5, -0.5], [2.0, 3.0, 1.5, -0.5]])
+    tiny_margins = torch.tensor([[-1e-3, 1e-3, 2e-3, -4e-3], [1e-3, 1e-3, 2e-3, 4e-3]])
+    random = torch.randn(64, 4, generator=gen) * 3
+    random[::3] = torch.tensor([-1.0, 1.0, 1.0, -1.0]) * (torch.rand(22, 4, generator=gen) + 0.1)  # solved rows
+    other_task = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0])
+    return _run("xor_success", [case(solved), case(three_of_four), case(tiny_margins), case(random),
+                                case(torch.randn(10, 5, generator=gen), other_task)],
+                "a network has solved the task only if *every* point is on the right side: logit > 0 where the "
+                "target is 1 and logit <= 0 where it is 0. Compare per point, then combine over the last dimension "
+                "so you get one boolean per network (row).")
+
+
+def effective_rank(fn: Callable[[torch.Tensor, float], int]) -> CheckResult:
+    """Check ``fn(singular_values (K,), energy) -> the smallest k whose k largest squared singular values hold at
+    least ``energy`` of the sum of all squared singular values``."""
+    from .overparam import effective_rank as reference
+
+    gen = torch.Generator().manual_seed(3)
+
+    def case(s: torch.Tensor, energy: float):
+        def run():
+            got = _number(_call(fn, s.clone(), energy), "effective rank")
+            want = reference(s, energy)
+            if got != want:
+                plain = int(((s.sort(descending=True).values.cumsum(0) / s.sum()) < energy).sum()) + 1
+                extra = " (that is the count for the singular values themselves, not their squares)" \
+                    if got == plain and plain != want else ""
+                raise _Wrong(f"{s.numel()} singular values, energy {energy}: got {got:g}, expected {want}{extra}.")
+        return run
+
+    decaying = torch.logspace(0, -3, 50)
+    return _run("effective_rank", [case(torch.tensor([4.0, 0.0, 0.0]), 0.9), case(torch.ones(10), 0.5),
+                                   case(decaying, 0.9), case(decaying.flip(0), 0.99),
+                                   case(torch.rand(30, generator=gen), 0.8), case(torch.tensor([3.0, 4.0]), 1.0)],
+                "the energy of a direction is its singular value squared. Sort from largest to smallest, take the "
+                "running sum of the squares as a share of the total, and count how many you need to reach the "
+                "target share. The singular values may arrive in any order.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Lesson 07
+# --------------------------------------------------------------------------------------------------------------
+
+def _tensor_like(value, shape: torch.Size, what: str) -> torch.Tensor:
+    if not torch.is_tensor(value):
+        raise _Wrong(f"{what} should be a tensor, got {type(value).__name__}.")
+    if value.shape != shape:
+        raise _Wrong(f"{what} should have the weight's shape {tuple(shape)}, got {tuple(value.shape)}.")
+    return value
+
+
+def imp_round(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple]) -> CheckResult:
+    """Check ``fn(trained (R, C), init (R, C), mask (R, C) bool, fraction) -> (new_mask, rewound)``: prune
+    ``round(fraction × survivors)`` of the surviving weights with the smallest ``|trained|``, then set the weights
+    to ``init`` where the new mask is True and 0 elsewhere."""
+    gen = torch.Generator().manual_seed(7)
+
+    def case(shape: tuple[int, int], alive: float, fraction: float):
+        def run():
+            init = torch.randn(shape, generator=gen)
+            mask = torch.rand(shape, generator=gen) < alive
+            trained = (init + torch.randn(shape, generator=gen)) * mask
+            out = _call(fn, trained.clone(), init.clone(), mask.clone(), fraction)
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise _Wrong("return a pair (new_mask, rewound_weights).")
+            new = _tensor_like(out[0], trained.shape, "new_mask").bool()
+            rewound = _tensor_like(out[1], trained.shape, "rewound_weights")
+            n_alive = int(mask.sum())
+            want_keep = n_alive - round(fraction * n_alive)
+            where = f"a {shape[0]}×{shape[1]} weight with {n_alive} survivors, fraction {fraction}"
+            if (new & ~mask).any():
+                raise _Wrong(f"{where}: your new mask revives weights that were already pruned.")
+            if int(new.sum()) != want_keep:
+                raise _Wrong(f"{where}: your mask keeps {int(new.sum())} weights, expected {want_keep}.")
+            mags = trained.abs()
+            if new.any() and (mask & ~new).any() and mags[new].min() < mags[mask & ~new].max():
+                raise _Wrong(f"{where}: you pruned a weight larger in magnitude than one you kept.")
+            if torch.allclose(rewound, trained * new) and not torch.allclose(trained * new, init * new):
+                raise _Wrong(f"{where}: the survivors keep their trained values; rewind them to init.")
+            if not torch.allclose(rewound, init * new):
+                raise _Wrong(f"{where}: rewound weights should equal init where the new mask is True and 0 "
+                             "elsewhere.")
+        return run
+
+    return _run("imp_round", [case((4, 5), 1.0, 0.2), case((30, 20), 1.0, 0.5), case((50, 40), 0.41, 0.2),
+                              case((10, 10), 0.8, 0.0), case((25, 8), 0.6, 0.9)],
+                "count the survivors in the mask and prune a fraction of *them* (not of all weights). Among the "
+                "survivors, the ones with the smallest absolute trained value go; then take the initial weights "
+                "and multiply by the new mask.")
+
+
+def snip_mask(fn: Callable[[list[torch.Tensor], list[torch.Tensor], float], list[torch.Tensor]]) -> CheckResult:
+    """Check ``fn(weights, grads, keep) -> masks``: lists of tensors, one per layer; keep the
+    ``round(keep × total)`` connections with the largest ``|grad × weight|`` over all layers together."""
+    gen = torch.Generator().manual_seed(11)
+
+    def case(shapes: list[tuple[int, int]], keep: float, scale_last: float = 1.0):
+        def run():
+            weights = [torch.randn(s, generator=gen) for s in shapes]
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            weights[-1] = weights[-1] * scale_last
+            out = _call(fn, [w.clone() for w in weights], [g.clone() for g in grads], keep)
+            if not isinstance(out, (list, tuple)) or len(out) != len(shapes):
+                raise _Wrong(f"return a list of {len(shapes)} masks, one per layer.")
+            masks = [_tensor_like(m, w.shape, f"mask {i}").bool() for i, (m, w) in enumerate(zip(out, weights,
+                                                                                                 strict=True))]
+            scores = torch.cat([(g * w).abs().flatten() for g, w in zip(grads, weights, strict=True)])
+            kept = torch.cat([m.flatten() for m in masks])
+            want = round(keep * scores.numel())
+            where = f"{len(shapes)} layers, {scores.numel()} weights, keep {keep}"
+            if int(kept.sum()) != want:
+                raise _Wrong(f"{where}: you kept {int(kept.sum())} weights, expected {want}.")
+            if kept.any() and (~kept).any() and scores[kept].min() < scores[~kept].max():
+                layerwise = all(int(m.sum()) == round(keep * m.numel()) for m in masks)
+                raise _Wrong(f"{where}: you dropped a connection with a larger |g·w| than one you kept"
+                             + (" — SNIP ranks all layers together, not each layer on its own." if layerwise
+                                else "."))
+        return run
+
+    return _run("snip_mask", [case([(6, 4)], 0.5), case([(20, 10), (10, 3)], 0.2, scale_last=10.0),
+                              case([(40, 30), (30, 20), (20, 10)], 0.1), case([(5, 5), (5, 2)], 1.0)],
+                "score every connection by the absolute value of gradient times weight, put the scores of all "
+                "layers in one long vector, keep the k largest (torch.topk), then cut the result back into one "
+                "mask per layer with each layer's shape.")
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Lesson 06
 # --------------------------------------------------------------------------------------------------------------
 

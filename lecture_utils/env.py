@@ -6,6 +6,7 @@ The first code cell of each lesson is ``lu.setup()``. It prints one line you can
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -13,6 +14,7 @@ import platform
 import random
 import socket
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -65,6 +67,21 @@ def seed_everything(seed: int = 0) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the ``with`` block with ``n`` CPU threads for torch, then restore the previous count. Tiny networks
+    (XOR, the MNIST-1D MLP) run several times faster on one thread: their operations are too small to split, and
+    waking a second thread costs more than it saves, especially when another process is busy."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive int, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def get_device(prefer: str | None = None) -> torch.device:

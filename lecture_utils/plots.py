@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import pandas as pd
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -78,4 +79,50 @@ def tradeoff_chart(variants: list[dict], ax: plt.Axes | None = None) -> plt.Axes
                     ha="center", va="center")
     ax.set_xlabel("latency (ms, lower is better)")
     ax.set_ylabel("test accuracy")
+    return ax
+
+
+def success_rates(table: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
+    """Success rate against width (log scale, base 2) with confidence intervals as error bars. ``table`` has
+    columns ``width``, ``rate``, ``low``, ``high`` (fractions), e.g. from ``lu.overparam.xor_sweep``."""
+    ax = ax or plt.subplots()[1]
+    missing = {"width", "rate", "low", "high"} - set(table.columns)
+    if missing:
+        raise ValueError(f"table lacks columns {sorted(missing)}")
+    err = [table["rate"] - table["low"], table["high"] - table["rate"]]
+    ax.errorbar(table["width"], table["rate"], yerr=err, marker="o", capsize=4)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(table["width"]), [str(w) for w in table["width"]])
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("hidden units (log scale)")
+    ax.set_ylabel("fraction of seeds that succeed")
+    return ax
+
+
+def accuracy_vs_remaining(rows: pd.DataFrame, ax: plt.Axes | None = None, dense: str = "dense") -> plt.Axes:
+    """Test accuracy against the fraction of weights remaining (log scale, 100% on the left): one line per
+    ``method`` (mean over seeds) with a band from the lowest to the highest seed, and the mean of the ``dense``
+    method as a horizontal line. ``rows`` has columns ``method``, ``remaining``, ``accuracy``, ``seed``
+    (e.g. the rows of ``lu.lottery.run_seed``); methods sharing a round share its ``remaining`` up to rounding."""
+    ax = ax or plt.subplots(figsize=(8, 4.5))[1]
+    missing = {"method", "remaining", "accuracy", "seed"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack columns {sorted(missing)}")
+    for i, (method, part) in enumerate(rows[rows["method"] != dense].groupby("method", sort=False)):
+        stats = part.groupby(part["remaining"].round(3))["accuracy"].agg(["mean", "min", "max"]).sort_index()
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(stats.index, stats["mean"], marker="o", ms=4, color=color, label=method)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
+    if (rows["method"] == dense).any():
+        ax.axhline(rows.loc[rows["method"] == dense, "accuracy"].mean(), color="black", ls="--", lw=1,
+                   label=f"{dense} (mean)")
+    ax.set_xscale("log")
+    low = rows["remaining"].min()
+    ticks = [t for t in (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001) if t >= low * 0.9]
+    ax.set_xticks(ticks, [f"{100 * t:g}%" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.legend()
     return ax

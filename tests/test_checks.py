@@ -15,6 +15,27 @@ def _boom(*_args):
     raise RuntimeError("student bug")
 
 
+def _imp_round(trained, init, mask, fraction, of_all=False, rewind=True, signed=False):
+    alive = int(mask.sum())
+    keep = alive - round(fraction * (mask.numel() if of_all else alive))
+    score = trained if signed else trained.abs()
+    score = torch.where(mask, score, torch.tensor(float("-inf")))
+    new = torch.zeros(mask.numel(), dtype=torch.bool)
+    new[score.flatten().topk(max(keep, 0)).indices] = True
+    new = new.view_as(mask)
+    return new, (init if rewind else trained) * new
+
+
+def _snip_mask(weights, grads, keep, layerwise=False):
+    scores = [(g * w).abs() for g, w in zip(grads, weights, strict=True)]
+    if layerwise:
+        return [s >= s.flatten().topk(round(keep * s.numel())).values.min() for s in scores]
+    flat = torch.cat([s.flatten() for s in scores])
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[flat.topk(round(keep * flat.numel())).indices] = True
+    return [m.view_as(s) for m, s in zip(mask.split([s.numel() for s in scores]), scores, strict=True)]
+
+
 CORRECT = {
     "accuracy": lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
     "predicted_size_mb": lambda n, b: n * b / 1e6,
@@ -23,6 +44,11 @@ CORRECT = {
     "adam_training_bytes": lambda n: 16 * n,
     "embedding_share": lambda m: sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
     / sum(p.numel() for p in m.parameters()),
+    "xor_success": lambda logits, y: ((logits > 0) == (y > 0.5)).all(dim=-1),
+    "effective_rank": lambda s, e: int(((s.sort(descending=True).values ** 2).cumsum(0) / (s**2).sum() < e - 1e-9)
+                                       .sum()) + 1,
+    "imp_round": _imp_round,
+    "snip_mask": _snip_mask,
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
@@ -47,6 +73,18 @@ WRONG = {
                         / sum(p.numel() for p in m.parameters()),
                         lambda m: 100 * sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
                         / sum(p.numel() for p in m.parameters())],
+    "xor_success": [lambda logits, y: ((logits > 0) == (y > 0.5)).any(dim=-1),  # one right point is not enough
+                    lambda logits, y: ((logits > 0) == (y > 0.5)).float().mean() > 0.5,  # one answer for all
+                    lambda logits, y: ((logits > 0) == (y > 0.5)).float().mean(dim=-1) >= 0.75],
+    "effective_rank": [lambda s, e: int((s.sort(descending=True).values.cumsum(0) / s.sum() < e).sum()) + 1,
+                       lambda s, e: int((s > 0.1 * s.max()).sum()),
+                       lambda s, e: int(((s ** 2).cumsum(0) / (s ** 2).sum() < e).sum()) + 1],  # unsorted
+    "imp_round": [lambda t, i, m, f: _imp_round(t, i, m, f, of_all=True),
+                  lambda t, i, m, f: _imp_round(t, i, m, f, rewind=False),
+                  lambda t, i, m, f: _imp_round(t, i, m, f, signed=True),
+                  lambda t, i, m, f: _imp_round(t, i, m, f)[0]],
+    "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
+                  lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "affine_qparams": [lambda lo, hi, bits: ((hi - lo) / (2**bits - 1), 0),  # range not widened, no zero point
                        lambda lo, hi, bits: ((hi - lo) / 2**bits, round(-lo * 2**bits / (hi - lo)))],
     "quantize_dequantize": [lambda x, s, z, bits: torch.round(x / s) + z,  # never dequantized
@@ -86,6 +124,12 @@ def test_feedback_names_the_problem(capsys):
     assert "MiB" in capsys.readouterr().out
     checks.embedding_share(WRONG["embedding_share"][0])
     assert "word embeddings only" in capsys.readouterr().out
+    checks.imp_round(WRONG["imp_round"][1])
+    assert "rewind them to init" in capsys.readouterr().out
+    checks.snip_mask(WRONG["snip_mask"][0])
+    assert "all layers together" in capsys.readouterr().out
+    checks.effective_rank(WRONG["effective_rank"][0])
+    assert "not their squares" in capsys.readouterr().out
 
 
 def test_strict_mode_raises(monkeypatch):

@@ -59,3 +59,13 @@ def test_doctor_reports_rows(capsys, prepared):
     names = [r[0] for r in rows]
     assert "pretrained MiniLM-L6 (offline)" in names and "Rotten Tomatoes splits" in names
     assert all(ok for _, ok, _ in rows), rows
+
+
+def test_torch_threads_restores_the_previous_count():
+    before = torch.get_num_threads()
+    with lu.env.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive int"):
+        with lu.env.torch_threads(0):
+            pass

@@ -31,3 +31,30 @@ def test_component_bars_and_tradeoff_chart():
     sizes = [c.get_sizes()[0] for c in ax.collections]
     assert sizes[0] > sizes[1]  # bubble area follows size on disk
     plt.close("all")
+
+
+def test_success_rates_has_a_point_and_an_error_bar_per_width():
+    table = lu.overparam.xor_sweep([1, 2, 4], seeds=3, steps=5)
+    ax = lu.plots.success_rates(table)
+    assert ax.get_xscale() == "log"
+    assert list(ax.lines[0].get_xdata()) == [1, 2, 4]
+    with pytest.raises(ValueError, match="columns"):
+        lu.plots.success_rates(table.drop(columns="low"))
+    plt.close("all")
+
+
+def test_accuracy_vs_remaining_draws_mean_lines_bands_and_the_dense_level():
+    import pandas as pd
+
+    rows = pd.DataFrame([{"seed": s, "method": "dense", "remaining": 1.0, "accuracy": 0.6 + 0.01 * s} for s in (0, 1)]
+                        + [{"seed": s, "method": m, "remaining": r, "accuracy": a + 0.02 * s}
+                           for s in (0, 1) for m, a in (("ticket", 0.7), ("reinit", 0.5)) for r in (0.8, 0.4)])
+    ax = lu.plots.accuracy_vs_remaining(rows)
+    assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100%", "50%"]
+    ticket = [ln for ln in ax.lines if ln.get_label() == "ticket"][0]
+    assert list(ticket.get_ydata()) == pytest.approx([0.71, 0.71])
+    dense = [ln for ln in ax.lines if ln.get_label().startswith("dense")][0]
+    assert dense.get_ydata()[0] == pytest.approx(0.605)
+    assert len(ax.collections) == 2  # one band per method
+    plt.close("all")

@@ -1,0 +1,282 @@
+"""Lesson 07: lottery tickets. Masks for whole models, iterative magnitude pruning (IMP) with rewinding, the two
+controls (same mask with a fresh initialisation; random mask with the original one) and SNIP.
+
+A mask set is a plain dict ``{parameter name: bool tensor of the parameter's shape}`` over the model's weight
+matrices (the ``weight`` of every module whose weight has 2 or more dimensions; biases are never pruned), True
+where a weight survives. Plain dicts rather than ``torch.nn.utils.prune`` hooks, because lottery tickets move a
+mask between models (the ticket, its reinitialised twin) and rewind weights underneath it; lesson 04 uses the
+hooks. During training :func:`keep_masked` re-applies the mask after every optimiser step, so pruned weights stay
+exactly 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .env import seed_everything, torch_threads
+from .training import LossFn, cross_entropy_loss, evaluate, to_device, train
+
+Masks = dict[str, torch.Tensor]
+
+
+def _check_fraction(fraction: float, what: str = "prune fraction") -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"{what} must be a number in [0, 1) (0.2 prunes 20% of the remaining weights), "
+                         f"got {fraction!r}")
+    return float(fraction)
+
+
+def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's weight matrices by parameter name (``"0.weight"``, ...): every parameter named ``weight``
+    with 2 or more dimensions. These are what the masks cover."""
+    out = {name: p for name, p in model.named_parameters() if name.split(".")[-1] == "weight" and p.dim() >= 2}
+    if not out:
+        raise ValueError("the model has no weight matrices to prune (no parameter 'weight' with 2+ dimensions)")
+    return out
+
+
+def full_masks(model: nn.Module) -> Masks:
+    """All-True masks (nothing pruned) for every weight matrix of ``model``."""
+    return {name: torch.ones_like(p, dtype=torch.bool) for name, p in prunable(model).items()}
+
+
+def _check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
+    params = prunable(model)
+    if set(masks) != set(params):
+        raise ValueError(f"masks cover {sorted(masks)} but the model's weight matrices are {sorted(params)}")
+    for name, m in masks.items():
+        if m.shape != params[name].shape:
+            raise ValueError(f"mask {name!r} has shape {tuple(m.shape)}, its weight {tuple(params[name].shape)}")
+    return params
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Set every masked-out weight of ``model`` to 0, in place."""
+    for name, p in _check_masks(model, masks).items():
+        p.mul_(masks[name].to(p.dtype))
+
+
+def keep_masked(masks: Mapping[str, torch.Tensor]) -> Callable[[nn.Module], None]:
+    """An ``after_step`` for :func:`lecture_utils.training.train` that re-applies ``masks`` after every step."""
+    return lambda model: apply_masks(model, masks)
+
+
+def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of the covered weights that survive (True), in [0, 1]."""
+    total = sum(m.numel() for m in masks.values())
+    if total == 0:
+        raise ValueError("empty masks")
+    return sum(int(m.sum()) for m in masks.values()) / total
+
+
+def layer_keep_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Surviving weights per layer."""
+    return {name: int(m.sum()) for name, m in masks.items()}
+
+
+def _top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask with True at the ``k`` largest ``scores`` among the ``allowed`` positions (ties: lowest index)."""
+    flat = torch.where(allowed.flatten(), scores.flatten().double(), torch.tensor(float("-inf"), dtype=torch.double))
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        mask[torch.topk(flat, k, sorted=False).indices] = True
+    return mask.view_as(scores)
+
+
+@torch.no_grad()
+def magnitude_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], fraction: float) -> Masks:
+    """Layer-wise magnitude pruning: in every weight matrix remove ``round(fraction × surviving)`` of the surviving
+    weights, those with the smallest ``|w|``. ``fraction`` in [0, 1). Returns new masks; the model is unchanged."""
+    fraction = _check_fraction(fraction)
+    params = _check_masks(model, masks)
+    new = {}
+    for name, p in params.items():
+        alive = masks[name].bool()
+        keep = int(alive.sum()) - round(fraction * int(alive.sum()))
+        new[name] = _top_k_mask(p.detach().abs().cpu(), alive.cpu(), keep).to(alive.device)
+    return new
+
+
+@torch.no_grad()
+def rewind(model: nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+    """Load the saved weights ``state`` (a ``state_dict`` from initialisation, θ0, or from an early iteration)
+    into ``model`` and zero the masked-out weights: afterwards a weight equals its saved value where the mask is
+    True and 0 elsewhere. Biases are rewound too."""
+    model.load_state_dict(state)
+    apply_masks(model, masks)
+
+
+def imp_round(model: nn.Module, masks: Mapping[str, torch.Tensor], rewind_state: Mapping[str, torch.Tensor],
+              fraction: float = 0.2) -> Masks:
+    """One round of iterative magnitude pruning on a *trained* ``model``: prune ``fraction`` of each layer's
+    surviving weights by magnitude, then rewind the survivors to ``rewind_state``. Returns the new masks; the
+    model is left rewound and masked, ready to train again."""
+    new = magnitude_masks(model, masks, fraction)
+    rewind(model, rewind_state, new)
+    return new
+
+
+def random_masks(masks: Mapping[str, torch.Tensor], seed: int) -> Masks:
+    """The random-mask control: in every layer, as many survivors as in ``masks`` but at uniformly random
+    positions (seeded by ``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, m in masks.items():
+        scores = torch.rand(m.shape, generator=gen)
+        out[name] = _top_k_mask(scores, torch.ones_like(m, dtype=torch.bool, device="cpu"), int(m.sum())).to(m.device)
+    return out
+
+
+def snip_scores(model: nn.Module, batch, loss_fn: LossFn | None = None) -> dict[str, torch.Tensor]:
+    """SNIP's connection sensitivity (Lee et al. 2019, arXiv 1810.02340) of every weight matrix on one batch:
+    ``|∂L/∂w ⊙ w|``, which equals ``|∂L/∂c|`` for a multiplicative mask ``c`` at 1. Same shapes as the weights.
+    The model's weights and gradients are left as they were."""
+    params = prunable(model)
+    loss_fn = loss_fn or cross_entropy_loss
+    saved = {name: p.grad for name, p in params.items()}
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, to_device(batch, next(iter(params.values())).device))
+    grads = torch.autograd.grad(loss, list(params.values()))
+    for name, p in params.items():
+        p.grad = saved[name]
+    return {name: (g * p).abs().detach() for (name, p), g in zip(params.items(), grads, strict=True)}
+
+
+def snip_masks(scores: Mapping[str, torch.Tensor], keep: float) -> Masks:
+    """Keep the globally top ``round(keep × total)`` weights by score (SNIP prunes over all layers at once);
+    ``keep`` is the fraction remaining, in (0, 1]."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        raise ValueError(f"keep is the fraction of weights remaining, in (0, 1], got {keep!r}")
+    names = list(scores)
+    flat = torch.cat([scores[n].flatten().cpu() for n in names])
+    k = round(keep * flat.numel())
+    mask = _top_k_mask(flat, torch.ones_like(flat, dtype=torch.bool), k)
+    out, start = {}, 0
+    for n in names:
+        size = scores[n].numel()
+        out[n] = mask[start:start + size].view_as(scores[n]).to(scores[n].device)
+        start += size
+    return out
+
+
+def remaining_after(rounds: int, fraction: float = 0.2) -> float:
+    """Fraction of weights left after ``rounds`` rounds pruning ``fraction`` of the survivors each (ignoring
+    rounding): ``(1 - fraction) ** rounds``."""
+    if not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"rounds must be a non-negative int, got {rounds!r}")
+    return (1 - _check_fraction(fraction)) ** rounds
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The lesson's experiment: one seed, every method, every sparsity
+# --------------------------------------------------------------------------------------------------------------
+
+class TensorBatches:
+    """Mini-batches ``(x, y)`` of in-memory tensors, reshuffled each pass with a seeded generator (so a rerun
+    sees the same order). Cheaper than a DataLoader over a TensorDataset for tiny models. Iterable many times."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, shuffle: bool = True):
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.x), generator=self.gen) if self.shuffle else torch.arange(len(self.x))
+        for i in range(0, len(self.x), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+@dataclass(frozen=True)
+class LotterySetup:
+    """What one lottery-ticket run trains: layer sizes, optimiser steps per training, Adam's learning rate,
+    batch size, prune fraction per IMP round, number of rounds, and the rewind step (0 = θ0)."""
+
+    sizes: tuple[int, ...] = (40, 300, 100, 10)
+    steps: int = 1000
+    lr: float = 1.2e-3
+    batch_size: int = 100
+    fraction: float = 0.2
+    rounds: int = 10
+    rewind_step: int = 0
+
+
+def make_model(setup: LotterySetup, seed: int) -> nn.Module:
+    """A fresh MLP of ``setup.sizes`` initialised from ``seed``."""
+    from .models import mlp
+
+    seed_everything(seed)
+    return mlp(list(setup.sizes))
+
+
+def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapping[str, torch.Tensor],
+                 setup: LotterySetup, seed: int, steps: int | None = None) -> float:
+    """Train ``model`` with Adam (no weight decay, constant-then-decaying lr of the course loop) keeping the masked
+    weights at 0; return its test accuracy (fraction). The batch order is seeded by ``seed``."""
+    apply_masks(model, masks)
+    loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
+    with torch_threads(1):  # a small MLP: one thread is faster than two
+        train(model, loader, max_steps=steps or setup.steps, lr=setup.lr, weight_decay=0.0, warmup=0.0,
+              max_grad_norm=None, after_step=keep_masked(masks), progress=False)
+    return evaluate(model, [(data["x_test"], data["y_test"])], progress=False)["accuracy"]
+
+
+def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
+             methods: Iterable[str] = ("ticket", "reinit", "random_mask", "snip")) -> list[dict]:
+    """The whole lesson-07 experiment for one seed. Trains the dense network, then ``setup.rounds`` IMP rounds;
+    at every round's sparsity it also trains the controls named in ``methods``: ``reinit`` (the ticket's mask on
+    a fresh initialisation), ``random_mask`` (a random mask of the same per-layer sizes on the original
+    initialisation) and ``snip`` (SNIP at initialisation, global, same fraction remaining).
+
+    Returns rows ``{"seed", "method", "round", "remaining" (fraction of weights), "accuracy" (test, fraction)}``;
+    the dense network is method ``"dense"`` at round 0.
+    """
+    methods = set(methods)
+    unknown = methods - {"ticket", "reinit", "random_mask", "snip"}
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; allowed: ticket, reinit, random_mask, snip")
+    model = make_model(setup, seed)
+    init_state = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = full_masks(model)
+    if setup.rewind_step > 0:  # train briefly, remember θ_k, and carry on from there
+        train_masked(model, masks, data, setup, seed, steps=setup.rewind_step)
+        rewind_state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(init_state)
+    else:
+        rewind_state = init_state
+    rows = [{"seed": seed, "method": "dense", "round": 0, "remaining": 1.0,
+             "accuracy": train_masked(model, masks, data, setup, seed)}]
+    snip = None
+    if "snip" in methods:
+        snip = snip_scores(make_model(setup, seed), (data["x_train"][:setup.batch_size * 10],
+                                                     data["y_train"][:setup.batch_size * 10]))
+    for r in range(1, setup.rounds + 1):
+        masks = imp_round(model, masks, rewind_state, setup.fraction)
+        remaining = fraction_remaining(masks)
+        row = {"seed": seed, "round": r, "remaining": remaining}
+        if "reinit" in methods:
+            rows.append({**row, "method": "reinit",
+                         "accuracy": train_masked(make_model(setup, 10_000 + seed), masks, data, setup, seed)})
+        if "random_mask" in methods:
+            other = make_model(setup, seed)
+            other.load_state_dict(rewind_state)
+            rows.append({**row, "method": "random_mask",
+                         "accuracy": train_masked(other, random_masks(masks, 20_000 + 100 * seed + r), data, setup,
+                                                  seed)})
+        if snip is not None:
+            rows.append({**row, "method": "snip", "accuracy": train_masked(
+                make_model(setup, seed), snip_masks(snip, remaining), data, setup, seed)})
+        # the ticket itself is trained last: the next round prunes these trained weights
+        rows.append({**row, "method": "ticket", "accuracy": train_masked(model, masks, data, setup, seed)})
+    return rows

@@ -1,0 +1,167 @@
+"""Lesson 02: over-parameterisation. XOR trained from many seeds at many widths, and measures of redundancy in a
+trained network (effective rank of a weight matrix, similarity of neighbouring layers' representations).
+
+The XOR sweep trains every seed of one width *at once*: :class:`ParallelMLP` holds ``S`` independent 2-h-1
+networks as stacked tensors, and the loss is the sum of their mean losses, so each network gets exactly the
+gradient it would get alone and Adam (an element-wise optimiser) treats each one independently. It is the same
+:func:`lecture_utils.training.train` loop every lesson uses, just with ``S`` networks inside one module.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .env import seed_everything, torch_threads
+from .training import train
+
+XOR_X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+XOR_Y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+
+
+def xor_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The four XOR points: inputs (4, 2) in {0, 1} and targets (4,) as floats 0/1 (copies, safe to modify)."""
+    return XOR_X.clone(), XOR_Y.clone()
+
+
+class ParallelMLP(nn.Module):
+    """``S`` independent networks ``in -> width (tanh) -> 1``, one per seed, evaluated together.
+
+    Network ``i`` starts exactly as ``nn.Linear(in, width), nn.Linear(width, 1)`` would after
+    ``lu.seed_everything(seeds[i])`` (PyTorch's default initialisation). ``forward(x)`` maps inputs (N, in) to
+    logits (S, N).
+    """
+
+    def __init__(self, width: int, seeds: Sequence[int], in_features: int = 2):
+        super().__init__()
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive int (hidden units), got {width!r}")
+        if len(seeds) < 1:
+            raise ValueError("seeds must list at least one seed")
+        w1, b1, w2, b2 = [], [], [], []
+        for seed in seeds:
+            seed_everything(int(seed))
+            first, second = nn.Linear(in_features, width), nn.Linear(width, 1)
+            w1.append(first.weight.detach().T)
+            b1.append(first.bias.detach())
+            w2.append(second.weight.detach().T)
+            b2.append(second.bias.detach())
+        self.w1 = nn.Parameter(torch.stack(w1))  # (S, in, width)
+        self.b1 = nn.Parameter(torch.stack(b1))  # (S, width)
+        self.w2 = nn.Parameter(torch.stack(w2))  # (S, width, 1)
+        self.b2 = nn.Parameter(torch.stack(b2))  # (S, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(torch.einsum("ni,siw->snw", x, self.w1) + self.b1[:, None, :])
+        return (hidden @ self.w2).squeeze(-1) + self.b2  # (S, N)
+
+
+def parallel_bce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Sum over the ``S`` networks of each one's mean binary cross-entropy on the batch (x (N, in), y (N,))."""
+    x, y = batch
+    logits = model(x)
+    return F.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean(dim=1).sum()
+
+
+def xor_success(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Which networks solved the task: logits (S, N) or (N,), targets (N,) of 0/1. A network succeeds when every
+    point is on the right side of the decision boundary (logit > 0 exactly for the targets that are 1).
+    Returns a bool tensor (S,) (or a 0-d bool for a single network)."""
+    if logits.shape[-1] != targets.shape[-1]:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree on the number "
+                         "of points (their last dimension)")
+    return ((logits > 0) == (targets > 0.5)).all(dim=-1)
+
+
+Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_xor(width: int, seeds: Sequence[int], steps: int, lr: float = 0.01,
+              success: Success = xor_success) -> torch.Tensor:
+    """Train one XOR network per seed at ``width`` hidden units for ``steps`` full-batch Adam steps (no weight
+    decay, no warm-up, the course loop's linear decay). Returns ``success(logits (S, 4), targets (4,))``: by
+    default :func:`xor_success`, a bool tensor (S,)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    model = ParallelMLP(width, seeds)
+    batch = xor_data()
+    with torch_threads(1):  # tiny tensors: a second thread only adds synchronisation
+        train(model, [batch], max_steps=steps, lr=lr, weight_decay=0.0, warmup=0.0, loss_fn=parallel_bce_loss,
+              max_grad_norm=None, progress=False)
+    with torch.no_grad():
+        return torch.as_tensor(success(model(batch[0]), batch[1])).bool()
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a success rate (fractions in [0, 1]; z = 1.96 gives 95%). Unlike the normal
+    approximation it stays inside [0, 1] and is sensible at 0 or ``trials`` successes."""
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def xor_sweep(widths: Sequence[int], seeds: int, steps: int, lr: float = 0.01,
+              success: Success = xor_success) -> pd.DataFrame:
+    """Success rate of XOR training at each width over seeds ``0 .. seeds - 1``. One row per width: ``width``,
+    ``seeds``, ``successes``, ``rate`` (fraction) and its 95% Wilson interval ``low``, ``high``. ``success``
+    decides which trained networks count (see :func:`train_xor`)."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    rows = []
+    for width in widths:
+        ok = int(train_xor(width, range(seeds), steps, lr, success).sum())
+        low, high = wilson_interval(ok, seeds)
+        rows.append({"width": width, "seeds": seeds, "successes": ok, "rate": ok / seeds, "low": low, "high": high})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Redundancy in a trained network
+# --------------------------------------------------------------------------------------------------------------
+
+def singular_values(weight: torch.Tensor) -> torch.Tensor:
+    """Singular values of a 2-D weight (m, n), largest first, shape (min(m, n),), as float32 on the CPU. Computed
+    on one thread: for matrices of this size LAPACK's threading costs far more than it saves on a busy CPU."""
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D matrix, got shape {tuple(weight.shape)}")
+    with torch_threads(1):
+        return torch.linalg.svdvals(weight.detach().float().cpu())
+
+
+def effective_rank(singular_values: torch.Tensor, energy: float = 0.9) -> int:
+    """The smallest number of singular values whose squares hold at least ``energy`` (a fraction in (0, 1]) of
+    the sum of all squares: how many directions a rank-k approximation needs to keep that share of the matrix's
+    squared Frobenius norm. ``singular_values`` is 1-D, any order, non-negative."""
+    s = torch.as_tensor(singular_values, dtype=torch.float64)
+    if s.dim() != 1 or s.numel() == 0:
+        raise ValueError(f"singular_values must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
+    if not 0 < energy <= 1:
+        raise ValueError(f"energy must be a fraction in (0, 1], got {energy}")
+    sq = s.sort(descending=True).values ** 2
+    share = sq.cumsum(0) / sq.sum()
+    return int((share < energy - 1e-12).sum().item()) + 1
+
+
+def layer_similarity(hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> list[float]:
+    """Mean cosine similarity between each layer's token representations and the next layer's.
+
+    ``hidden_states``: L + 1 tensors (B, T, H) as returned with ``output_hidden_states=True`` (embeddings first);
+    ``attention_mask`` (B, T) marks real tokens with 1; padding is left out. Returns L numbers in [-1, 1]: entry i
+    compares layer i with layer i + 1."""
+    if len(hidden_states) < 2:
+        raise ValueError("need at least two layers' hidden states to compare neighbours")
+    keep = attention_mask.bool()
+    out = []
+    for a, b in zip(hidden_states[:-1], hidden_states[1:], strict=True):
+        cos = F.cosine_similarity(a.float(), b.float(), dim=-1)  # (B, T)
+        out.append(cos[keep].mean().item())
+    return out

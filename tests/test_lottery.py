@@ -1,0 +1,149 @@
+"""Lottery-ticket helpers: exact prune counts, exact rewinding, masks that survive training, SNIP's top-k."""
+
+import pytest
+import torch
+
+import lecture_utils as lu
+from lecture_utils import lottery as lt
+
+
+def small_mlp(seed=0):
+    lu.seed_everything(seed)
+    return lu.models.mlp([8, 20, 10, 3])
+
+
+def test_masks_cover_weight_matrices_only():
+    model = small_mlp()
+    masks = lt.full_masks(model)
+    assert set(masks) == {"0.weight", "2.weight", "4.weight"}
+    assert all(m.dtype == torch.bool and m.all() for m in masks.values())
+    assert lt.fraction_remaining(masks) == 1.0
+
+
+def test_each_round_prunes_exactly_the_fraction_of_survivors_with_the_smallest_magnitude():
+    model = small_mlp()
+    masks = lt.full_masks(model)
+    for _ in range(4):
+        before = lt.layer_keep_counts(masks)
+        new = lt.magnitude_masks(model, masks, 0.2)
+        after = lt.layer_keep_counts(new)
+        for name, n in before.items():
+            assert after[name] == n - round(0.2 * n)
+            assert not (new[name] & ~masks[name]).any()  # a pruned weight never comes back
+            w = dict(model.named_parameters())[name].detach().abs()
+            assert w[new[name]].min() >= w[masks[name] & ~new[name]].max()  # the smallest were removed
+        masks = new
+    total = sum(m.numel() for m in masks.values())
+    assert lt.fraction_remaining(masks) == sum(lt.layer_keep_counts(masks).values()) / total
+    assert abs(lt.fraction_remaining(masks) - lt.remaining_after(4, 0.2)) < 0.02
+
+
+def test_zero_fraction_keeps_everything_and_bad_fractions_raise():
+    model = small_mlp()
+    masks = lt.full_masks(model)
+    assert lt.layer_keep_counts(lt.magnitude_masks(model, masks, 0.0)) == lt.layer_keep_counts(masks)
+    for bad in (1.0, -0.1, 1.5, "0.2", True):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            lt.magnitude_masks(model, masks, bad)
+    with pytest.raises(ValueError, match="rounds"):
+        lt.remaining_after(-1)
+
+
+def test_masks_must_match_the_model():
+    model = small_mlp()
+    masks = lt.full_masks(model)
+    with pytest.raises(ValueError, match="cover"):
+        lt.apply_masks(model, {"0.weight": masks["0.weight"]})
+    with pytest.raises(ValueError, match="shape"):
+        lt.apply_masks(model, {**masks, "0.weight": torch.ones(3, 3, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="no weight matrices"):
+        lt.full_masks(torch.nn.ReLU())
+
+
+def test_imp_round_rewinds_survivors_to_their_saved_values_and_zeroes_the_rest():
+    model = small_mlp()
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))  # stands in for training
+    masks = lt.imp_round(model, lt.full_masks(model), init, 0.2)
+    state = model.state_dict()
+    for name, m in masks.items():
+        assert torch.equal(state[name][m], init[name][m])
+        assert (state[name][~m] == 0).all()
+    assert torch.equal(state["0.bias"], init["0.bias"])
+
+
+def test_masked_weights_stay_zero_through_training():
+    model = small_mlp()
+    masks = lt.magnitude_masks(model, lt.full_masks(model), 0.5)
+    lt.apply_masks(model, masks)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lu.training.train(model, lt.TensorBatches(x, y, 16), max_steps=20, lr=1e-2, warmup=0.0, weight_decay=0.0,
+                      after_step=lt.keep_masked(masks), progress=False)
+    state = model.state_dict()
+    for name, m in masks.items():
+        assert (state[name][~m] == 0).all()
+        assert not torch.equal(state[name][m], before[name][m])  # the survivors did train
+
+
+def test_random_masks_keep_the_per_layer_counts_at_other_positions():
+    model = small_mlp()
+    masks = lt.magnitude_masks(model, lt.full_masks(model), 0.7)
+    rand = lt.random_masks(masks, seed=1)
+    assert lt.layer_keep_counts(rand) == lt.layer_keep_counts(masks)
+    assert any(not torch.equal(rand[n], masks[n]) for n in masks)
+    assert all(torch.equal(a, b) for a, b in zip(rand.values(), lt.random_masks(masks, seed=1).values(),
+                                                 strict=True))
+
+
+def test_snip_keeps_the_global_top_k_of_gradient_times_weight():
+    model = small_mlp()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 8, generator=gen), torch.randint(0, 3, (32,), generator=gen)
+    scores = lt.snip_scores(model, (x, y))
+    # by hand: gradients of the mean cross-entropy, times the weights
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, [model[0].weight, model[2].weight, model[4].weight])
+    hand = {n: (g * w).abs() for n, g, w in zip(["0.weight", "2.weight", "4.weight"], grads,
+                                                [model[0].weight, model[2].weight, model[4].weight], strict=True)}
+    for n in hand:
+        assert torch.allclose(scores[n], hand[n])
+    all_scores = torch.cat([hand[n].flatten() for n in hand])
+    k = round(0.25 * all_scores.numel())
+    masks = lt.snip_masks(scores, 0.25)
+    kept = torch.cat([masks[n].flatten() for n in hand])
+    assert int(kept.sum()) == k
+    assert all_scores[kept].min() >= all_scores[~kept].max()
+    assert all(p.grad is None for p in model.parameters())  # scoring leaves no gradients behind
+    for bad in (0, 1.5, -1):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            lt.snip_masks(scores, bad)
+
+
+def test_tensor_batches_cover_every_example_once_per_pass():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10)
+    loader = lt.TensorBatches(x, y, 4, seed=0)
+    assert len(loader) == 3
+    seen = torch.cat([b[1] for b in loader])
+    assert sorted(seen.tolist()) == list(range(10))
+    with pytest.raises(ValueError):
+        lt.TensorBatches(x, y[:5], 4)
+
+
+def test_run_seed_on_a_tiny_problem_returns_every_method_at_every_round():
+    gen = torch.Generator().manual_seed(0)
+    data = {"x_train": torch.randn(200, 40, generator=gen), "y_train": torch.randint(0, 10, (200,), generator=gen),
+            "x_test": torch.randn(50, 40, generator=gen), "y_test": torch.randint(0, 10, (50,), generator=gen)}
+    setup = lt.LotterySetup(sizes=(40, 16, 10), steps=5, batch_size=50, rounds=2, rewind_step=2)
+    rows = lt.run_seed(data, setup, seed=0)
+    assert [r["method"] for r in rows].count("dense") == 1
+    for method in ("ticket", "reinit", "random_mask", "snip"):
+        got = [r for r in rows if r["method"] == method]
+        assert [r["round"] for r in got] == [1, 2]
+        assert got[1]["remaining"] == pytest.approx(lt.remaining_after(2), abs=0.01)
+        assert all(0 <= r["accuracy"] <= 1 for r in got)
+    with pytest.raises(ValueError, match="unknown methods"):
+        lt.run_seed(data, setup, 0, methods=["magic"])

@@ -1,0 +1,83 @@
+"""Lesson 02 helpers: parallel XOR networks equal separate ones, success criterion, intervals, rank, similarity."""
+
+import pytest
+import torch
+
+import lecture_utils as lu
+from lecture_utils import overparam as op
+
+
+def test_parallel_networks_start_and_compute_like_separate_ones():
+    model = op.ParallelMLP(3, [5, 7])
+    x, _ = op.xor_data()
+    for i, seed in enumerate([5, 7]):
+        lu.seed_everything(seed)
+        first, second = torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)
+        want = second(torch.tanh(first(x))).squeeze(-1)
+        assert torch.allclose(model(x)[i], want, atol=1e-6)
+    with pytest.raises(ValueError, match="width"):
+        op.ParallelMLP(0, [0])
+
+
+def test_parallel_training_gives_each_network_its_own_gradient():
+    model = op.ParallelMLP(4, [0, 1, 2])
+    batch = op.xor_data()
+    op.parallel_bce_loss(model, batch).backward()
+    g_all = model.w1.grad[1].clone()
+    single = op.ParallelMLP(4, [1])
+    op.parallel_bce_loss(single, batch).backward()
+    assert torch.allclose(single.w1.grad[0], g_all, atol=1e-6)
+
+
+def test_success_means_every_point_on_the_right_side():
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    logits = torch.tensor([[-1.0, 2.0, 0.5, -3.0], [-1.0, 2.0, -0.5, -3.0], [1.0, 1.0, 1.0, 1.0]])
+    assert op.xor_success(logits, y).tolist() == [True, False, False]
+    assert bool(op.xor_success(logits[0], y))
+    with pytest.raises(ValueError, match="number of points"):
+        op.xor_success(torch.zeros(2, 3), y)
+
+
+def test_wide_networks_learn_xor_and_width_one_cannot():
+    assert op.train_xor(16, range(4), steps=300, lr=0.03).all()
+    assert not op.train_xor(1, range(4), steps=300, lr=0.03).any()  # one tanh unit is monotone in each direction
+    table = op.xor_sweep([1, 16], seeds=4, steps=300, lr=0.03)
+    assert table["rate"].tolist() == [0.0, 1.0]
+    assert (table["low"] <= table["rate"]).all() and (table["rate"] <= table["high"]).all()
+
+
+def test_wilson_interval():
+    low, high = op.wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-3) and high == pytest.approx(0.7634, abs=1e-3)
+    assert op.wilson_interval(0, 50)[0] == 0.0 and op.wilson_interval(50, 50)[1] == 1.0
+    with pytest.raises(ValueError):
+        op.wilson_interval(3, 2)
+
+
+def test_effective_rank():
+    assert op.effective_rank(torch.tensor([3.0, 0.0, 0.0]), 0.9) == 1
+    s = torch.tensor([1.0, 1.0, 1.0, 1.0])  # each direction holds 25% of the energy
+    assert op.effective_rank(s, 0.5) == 2 and op.effective_rank(s, 0.51) == 3 and op.effective_rank(s, 1.0) == 4
+    assert op.effective_rank(torch.tensor([1.0, 2.0]), 0.8) == 1  # order does not matter
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="energy"):
+            op.effective_rank(s, bad)
+    with pytest.raises(ValueError, match="1-D"):
+        op.effective_rank(torch.ones(2, 2))
+
+
+def test_singular_values_match_a_known_matrix():
+    w = torch.diag(torch.tensor([1.0, 3.0, 2.0]))
+    assert torch.allclose(op.singular_values(w), torch.tensor([3.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="2-D"):
+        op.singular_values(torch.ones(3))
+
+
+def test_layer_similarity_ignores_padding():
+    a = torch.tensor([[[1.0, 0.0], [5.0, 5.0]]])
+    b = torch.tensor([[[2.0, 0.0], [-5.0, 5.0]]])
+    c = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])
+    sims = op.layer_similarity([a, b, c], torch.tensor([[1, 0]]))
+    assert sims == pytest.approx([1.0, 0.0])
+    with pytest.raises(ValueError):
+        op.layer_similarity([a], torch.tensor([[1, 1]]))
