@@ -11,8 +11,22 @@ configure_offline()  # before transformers/datasets are imported anywhere: they 
 quiet_library_logs()
 
 from . import (  # noqa: E402
-    checks, config, data, env, lottery, measure, memory, models, overparam, plots, quantize, release, results,
-    training, widgets)
+    checks,
+    config,
+    data,
+    env,
+    lottery,
+    measure,
+    memory,
+    models,
+    overparam,
+    plots,
+    quantize,
+    release,
+    results,
+    training,
+    widgets,
+)
 from .config import get_scale  # noqa: E402
 from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
