@@ -1,7 +1,8 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``overparam`` (lesson 02), ``lottery`` (lesson 07), ``plots``, ``widgets``, ``checks`` (exercise
+``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (layers), ``quantize`` (06), ``lottery`` (07),
+``plots``, ``widgets``, ``checks`` (exercise
 checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the course).
 """
 
@@ -14,6 +15,7 @@ from . import (  # noqa: E402
     checks,
     config,
     data,
+    distill,
     env,
     lottery,
     measure,
@@ -24,6 +26,7 @@ from . import (  # noqa: E402
     quantize,
     release,
     results,
+    surgery,
     training,
     widgets,
 )
@@ -32,6 +35,6 @@ from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["checks", "config", "data", "env", "lottery", "measure", "memory", "models", "overparam", "plots",
-           "quantize", "release", "results", "training", "widgets", "get_scale", "doctor", "get_device",
+__all__ = ["checks", "config", "data", "distill", "env", "lottery", "measure", "memory", "models", "overparam", "plots",
+           "quantize", "release", "results", "surgery", "training", "widgets", "get_scale", "doctor", "get_device",
            "seed_everything", "setup", "record"]
