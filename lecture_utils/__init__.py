@@ -2,8 +2,8 @@
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
 ``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (layers), ``quantize`` (06), ``lottery`` (07),
-``plots``, ``widgets``, ``checks`` (exercise
-checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the course).
+``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``), ``release`` (student copies) and
+``runner`` (executing the course).
 """
 
 from .env import configure_offline, quiet_library_logs
