@@ -109,3 +109,50 @@ def quantization_widget(weight):
     box = w.VBox([bits, scheme, per_channel, out])
     display(box)
     return box
+
+
+def temperature_table(logits, temperatures=(1, 2, 4, 8), labels=("rotten", "fresh")) -> list[dict]:
+    """Soft targets ``softmax(logits / T)`` of each row of ``logits`` (N, C) at each temperature; prints a table
+    (one line per example and temperature) and returns its rows. The plain twin of :func:`temperature_widget`."""
+    from .distill import soft_targets
+
+    rows = []
+    for i, row in enumerate(logits):
+        for t in temperatures:
+            probs = soft_targets(row, float(t))
+            rows.append({"example": i + 1, "temperature": t, **{lab: p.item() for lab, p in zip(labels, probs,
+                                                                                                    strict=True)}})
+    print(f"{'example':>7} {'T':>4} " + " ".join(f"{lab:>8}" for lab in labels))
+    for r in rows:
+        print(f"{r['example']:>7} {r['temperature']:>4} " + " ".join(f"{r[lab]:>8.3f}" for lab in labels))
+    return rows
+
+
+def temperature_widget(logits, labels=("rotten", "fresh")):
+    """A slider over the temperature showing every example's soft targets; falls back to
+    :func:`temperature_table` when ipywidgets is unavailable. Returns the widget (or None)."""
+    from .distill import soft_targets
+
+    try:
+        import ipywidgets as w
+        from IPython.display import display
+    except ImportError:
+        temperature_table(logits, labels=labels)
+        return None
+    temperature = w.FloatLogSlider(value=1, base=2, min=-1, max=4, step=0.25, description="T")
+    out = w.Output()
+
+    def update(_=None):
+        out.clear_output()
+        with out:
+            for i, row in enumerate(logits):
+                probs = soft_targets(row, temperature.value)
+                bars = "  ".join(f"{lab} {p.item():.3f} {'█' * round(20 * p.item())}" for lab, p in
+                                 zip(labels, probs, strict=True))
+                print(f"{i + 1}: {bars}")
+
+    temperature.observe(update, names="value")
+    update()
+    box = w.VBox([temperature, out])
+    display(box)
+    return box

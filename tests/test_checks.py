@@ -49,6 +49,10 @@ CORRECT = {
                                        .sum()) + 1,
     "imp_round": _imp_round,
     "snip_mask": _snip_mask,
+    "kd_loss": lambda s, t, y, T, a: a * T * T * torch.nn.functional.kl_div(
+        torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="batchmean")
+    + (1 - a) * torch.nn.functional.cross_entropy(s, y),
+    "layer_map": lambda n_s, n_t: [(m + 1) * (n_t // n_s) - 1 for m in range(n_s)],
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
@@ -85,6 +89,15 @@ WRONG = {
                   lambda t, i, m, f: _imp_round(t, i, m, f)[0]],
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
+    "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²
+                    torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="batchmean")
+                + (1 - a) * torch.nn.functional.cross_entropy(s, y),
+                lambda s, t, y, T, a: a * T * T * torch.nn.functional.kl_div(  # summed over the batch
+                    torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="sum")
+                + (1 - a) * torch.nn.functional.cross_entropy(s, y),
+                lambda s, t, y, T, a: torch.nn.functional.cross_entropy(s, y)],
+    "layer_map": [lambda n_s, n_t: [m * (n_t // n_s) for m in range(n_s)],  # first of each block
+                  lambda n_s, n_t: list(range(n_s))],
     "affine_qparams": [lambda lo, hi, bits: ((hi - lo) / (2**bits - 1), 0),  # range not widened, no zero point
                        lambda lo, hi, bits: ((hi - lo) / 2**bits, round(-lo * 2**bits / (hi - lo)))],
     "quantize_dequantize": [lambda x, s, z, bits: torch.round(x / s) + z,  # never dequantized

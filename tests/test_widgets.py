@@ -28,3 +28,16 @@ def test_quantization_table_and_widget_agree_with_the_helper(capsys):
     bits, scheme, per_channel, out = box.children
     bits.value = 3
     assert bits.value == 3
+
+
+def test_temperature_table_and_widget(capsys):
+    import torch
+
+    logits = torch.tensor([[0.0, 3.0], [1.0, -1.0]])
+    rows = lu.widgets.temperature_table(logits, temperatures=(1, 8))
+    assert len(rows) == 4 and abs(rows[0]["fresh"] - torch.softmax(logits[0], 0)[1].item()) < 1e-6
+    assert rows[1]["fresh"] < rows[0]["fresh"]  # a higher temperature flattens
+    assert "fresh" in capsys.readouterr().out
+    box = lu.widgets.temperature_widget(logits)
+    box.children[0].value = 4.0
+    assert box.children[0].value == 4.0
