@@ -1,7 +1,8 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``overparam`` (lesson 02), ``lottery`` (lesson 07), ``plots``, ``widgets``, ``checks`` (exercise
+``memory``, ``overparam`` (lesson 02), ``prune`` (lesson 04),
+``quantize`` (lesson 06), ``lottery`` (lesson 07), ``plots``, ``widgets``, ``checks`` (exercise
 checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the course).
 """
 
@@ -21,6 +22,7 @@ from . import (  # noqa: E402
     models,
     overparam,
     plots,
+    prune,
     quantize,
     release,
     results,
@@ -33,5 +35,5 @@ from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["checks", "config", "data", "env", "lottery", "measure", "memory", "models", "overparam", "plots",
-           "quantize", "release", "results", "training", "widgets", "get_scale", "doctor", "get_device",
+           "prune", "quantize", "release", "results", "training", "widgets", "get_scale", "doctor", "get_device",
            "seed_everything", "setup", "record"]
