@@ -27,6 +27,7 @@ from .training import evaluate, train
 
 Targets = dict[str, nn.Module]
 METHODS = ("global", "layerwise")
+HEAD = ("embeddings", "pooler", "classifier")  # exclude these to prune the encoder layers only
 
 
 def check_sparsity(value: float) -> float:
@@ -37,11 +38,12 @@ def check_sparsity(value: float) -> float:
     return float(value)
 
 
-def linear_targets(model: nn.Module, parameter: str = "weight") -> Targets:
-    """The modules to prune: every ``nn.Linear`` whose name has no ``embeddings`` part, by module name
-    (``bert.encoder.layer.0.attention.self.query``, ..., ``classifier``). Each must have ``parameter``."""
+def linear_targets(model: nn.Module, parameter: str = "weight", exclude: Sequence[str] = ("embeddings",)) -> Targets:
+    """The modules to prune: every ``nn.Linear`` whose dotted name has no part in ``exclude``, by module name
+    (``bert.encoder.layer.0.attention.self.query``, ..., ``classifier``). Each must have ``parameter``.
+    ``exclude=HEAD`` also leaves the pooler and classifier dense (encoder layers only)."""
     out = {name: m for name, m in model.named_modules()
-           if isinstance(m, nn.Linear) and "embeddings" not in name.split(".")}
+           if isinstance(m, nn.Linear) and not set(exclude) & set(name.split("."))}
     if not out:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layers outside the embeddings to prune")
     for name, m in out.items():
@@ -102,12 +104,13 @@ def prune_model(model: nn.Module, sparsity: float, method: str = "global", targe
     return fn(model, sparsity, targets, parameter)
 
 
-def pruned_copy(model: nn.Module, sparsity: float, method: str = "global") -> nn.Module:
+def pruned_copy(model: nn.Module, sparsity: float, method: str = "global",
+                exclude: Sequence[str] = ("embeddings",)) -> nn.Module:
     """A deep copy of ``model`` with its Linear weights pruned to ``sparsity`` (masks attached); ``model`` is
     left as it was. ``model`` must carry no masks: torch cannot deep-copy a masked model (its ``weight`` is
     computed, not a leaf tensor); prune copies of the dense model instead."""
     clone = copy.deepcopy(model)
-    prune_model(clone, sparsity, method)
+    prune_model(clone, sparsity, method, linear_targets(clone, exclude=exclude))
     return clone
 
 
@@ -129,12 +132,13 @@ def make_permanent(model: nn.Module) -> int:
     return done
 
 
-def sparsity_report(model: nn.Module, targets: Targets | None = None) -> dict:
+def sparsity_report(model: nn.Module, targets: Targets | None = None,
+                    exclude: Sequence[str] = ("embeddings",)) -> dict:
     """Where the zeros are. Returns ``{"layers": {module name: sparsity of its weight}`` (targets only),
     ``"linear"``: zeros / entries over the targets' weights, ``"all_matrices"``: the same over every weight
     matrix including the embedding tables, ``"whole_model"``: zeros in weight matrices / all parameters}.
-    Every value is a fraction in [0, 1]."""
-    targets = targets if targets is not None else linear_targets(model)
+    Every value is a fraction in [0, 1]. Targets default to :func:`linear_targets` with ``exclude``."""
+    targets = targets if targets is not None else linear_targets(model, exclude=exclude)
     mats = weight_matrices(model)
     by_layer = sparsity_by_layer(model)
     sizes = {name: mats[name].numel() for name in targets}
@@ -211,22 +215,24 @@ def keeps_mask_zeros(model: nn.Module) -> bool:
 
 
 def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Iterable, steps_per_round: int,
-                    lr: float = 5e-5, method: str = "global", eval_loader: Iterable | None = None) -> list[dict]:
+                    lr: float = 5e-5, method: str = "global", eval_loader: Iterable | None = None,
+                    exclude: Sequence[str] = ("embeddings",)) -> list[dict]:
     """Prune → fine-tune rounds, in place: for each sparsity of the increasing sequence ``sparsities``, grow the
     masks to it (:func:`prune_model`) and fine-tune for ``steps_per_round`` optimiser steps with
     :func:`lecture_utils.training.train` (the pruning hooks keep pruned weights at 0). Returns one dict per round:
     ``round``, ``sparsity`` (measured over the targets), ``steps``, ``seconds``, and ``accuracy`` on
-    ``eval_loader`` when given."""
+    ``eval_loader`` when given. ``exclude`` picks the targets as in :func:`linear_targets`."""
     values = [check_sparsity(s) for s in sparsities]
     if not values or any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"sparsities must be a non-empty, strictly increasing sequence, got {list(sparsities)}")
     if steps_per_round < 1:
         raise ValueError(f"steps_per_round must be >= 1, got {steps_per_round}")
+    targets = linear_targets(model, exclude=exclude)
     rows = []
     for i, s in enumerate(values, start=1):
-        prune_model(model, s, method)
+        prune_model(model, s, method, targets)
         hist = train(model, loader, max_steps=steps_per_round, lr=lr, progress=False, desc=f"round {i}")
-        row = {"round": i, "sparsity": sparsity_report(model)["linear"], "steps": hist["steps"],
+        row = {"round": i, "sparsity": sparsity_report(model, targets)["linear"], "steps": hist["steps"],
                "seconds": hist["seconds"]}
         if eval_loader is not None:
             row["accuracy"] = evaluate(model, eval_loader, progress=False)["accuracy"]

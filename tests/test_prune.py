@@ -185,3 +185,15 @@ def test_pruned_copy_leaves_the_original_alone(tiny_bert):
     clone = P.pruned_copy(tiny_bert, 0.5, "layerwise")
     assert P.is_pruned(clone) and not P.is_pruned(tiny_bert)
     assert lu.measure.sparsity(tiny_bert) < 0.01
+
+
+def test_head_can_be_left_dense(tiny_bert):
+    targets = P.linear_targets(tiny_bert, exclude=P.HEAD)
+    assert len(targets) == 12 and not any(n in ("classifier", "bert.pooler.dense") for n in targets)
+    clone = P.pruned_copy(tiny_bert, 0.9, "global", exclude=P.HEAD)
+    assert (clone.classifier.weight != 0).all() and (clone.bert.pooler.dense.weight != 0).all()
+    assert P.sparsity_report(clone, exclude=P.HEAD)["linear"] == pytest.approx(0.9, abs=1e-3)
+    gen = torch.Generator().manual_seed(2)
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}]
+    rows = P.iterative_prune(tiny_bert, [0.5], loader, steps_per_round=1, exclude=P.HEAD)
+    assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1e-3) and not P.is_pruned(tiny_bert.classifier)
