@@ -1,9 +1,9 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (layers), ``quantize`` (06), ``lottery`` (07),
-``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``), ``release`` (student copies) and
-``runner`` (executing the course).
+``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (layers), ``prune`` (04), ``quantize`` (06),
+``lottery`` (07), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``), ``release`` (student
+copies) and ``runner`` (executing the course).
 """
 
 from .env import configure_offline, quiet_library_logs
@@ -23,6 +23,7 @@ from . import (  # noqa: E402
     models,
     overparam,
     plots,
+    prune,
     quantize,
     release,
     results,
@@ -35,6 +36,6 @@ from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["checks", "config", "data", "distill", "env", "lottery", "measure", "memory", "models", "overparam", "plots",
-           "quantize", "release", "results", "surgery", "training", "widgets", "get_scale", "doctor", "get_device",
-           "seed_everything", "setup", "record"]
+__all__ = ["checks", "config", "data", "distill", "env", "lottery", "measure", "memory", "models", "overparam",
+           "plots", "prune", "quantize", "release", "results", "surgery", "training", "widgets", "get_scale", "doctor",
+           "get_device", "seed_everything", "setup", "record"]

@@ -126,3 +126,64 @@ def accuracy_vs_remaining(rows: pd.DataFrame, ax: plt.Axes | None = None, dense:
     ax.set_ylabel("test accuracy")
     ax.legend()
     return ax
+
+
+def layer_sparsity_bars(reports: dict[str, dict[str, float]], ax: plt.Axes | None = None) -> plt.Axes:
+    """Grouped bars of the sparsity (fraction of zeros, 0–1) of each layer: ``reports`` maps a label (e.g.
+    ``"layer-wise"``) to ``{layer name: sparsity}``; all reports must name the same layers, in order. Layer names
+    are shortened to their last two parts (``0.query``, ``output.dense``, ...)."""
+    if not reports:
+        raise ValueError("layer_sparsity_bars needs at least one report")
+    layers = list(next(iter(reports.values())))
+    if any(list(r) != layers for r in reports.values()):
+        raise ValueError("every report must name the same layers in the same order")
+    ax = ax or plt.subplots(figsize=(11, 4))[1]
+    width = 0.8 / len(reports)
+    for i, (label, report) in enumerate(reports.items()):
+        xs = [j + (i - (len(reports) - 1) / 2) * width for j in range(len(layers))]
+        ax.bar(xs, list(report.values()), width=width, label=label, color=PALETTE[i % len(PALETTE)])
+    short = [".".join(n.replace("bert.encoder.layer.", "L").replace("attention.", "").split(".")[-3:])
+             for n in layers]
+    ax.set_xticks(range(len(layers)), short, rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("sparsity (fraction of zeros)")
+    ax.legend()
+    return ax
+
+
+def accuracy_vs_sparsity(rows: pd.DataFrame, dense_accuracy: float | None = None,
+                         ax: plt.Axes | None = None) -> plt.Axes:
+    """Test accuracy against sparsity (0–1, shown in %): one line per ``method`` in the order of first
+    appearance; ``rows`` has columns ``method``, ``sparsity``, ``accuracy``. ``dense_accuracy`` draws the
+    unpruned model as a dashed line."""
+    missing = {"method", "sparsity", "accuracy"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack columns {sorted(missing)}")
+    ax = ax or plt.subplots(figsize=(8, 4.5))[1]
+    markers = "osD^v"
+    for i, (method, part) in enumerate(rows.groupby("method", sort=False)):
+        part = part.sort_values("sparsity")
+        ax.plot(100 * part["sparsity"], part["accuracy"], marker=markers[i % len(markers)],
+                color=PALETTE[i % len(PALETTE)], label=method)
+    if dense_accuracy is not None:
+        ax.axhline(dense_accuracy, color="black", ls="--", lw=1, label="dense")
+    ax.set_xlabel("sparsity of the Linear weights (%)")
+    ax.set_ylabel("test accuracy")
+    ax.legend()
+    return ax
+
+
+def weight_block(before, after, ax: tuple[plt.Axes, plt.Axes] | None = None, title: str = "") -> tuple:
+    """Two heat maps side by side: a small block of a weight matrix before and after pruning (2-D arrays or
+    tensors of the same shape), on one colour scale centred at 0, so pruned entries show as white."""
+    if tuple(before.shape) != tuple(after.shape) or len(before.shape) != 2:
+        raise ValueError(f"before and after must be 2-D and of one shape, got {tuple(before.shape)} and "
+                         f"{tuple(after.shape)}")
+    axes = ax or plt.subplots(1, 2, figsize=(9, 4))[1]
+    lim = float(abs(before).max())
+    for a, block, name in zip(axes, (before, after), ("before", "after"), strict=True):
+        im = a.imshow(block, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        a.set_title(f"{title} {name}".strip())
+        a.grid(False)
+    plt.colorbar(im, ax=list(axes), shrink=0.8)
+    return tuple(axes)

@@ -36,6 +36,21 @@ def _snip_mask(weights, grads, keep, layerwise=False):
     return [m.view_as(s) for m, s in zip(mask.split([s.numel() for s in scores]), scores, strict=True)]
 
 
+def _magnitude_mask(w, s, per_row=False, largest=False):
+    n = round(s * w.numel())
+    if per_row:
+        k = round(s * w.shape[1])
+        idx = w.abs().topk(k, dim=1, largest=largest).indices
+        return ~torch.zeros_like(w, dtype=torch.bool).scatter(1, idx, True)
+    mask = torch.ones(w.numel(), dtype=torch.bool)
+    mask[w.abs().flatten().topk(n, largest=largest).indices] = False
+    return mask.view_as(w)
+
+
+def _all_param_sparsity(m):
+    return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
+
+
 CORRECT = {
     "accuracy": lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
     "predicted_size_mb": lambda n, b: n * b / 1e6,
@@ -53,6 +68,9 @@ CORRECT = {
         torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="batchmean")
     + (1 - a) * torch.nn.functional.cross_entropy(s, y),
     "layer_map": lambda n_s, n_t: [(m + 1) * (n_t // n_s) - 1 for m in range(n_s)],
+    "magnitude_mask": _magnitude_mask,
+    "matrix_sparsity": lambda m: lu.measure.sparsity(m),
+    "csr_nbytes": lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (rows + 1) * ib,
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
@@ -87,6 +105,14 @@ WRONG = {
                   lambda t, i, m, f: _imp_round(t, i, m, f, rewind=False),
                   lambda t, i, m, f: _imp_round(t, i, m, f, signed=True),
                   lambda t, i, m, f: _imp_round(t, i, m, f)[0]],
+    "magnitude_mask": [lambda w, s: _magnitude_mask(w, s, largest=True),  # keeps the small ones
+                       lambda w, s: _magnitude_mask(w, s, per_row=True),  # per row, not per matrix
+                       lambda w, s: w.abs() > s],  # the sparsity is not a threshold
+    "matrix_sparsity": [_all_param_sparsity,  # counts biases and LayerNorm
+                        lambda m: 100 * lu.measure.sparsity(m)],
+    "csr_nbytes": [lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + rows * ib,  # forgets the last row pointer
+                   lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (cols + 1) * ib,
+                   lambda rows, cols, nnz, vb, ib: rows * cols * vb],
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²

@@ -58,3 +58,35 @@ def test_accuracy_vs_remaining_draws_mean_lines_bands_and_the_dense_level():
     assert dense.get_ydata()[0] == pytest.approx(0.605)
     assert len(ax.collections) == 2  # one band per method
     plt.close("all")
+
+
+def test_layer_sparsity_bars_has_a_bar_per_layer_and_report():
+    reports = {"layer-wise": {"bert.encoder.layer.0.attention.self.query": 0.5, "classifier": 0.5},
+               "global": {"bert.encoder.layer.0.attention.self.query": 0.3, "classifier": 0.9}}
+    ax = lu.plots.layer_sparsity_bars(reports)
+    assert len(ax.patches) == 4
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["L0.self.query", "classifier"]
+    with pytest.raises(ValueError, match="same layers"):
+        lu.plots.layer_sparsity_bars({"a": {"x": 0.1}, "b": {"y": 0.1}})
+    with pytest.raises(ValueError, match="at least one"):
+        lu.plots.layer_sparsity_bars({})
+    plt.close("all")
+
+
+def test_accuracy_vs_sparsity_and_weight_block():
+    import pandas as pd
+    import torch
+
+    rows = pd.DataFrame([{"method": m, "sparsity": s, "accuracy": a - s / 2}
+                         for m, a in (("one-shot", 0.8), ("fine-tuned", 0.85)) for s in (0.9, 0.0, 0.5)])
+    ax = lu.plots.accuracy_vs_sparsity(rows, dense_accuracy=0.8)
+    assert [ln.get_label() for ln in ax.lines] == ["one-shot", "fine-tuned", "dense"]
+    assert list(ax.lines[0].get_xdata()) == [0, 50, 90]
+    with pytest.raises(ValueError, match="columns"):
+        lu.plots.accuracy_vs_sparsity(rows.drop(columns="method"))
+    w = torch.randn(4, 6)
+    axes = lu.plots.weight_block(w, w * (w.abs() > 0.5))
+    assert len(axes) == 2 and axes[1].get_title() == "after"
+    with pytest.raises(ValueError, match="one shape"):
+        lu.plots.weight_block(w, w.T)
+    plt.close("all")

@@ -1,0 +1,240 @@
+"""Lesson 04: magnitude pruning with ``torch.nn.utils.prune``, and what it does (not) save.
+
+The wrappers name their targets: by default every ``nn.Linear`` of the model outside the embeddings (the encoder's
+projections, the pooler and the classifier) and its ``weight`` parameter. Pruning attaches torch's forward
+pre-hook: the module keeps the full tensor as the parameter ``weight_orig``, a 0/1 buffer ``weight_mask``, and
+recomputes ``weight = weight_orig * weight_mask`` before every forward pass, so the pruned weights stay exactly
+zero through training. :func:`make_permanent` (``prune.remove``) folds the mask into a plain ``weight``.
+
+Sparsities are fractions in [0, 1) of the target weights that are zero *because of the mask*; sizes are in bytes
+(MB = 10^6 bytes where a notebook converts).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+import zlib
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .measure import count_parameters, sparsity_by_layer, weight_matrices
+from .training import evaluate, train
+
+Targets = dict[str, nn.Module]
+METHODS = ("global", "layerwise")
+HEAD = ("embeddings", "pooler", "classifier")  # exclude these to prune the encoder layers only
+
+
+def check_sparsity(value: float) -> float:
+    """``value`` as a float if it is a sparsity in [0, 1); otherwise a ValueError that says what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"sparsity must be a fraction in [0, 1) — 0.9 makes 90% of the target weights zero; "
+                         f"1 would remove every weight — got {value!r}")
+    return float(value)
+
+
+def linear_targets(model: nn.Module, parameter: str = "weight", exclude: Sequence[str] = ("embeddings",)) -> Targets:
+    """The modules to prune: every ``nn.Linear`` whose dotted name has no part in ``exclude``, by module name
+    (``bert.encoder.layer.0.attention.self.query``, ..., ``classifier``). Each must have ``parameter``.
+    ``exclude=HEAD`` also leaves the pooler and classifier dense (encoder layers only)."""
+    out = {name: m for name, m in model.named_modules()
+           if isinstance(m, nn.Linear) and not set(exclude) & set(name.split("."))}
+    if not out:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers outside the embeddings to prune")
+    for name, m in out.items():
+        if not hasattr(m, parameter):
+            raise ValueError(f"module {name!r} has no parameter {parameter!r}")
+    return out
+
+
+def _masked_zeros(module: nn.Module, parameter: str) -> int:
+    """Entries already removed by an attached mask (0 if the module is not pruned)."""
+    mask = getattr(module, parameter + "_mask", None)
+    return 0 if mask is None else int((mask == 0).sum())
+
+
+def _additional(target: int, already: int, where: str) -> int:
+    if target < already:
+        raise ValueError(f"{where} already has {already} pruned weights; a mask can only grow, so the sparsity "
+                         "must not be lower than the current one")
+    return target - already
+
+
+def prune_layerwise(model: nn.Module, sparsity: float, targets: Targets | None = None,
+                    parameter: str = "weight") -> Targets:
+    """Layer-wise magnitude pruning: every target loses the ``round(sparsity × numel)`` entries of ``parameter``
+    with the smallest |value| (``prune.l1_unstructured``), so each layer ends at the same sparsity. On an
+    already pruned model the masks grow to ``sparsity`` (torch ranks only the surviving entries). Returns the
+    targets."""
+    sparsity = check_sparsity(sparsity)
+    targets = targets if targets is not None else linear_targets(model, parameter)
+    for name, m in targets.items():
+        n = getattr(m, parameter).numel()
+        extra = _additional(round(sparsity * n), _masked_zeros(m, parameter), name)
+        prune.l1_unstructured(m, parameter, amount=extra)
+    return targets
+
+
+def prune_global(model: nn.Module, sparsity: float, targets: Targets | None = None,
+                 parameter: str = "weight") -> Targets:
+    """Global magnitude pruning: the ``round(sparsity × total)`` entries with the smallest |value| over all
+    targets together are removed (``prune.global_unstructured``), so layers with small weights lose more. On an
+    already pruned model the masks grow to ``sparsity`` overall. Returns the targets."""
+    sparsity = check_sparsity(sparsity)
+    targets = targets if targets is not None else linear_targets(model, parameter)
+    total = sum(getattr(m, parameter).numel() for m in targets.values())
+    already = sum(_masked_zeros(m, parameter) for m in targets.values())
+    extra = _additional(round(sparsity * total), already, "the model")
+    prune.global_unstructured([(m, parameter) for m in targets.values()], pruning_method=prune.L1Unstructured,
+                              amount=extra)
+    return targets
+
+
+def prune_model(model: nn.Module, sparsity: float, method: str = "global", targets: Targets | None = None,
+                parameter: str = "weight") -> Targets:
+    """:func:`prune_global` or :func:`prune_layerwise`, chosen by ``method`` (``"global"`` or ``"layerwise"``)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    fn = prune_global if method == "global" else prune_layerwise
+    return fn(model, sparsity, targets, parameter)
+
+
+def pruned_copy(model: nn.Module, sparsity: float, method: str = "global",
+                exclude: Sequence[str] = ("embeddings",)) -> nn.Module:
+    """A deep copy of ``model`` with its Linear weights pruned to ``sparsity`` (masks attached); ``model`` is
+    left as it was. ``model`` must carry no masks: torch cannot deep-copy a masked model (its ``weight`` is
+    computed, not a leaf tensor); prune copies of the dense model instead."""
+    clone = copy.deepcopy(model)
+    prune_model(clone, sparsity, method, linear_targets(clone, exclude=exclude))
+    return clone
+
+
+def is_pruned(model: nn.Module) -> bool:
+    """True if any module of ``model`` carries a pruning mask."""
+    return prune.is_pruned(model)
+
+
+def make_permanent(model: nn.Module) -> int:
+    """Fold every pruning mask into its parameter (``prune.remove``): afterwards there are no ``*_orig``
+    parameters, ``*_mask`` buffers or hooks, and the zeros stay. Returns the number of parameters made
+    permanent."""
+    done = 0
+    for module in model.modules():
+        names = [n[: -len("_orig")] for n, _ in module.named_parameters(recurse=False) if n.endswith("_orig")]
+        for name in names:
+            prune.remove(module, name)
+            done += 1
+    return done
+
+
+def sparsity_report(model: nn.Module, targets: Targets | None = None,
+                    exclude: Sequence[str] = ("embeddings",)) -> dict:
+    """Where the zeros are. Returns ``{"layers": {module name: sparsity of its weight}`` (targets only),
+    ``"linear"``: zeros / entries over the targets' weights, ``"all_matrices"``: the same over every weight
+    matrix including the embedding tables, ``"whole_model"``: zeros in weight matrices / all parameters}.
+    Every value is a fraction in [0, 1]. Targets default to :func:`linear_targets` with ``exclude``."""
+    targets = targets if targets is not None else linear_targets(model, exclude=exclude)
+    mats = weight_matrices(model)
+    by_layer = sparsity_by_layer(model)
+    sizes = {name: mats[name].numel() for name in targets}
+    zeros = {name: by_layer[name] * sizes[name] for name in targets}
+    all_zeros = sum(by_layer[n] * w.numel() for n, w in mats.items())
+    return {"layers": {name: by_layer[name] for name in targets},
+            "linear": sum(zeros.values()) / sum(sizes.values()),
+            "all_matrices": all_zeros / sum(w.numel() for w in mats.values()),
+            "whole_model": all_zeros / count_parameters(model)}
+
+
+def _weights(model: nn.Module, targets: Targets | None, parameter: str) -> list[torch.Tensor]:
+    targets = targets if targets is not None else linear_targets(model, parameter)
+    return [getattr(m, parameter).detach() for m in targets.values()]
+
+
+def dense_bytes(weight: torch.Tensor) -> int:
+    """Bytes of ``weight`` stored densely: numel × bytes per element (zeros cost as much as any value)."""
+    return weight.numel() * weight.element_size()
+
+
+def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> int:
+    """Bytes of a 2-D ``weight`` (rows, cols) in CSR format: the non-zero values (nnz × value bytes), their
+    column indices (nnz × index bytes) and the row pointers ((rows + 1) × index bytes). Counted from
+    ``Tensor.to_sparse_csr()``; torch stores the indices as int64, scipy and most runtimes as int32 when they fit
+    (``index_dtype``)."""
+    if weight.dim() != 2:
+        raise ValueError(f"CSR needs a 2-D matrix, got shape {tuple(weight.shape)}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        csr = weight.detach().to_sparse_csr()
+    index_size = torch.empty((), dtype=index_dtype).element_size()
+    n_index = csr.col_indices().numel() + csr.crow_indices().numel()
+    return dense_bytes(csr.values()) + n_index * index_size
+
+
+def compressed_bytes(weights: Iterable[torch.Tensor], level: int = 6) -> int:
+    """Bytes of the tensors' dense bytes after ``zlib`` compression (what a compressed archive such as a
+    ``.zip`` with deflate or a ``.gz`` file would hold): runs of zeros compress well, random floats do not."""
+    buf = io.BytesIO()
+    for w in weights:
+        buf.write(w.detach().contiguous().cpu().numpy().tobytes())
+    return len(zlib.compress(buf.getvalue(), level))
+
+
+def weight_storage(model: nn.Module, targets: Targets | None = None, parameter: str = "weight") -> dict[str, int]:
+    """Bytes of the targets' weights in three formats: ``dense``, ``csr`` (int32 indices), ``csr_int64``
+    (torch's own index type) and ``zlib`` (compressed dense bytes)."""
+    ws = _weights(model, targets, parameter)
+    return {"dense": sum(dense_bytes(w) for w in ws), "csr": sum(csr_bytes(w) for w in ws),
+            "csr_int64": sum(csr_bytes(w, torch.int64) for w in ws), "zlib": compressed_bytes(ws)}
+
+
+def held_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors a model keeps in memory: parameters, buffers (pruning masks included) and, for a
+    pruned module, the recomputed ``weight`` that the pruning hook stores next to ``weight_orig``."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    for module in model.modules():
+        for name, _ in module.named_buffers(recurse=False):
+            if name.endswith("_mask"):
+                w = getattr(module, name[: -len("_mask")], None)
+                if isinstance(w, torch.Tensor):
+                    tensors[id(w)] = w
+    return sum(dense_bytes(t) for t in tensors.values())
+
+
+def keeps_mask_zeros(model: nn.Module) -> bool:
+    """True if every pruned entry (mask 0) of every masked parameter is exactly 0 in the module's weight."""
+    for module in model.modules():
+        for name, mask in module.named_buffers(recurse=False):
+            if name.endswith("_mask") and (getattr(module, name[: -len("_mask")])[mask == 0] != 0).any():
+                return False
+    return True
+
+
+def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Iterable, steps_per_round: int,
+                    lr: float = 5e-5, method: str = "global", eval_loader: Iterable | None = None,
+                    exclude: Sequence[str] = ("embeddings",)) -> list[dict]:
+    """Prune → fine-tune rounds, in place: for each sparsity of the increasing sequence ``sparsities``, grow the
+    masks to it (:func:`prune_model`) and fine-tune for ``steps_per_round`` optimiser steps with
+    :func:`lecture_utils.training.train` (the pruning hooks keep pruned weights at 0). Returns one dict per round:
+    ``round``, ``sparsity`` (measured over the targets), ``steps``, ``seconds``, and ``accuracy`` on
+    ``eval_loader`` when given. ``exclude`` picks the targets as in :func:`linear_targets`."""
+    values = [check_sparsity(s) for s in sparsities]
+    if not values or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"sparsities must be a non-empty, strictly increasing sequence, got {list(sparsities)}")
+    if steps_per_round < 1:
+        raise ValueError(f"steps_per_round must be >= 1, got {steps_per_round}")
+    targets = linear_targets(model, exclude=exclude)
+    rows = []
+    for i, s in enumerate(values, start=1):
+        prune_model(model, s, method, targets)
+        hist = train(model, loader, max_steps=steps_per_round, lr=lr, progress=False, desc=f"round {i}")
+        row = {"round": i, "sparsity": sparsity_report(model, targets)["linear"], "steps": hist["steps"],
+               "seconds": hist["seconds"]}
+        if eval_loader is not None:
+            row["accuracy"] = evaluate(model, eval_loader, progress=False)["accuracy"]
+        rows.append(row)
+    return rows

@@ -1,0 +1,199 @@
+"""lecture_utils.prune against torch.nn.utils.prune, on the tiny random BERT."""
+
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as tprune
+
+import lecture_utils as lu
+from lecture_utils import prune as P
+
+
+def _masks(model):
+    return {n: b.clone() for n, b in model.named_buffers() if n.endswith("weight_mask")}
+
+
+def test_targets_are_the_linear_layers_outside_the_embeddings(tiny_bert):
+    targets = P.linear_targets(tiny_bert)
+    assert all(isinstance(m, nn.Linear) for m in targets.values())
+    assert not any("embeddings" in n for n in targets)
+    assert len(targets) == 2 * 6 + 2  # 6 Linear per layer, pooler, classifier
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        P.linear_targets(nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(4)))
+    with pytest.raises(ValueError, match="no parameter"):
+        P.linear_targets(nn.Linear(3, 2), parameter="scale")
+
+
+@pytest.mark.parametrize("s", [0.0, 0.3, 0.5, 0.9])
+def test_layerwise_masks_equal_torch_l1_unstructured(tiny_bert, s):
+    ref = copy.deepcopy(tiny_bert)
+    for m in P.linear_targets(ref).values():
+        tprune.l1_unstructured(m, "weight", amount=s)
+    P.prune_layerwise(tiny_bert, s)
+    ours, theirs = _masks(tiny_bert), _masks(ref)
+    assert ours.keys() == theirs.keys() and len(ours) == 14
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    report = P.sparsity_report(tiny_bert)
+    for name, value in report["layers"].items():
+        n = P.linear_targets(tiny_bert)[name].weight.numel()
+        assert value == pytest.approx(round(s * n) / n)
+
+
+@pytest.mark.parametrize("s", [0.2, 0.5, 0.9])
+def test_global_masks_equal_torch_global_unstructured(tiny_bert, s):
+    ref = copy.deepcopy(tiny_bert)
+    tprune.global_unstructured([(m, "weight") for m in P.linear_targets(ref).values()],
+                               pruning_method=tprune.L1Unstructured, amount=s)
+    P.prune_global(tiny_bert, s)
+    ours, theirs = _masks(tiny_bert), _masks(ref)
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(s, abs=1e-3)
+    # global ranking: no kept weight is smaller than a pruned one, across all layers
+    targets = P.linear_targets(tiny_bert)
+    kept = torch.cat([m.weight_orig[m.weight_mask == 1].abs() for m in targets.values()])
+    gone = torch.cat([m.weight_orig[m.weight_mask == 0].abs() for m in targets.values()])
+    assert kept.min() >= gone.max()
+
+
+@pytest.mark.parametrize("method", P.METHODS)
+def test_repruning_grows_the_masks_to_the_requested_sparsity(tiny_bert, method):
+    P.prune_model(tiny_bert, 0.5, method)
+    first = _masks(tiny_bert)
+    P.prune_model(tiny_bert, 0.8, method)
+    assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(0.8, abs=2e-3)
+    assert all(((first[k] == 0) <= (m == 0)).all() for k, m in _masks(tiny_bert).items())  # pruned stay pruned
+    with pytest.raises(ValueError, match="only grow"):
+        P.prune_model(tiny_bert, 0.5, method)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1, 1.0, 1.5, "0.5", True])
+def test_sparsity_outside_0_1_raises(tiny_bert, bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        P.prune_global(tiny_bert, bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        P.prune_layerwise(tiny_bert, bad)
+    with pytest.raises(ValueError, match="method"):
+        P.prune_model(tiny_bert, 0.5, "random")
+
+
+def test_make_permanent_removes_masks_and_keeps_zeros(tiny_bert):
+    P.prune_global(tiny_bert, 0.7)
+    assert P.is_pruned(tiny_bert) and P.keeps_mask_zeros(tiny_bert)
+    before = P.sparsity_report(tiny_bert)
+    x = torch.randint(0, 100, (2, 8))
+    logits = tiny_bert(input_ids=x).logits
+    assert P.make_permanent(tiny_bert) == 14
+    assert not P.is_pruned(tiny_bert)
+    names = [n for n, _ in tiny_bert.named_parameters()] + [n for n, _ in tiny_bert.named_buffers()]
+    assert not any(n.endswith(("_orig", "_mask")) for n in names)
+    assert P.sparsity_report(tiny_bert) == before
+    assert torch.allclose(tiny_bert(input_ids=x).logits, logits)
+
+
+def test_save_and_reload_keeps_the_zeros(tiny_bert):
+    fresh = copy.deepcopy(tiny_bert)  # before pruning: a masked model cannot be deep-copied
+    P.prune_layerwise(tiny_bert, 0.6)
+    P.make_permanent(tiny_bert)
+    buf = io.BytesIO()
+    torch.save(tiny_bert.state_dict(), buf)
+    buf.seek(0)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.fill_(1.0)
+    fresh.load_state_dict(torch.load(buf))
+    assert P.sparsity_report(fresh)["linear"] == pytest.approx(P.sparsity_report(tiny_bert)["linear"])
+    assert P.sparsity_report(fresh)["linear"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_mask_adds_memory_until_made_permanent(tiny_bert):
+    dense_state, dense_held = lu.measure.state_dict_bytes(tiny_bert), P.held_bytes(tiny_bert)
+    P.prune_global(tiny_bert, 0.5)
+    linear = P.weight_storage(tiny_bert)["dense"]
+    assert lu.measure.state_dict_bytes(tiny_bert) > dense_state + 0.9 * linear  # weight_orig + weight_mask saved
+    assert P.held_bytes(tiny_bert) >= dense_held + 2 * linear  # mask + recomputed weight
+    P.make_permanent(tiny_bert)
+    assert P.held_bytes(tiny_bert) == dense_held
+    assert lu.measure.state_dict_bytes(tiny_bert) == pytest.approx(dense_state, rel=0.01)
+
+
+def test_sparse_formats_are_smaller_than_dense_only_when_sparse():
+    torch.manual_seed(0)
+    w = torch.randn(64, 48)
+    assert P.csr_bytes(w, torch.int64) > P.dense_bytes(w)  # dense data in CSR costs more
+    w[torch.rand_like(w) < 0.9] = 0
+    nnz = int((w != 0).sum())
+    assert P.csr_bytes(w) == nnz * 4 + nnz * 4 + 65 * 4
+    assert P.csr_bytes(w, torch.int64) == nnz * 4 + nnz * 8 + 65 * 8
+    assert P.csr_bytes(w) < P.dense_bytes(w) / 3
+    assert P.compressed_bytes([w]) < P.dense_bytes(w) / 2
+    with pytest.raises(ValueError, match="2-D"):
+        P.csr_bytes(torch.zeros(3))
+
+
+def test_weight_storage_at_90_percent(tiny_bert):
+    dense = P.weight_storage(tiny_bert)
+    P.prune_global(tiny_bert, 0.9)
+    sparse = P.weight_storage(tiny_bert)
+    assert sparse["dense"] == dense["dense"]
+    assert sparse["csr"] < sparse["dense"] / 3 and sparse["zlib"] < sparse["dense"] / 2
+    assert sparse["csr_int64"] > sparse["csr"]
+
+
+def test_report_whole_model_numbers_include_untouched_embeddings(tiny_bert):
+    P.prune_global(tiny_bert, 0.9)
+    r = P.sparsity_report(tiny_bert)
+    assert r["linear"] == pytest.approx(0.9, abs=1e-3)
+    assert r["whole_model"] < r["all_matrices"] < r["linear"]
+    assert r["all_matrices"] == pytest.approx(lu.measure.sparsity(tiny_bert))
+
+
+def test_weights_stay_zero_through_train_with_masks_attached(tiny_bert):
+    P.prune_global(tiny_bert, 0.8)
+    masks = _masks(tiny_bert)
+    gen = torch.Generator().manual_seed(0)
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 0, 1])}
+              for _ in range(3)]
+    orig = {n: p.clone() for n, p in tiny_bert.named_parameters() if n.endswith("weight_orig")}
+    lu.training.train(tiny_bert, loader, max_steps=3, lr=1e-2, progress=False)
+    tiny_bert(input_ids=loader[0]["input_ids"])  # the hook recomputes weight before each forward
+    assert P.keeps_mask_zeros(tiny_bert)
+    assert _masks(tiny_bert).keys() == masks.keys()
+    assert all(torch.equal(masks[k], m) for k, m in _masks(tiny_bert).items())
+    assert any(not torch.equal(orig[n], p) for n, p in tiny_bert.named_parameters() if n in orig)  # it trained
+    assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_iterative_prune_rounds(tiny_bert):
+    gen = torch.Generator().manual_seed(1)
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}
+              for _ in range(2)]
+    rows = P.iterative_prune(tiny_bert, [0.5, 0.75, 0.9], loader, steps_per_round=2, eval_loader=loader)
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert [r["sparsity"] for r in rows] == pytest.approx([0.5, 0.75, 0.9], abs=2e-3)
+    assert all(r["steps"] == 2 and 0 <= r["accuracy"] <= 1 for r in rows)
+    with pytest.raises(ValueError, match="increasing"):
+        P.iterative_prune(tiny_bert, [0.9, 0.5], loader, steps_per_round=1)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        P.iterative_prune(tiny_bert, [0.5, 1.0], loader, steps_per_round=1)
+
+
+def test_pruned_copy_leaves_the_original_alone(tiny_bert):
+    clone = P.pruned_copy(tiny_bert, 0.5, "layerwise")
+    assert P.is_pruned(clone) and not P.is_pruned(tiny_bert)
+    assert lu.measure.sparsity(tiny_bert) < 0.01
+
+
+def test_head_can_be_left_dense(tiny_bert):
+    targets = P.linear_targets(tiny_bert, exclude=P.HEAD)
+    assert len(targets) == 12 and not any(n in ("classifier", "bert.pooler.dense") for n in targets)
+    clone = P.pruned_copy(tiny_bert, 0.9, "global", exclude=P.HEAD)
+    assert (clone.classifier.weight != 0).all() and (clone.bert.pooler.dense.weight != 0).all()
+    assert P.sparsity_report(clone, exclude=P.HEAD)["linear"] == pytest.approx(0.9, abs=1e-3)
+    gen = torch.Generator().manual_seed(2)
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}]
+    rows = P.iterative_prune(tiny_bert, [0.5], loader, steps_per_round=1, exclude=P.HEAD)
+    assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1e-3) and not P.is_pruned(tiny_bert.classifier)
