@@ -28,12 +28,17 @@ def test_affine_per_tensor_equals_torch_quint8():
     assert torch.allclose(Q.dequantize(ours, scale, zp), ref.dequantize())
 
 
+def _per_channel_reference(x, dtype, qscheme):
+    """PyTorch's own per-channel (row) scale and zero point for ``x``."""
+    obs = PerChannelMinMaxObserver(ch_axis=0, dtype=dtype, qscheme=qscheme)
+    obs(x)
+    return obs.calculate_qparams()
+
+
 def test_symmetric_per_channel_equals_torch_qint8():
     x = _weights(1)
     scale, zp = Q.tensor_qparams(x, bits=8, scheme="symmetric", per_channel=True)
-    obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    obs(x)
-    ref_scale, ref_zp = obs.calculate_qparams()
+    ref_scale, _ = _per_channel_reference(x, torch.qint8, torch.per_channel_symmetric)
     assert torch.allclose(scale.flatten(), ref_scale.float(), rtol=1e-6) and (zp.flatten() == 0).all()
     ours = Q.quantize(x, scale, zp, bits=8, signed=True)
     ref = torch.quantize_per_channel(x, scale.flatten().double(), zp.flatten(), axis=0, dtype=torch.qint8)
@@ -43,9 +48,7 @@ def test_symmetric_per_channel_equals_torch_qint8():
 def test_affine_per_channel_equals_torch():
     x = _weights(2)
     scale, zp = Q.tensor_qparams(x, bits=8, scheme="affine", per_channel=True)
-    obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.quint8, qscheme=torch.per_channel_affine)
-    obs(x)
-    ref_scale, ref_zp = obs.calculate_qparams()
+    ref_scale, ref_zp = _per_channel_reference(x, torch.quint8, torch.per_channel_affine)
     assert torch.allclose(scale.flatten(), ref_scale.float(), rtol=1e-6)
     assert torch.equal(zp.flatten(), ref_zp.to(torch.int64))
 
