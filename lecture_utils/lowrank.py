@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .env import torch_threads
 from .surgery import encoder_layers
 
 
@@ -55,11 +56,13 @@ def break_even_rank(out_features: int, in_features: int) -> float:
 def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The best rank-``rank`` factors of a 2-D ``weight`` (out, in) by truncated SVD: ``(A (out, rank),
     B (rank, in))`` with ``A @ B`` the closest rank-``rank`` matrix to ``weight``; the singular values are split
-    evenly (√S on each side). Computed in float32, returned in ``weight``'s dtype."""
+    evenly (√S on each side). Computed in float32 on one CPU thread (LAPACK's SVD of a matrix this small is
+    several times faster on one thread than on two busy ones), returned in ``weight``'s dtype."""
     if weight.dim() != 2:
         raise ValueError(f"low_rank_factors needs a 2-D weight (out, in), got shape {tuple(weight.shape)}")
     rank = _check_rank(rank, *weight.shape)
-    u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
+    with torch_threads(1):
+        u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
     root = s[:rank].sqrt()
     return (u[:, :rank] * root).to(weight.dtype), (root[:, None] * vh[:rank]).to(weight.dtype)
 
@@ -71,7 +74,8 @@ def retained_energy(weight: torch.Tensor, rank: int) -> float:
     if weight.dim() != 2:
         raise ValueError(f"retained_energy needs a 2-D weight, got shape {tuple(weight.shape)}")
     rank = _check_rank(rank, *weight.shape)
-    s2 = torch.linalg.svdvals(weight.detach().float()).pow(2)
+    with torch_threads(1):
+        s2 = torch.linalg.svdvals(weight.detach().float()).pow(2)
     return (s2[:rank].sum() / s2.sum().clamp(min=torch.finfo(torch.float32).tiny)).item()
 
 
