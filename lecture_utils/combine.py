@@ -317,7 +317,9 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
     rounded to int8. Training as in lesson 07 (Adam, lr 1.2e-3, batches of 100, one thread).
 
     Returns rows ``{"seed", "model" ("large dense fp32" | "large pruned + int8" | "small int8"), "width",
-    "density" (fraction of weights kept), "bytes", "budget_bytes", "accuracy" (test, fraction)}``.
+    "density" (fraction of the model's weights kept), "budget_density" (the large model's density that set this
+    row's budget; None for the dense reference), "bytes", "budget_bytes" (None for the dense reference),
+    "accuracy" (test, fraction)}``.
     """
     from .lottery import LotterySetup, full_masks, magnitude_masks, make_model, train_masked
 
@@ -330,7 +332,7 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
     large_setup = LotterySetup(sizes=tuple(mlp_sizes(n_in, large_width, n_out, hidden_layers)), steps=steps)
     large = make_model(large_setup, seed)
     masks = full_masks(large)
-    rows = [{"seed": seed, "model": "large dense fp32", "width": large_width, "density": 1.0,
+    rows = [{"seed": seed, "model": "large dense fp32", "width": large_width, "density": 1.0, "budget_density": None,
              "bytes": mlp_bytes(large, "fp32"), "budget_bytes": None,
              "accuracy": train_masked(large, masks, data, large_setup, seed)}]
     fine_tune = steps // 2
@@ -344,7 +346,7 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
         compressed = quantize_weights_int8(pruned)
         budget = mlp_bytes(compressed, "sparse_int8")
         rows.append({"seed": seed, "model": "large pruned + int8", "width": large_width, "density": float(density),
-                     "bytes": budget, "budget_bytes": budget,
+                     "budget_density": float(density), "bytes": budget, "budget_bytes": budget,
                      "accuracy": evaluate(compressed, test, progress=False)["accuracy"]})
         width = width_for_bytes(budget, n_in, n_out, hidden_layers)
         small_setup = LotterySetup(sizes=tuple(mlp_sizes(n_in, width, n_out, hidden_layers)), steps=steps + fine_tune)
@@ -352,6 +354,6 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
         train_masked(small, full_masks(small), data, small_setup, seed)
         small_q = quantize_weights_int8(small)
         rows.append({"seed": seed, "model": "small int8", "width": width, "density": 1.0,
-                     "bytes": mlp_bytes(small_q, "int8"), "budget_bytes": budget,
+                     "budget_density": float(density), "bytes": mlp_bytes(small_q, "int8"), "budget_bytes": budget,
                      "accuracy": evaluate(small_q, test, progress=False)["accuracy"]})
     return rows

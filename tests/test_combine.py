@@ -130,6 +130,7 @@ def test_budget_experiment_on_tiny_data():
                                           "large pruned + int8", "small int8"]
     for big, small in zip(rows[1::2], rows[2::2], strict=True):
         assert small["bytes"] <= big["budget_bytes"] == big["bytes"] and small["width"] < 32
+        assert small["budget_density"] == big["budget_density"] == big["density"] and small["density"] == 1.0
         assert 0 <= big["accuracy"] <= 1 and 0 <= small["accuracy"] <= 1
     with pytest.raises(ValueError, match="densities"):
         combine.budget_experiment(data, densities=(0.0,), steps=4)

@@ -99,7 +99,8 @@ def test_course_chart_and_budget_chart():
                 {"name": "int8", "latency_ms": 60, "accuracy": 0.81, "size_mb": 23, "measured": True},
                 {"name": "heads (05)", "latency_ms": 120, "accuracy": 0.8, "size_mb": 70, "measured": False}]
     ax = lu.plots.course_chart(variants, teacher_accuracy=0.82)
-    assert len(ax.texts) == 3 and "teacher (90 MB)" in [t.get_text() for t in ax.texts]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[:3] == ["1", "2", "3"] and "1  teacher (90 MB)" in texts[3] and "3  heads (05) (70 MB) *" in texts[3]
     sizes = [c.get_sizes()[0] for c in ax.collections if len(c.get_offsets())][:3]
     assert sizes[0] == pytest.approx(1500) and sizes[1] == pytest.approx(1500 * 23 / 90)
     with pytest.raises(ValueError, match="lack"):
@@ -113,6 +114,7 @@ def test_course_chart_and_budget_chart():
                          {"model": "small int8", "bytes": 9.9e4, "accuracy": 0.58, "budget_bytes": 1e5}])
     ax = lu.plots.budget_chart(rows)
     assert ax.get_xscale() == "log" and len(ax.get_lines()) == 3
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "100"]
     with pytest.raises(ValueError, match="lack"):
         lu.plots.budget_chart(rows.drop(columns="bytes"))
     plt.close("all")
