@@ -93,8 +93,9 @@ def read_results(build: Path | str | None = None, scale: str | None = None) -> d
             for key, value in _numbers(summary.get("results", {})).items():
                 results[key], sources[key] = value, summary_path.name
     else:
-        notes.append(f"no {summary_path} yet: no lesson has been run by `python -m lecture_utils course` here")
+        notes.append(f"no {summary_path} yet (`python -m lecture_utils course` writes it)")
     if per_notebook and (folder / "results").is_dir():
+        filled = 0
         for path in sorted((folder / "results").glob("*.json")):
             if own is not None and path.resolve() == own:
                 continue
@@ -105,6 +106,10 @@ def read_results(build: Path | str | None = None, scale: str | None = None) -> d
             for key, value in _numbers(data).items():
                 if key not in results:
                     results[key], sources[key] = value, f"results/{path.name}"
+                    filled += 1
+        if filled:
+            notes.append(f"{filled} numbers read from {folder / 'results'}/*.json, the last run of each notebook "
+                         "(those files do not store their scale)")
     if not results:
         notes.append("nothing recorded for this scale: only what this notebook measures itself will be shown")
     return {"scale": sc, "results": results, "sources": sources, "notes": notes}
@@ -137,6 +142,8 @@ COURSE_VARIANTS: tuple[CourseVariant, ...] = (
                   note="same architecture as the KD student: its speed-up"),
     CourseVariant("1-layer student", "03", "distill.small"),
     CourseVariant("pruned 50% + fine-tune", "04", "prune.global50_ft", stored_dense=True),
+    CourseVariant("pruned 90% + fine-tune", "04", "prune.global90_ft", stored_dense=True,
+                  latency_ratio="prune.latency_ratio_90"),
     CourseVariant("pruned 90%, iterative", "04", "prune.global90_iter", stored_dense=True,
                   latency_ratio="prune.latency_ratio_90"),
     CourseVariant("pruned 90%, one-shot", "04", "prune.global90_oneshot", stored_dense=True,
@@ -205,11 +212,6 @@ def missing_variants(results: Mapping[str, float], variants: Sequence[CourseVari
     """The variants of :data:`COURSE_VARIANTS` with no recorded accuracy, as "label (lesson NN: key)"."""
     return [f"{v.label.format(*['*'] * v.prefix.count('*'))} (lesson {v.lesson}: {v.prefix}.test_accuracy)"
             for v in variants if not _matches(v, results)]
-
-
-def headline(results: Mapping[str, float], key: str, default: float | None = None) -> float | None:
-    """``results[key]`` if recorded, else ``default`` (for prose that quotes a number only when it exists)."""
-    return results.get(key, default)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def test_missing_build_folder_gives_empty_results_and_says_so(tmp_path, monkeypa
     monkeypatch.delenv(lu.results.RESULTS_ENV, raising=False)
     got = combine.read_results(tmp_path / "nowhere", scale="smoke")
     assert got["results"] == {} and got["scale"] == "smoke"
-    assert any("no " in n and "results.json" in n for n in got["notes"])
+    assert any("no " in n and "results.json yet" in n for n in got["notes"])
     assert any("nothing recorded" in n for n in got["notes"])
 
 
@@ -36,6 +36,7 @@ def test_summary_of_the_same_scale_is_read_and_per_notebook_files_fill_gaps(buil
     assert got["results"] == {"teacher.test_accuracy": 0.82, "distill.kd.test_accuracy": 0.80}  # summary wins
     assert got["sources"]["distill.kd.test_accuracy"] == "results/03_distillation.json"
     assert got["sources"]["teacher.test_accuracy"] == "results.json"
+    assert any("1 numbers read from" in n for n in got["notes"])
     assert any("broken.json" in n for n in got["notes"])
 
 
@@ -75,8 +76,6 @@ def test_recorded_variants_are_placed_relative_to_the_teacher_measured_now():
     missing = combine.missing_variants(results)
     assert any("heads removed" in m and "heads.removed50.test_accuracy" in m for m in missing)
     assert not any("int8 Linear (dynamic)" in m for m in missing)
-    assert combine.headline(results, "quant.int8_dynamic.speedup") == 4.0
-    assert combine.headline(results, "nothing.here") is None
     with pytest.raises(ValueError, match="positive"):
         combine.recorded_variants(results, 0.0, 90.0)
 
