@@ -235,28 +235,28 @@ def course_chart(variants: list[dict], teacher_accuracy: float | None = None, ba
 
 def budget_chart(rows: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     """Test accuracy against stored kilobytes (log scale) for an equal-budget comparison: one line per ``model``
-    (mean over seeds; a dot per seed), ticks at the budgets. ``rows`` has columns ``model``, ``bytes``, ``accuracy`` and
-    ``budget_bytes`` (rows with the same budget are averaged together; rows without a budget are drawn as a
-    horizontal reference line), e.g. from ``lu.combine.budget_experiment``."""
+    (mean over seeds; a dot per seed), ticks at the budgets. ``rows`` has columns ``model``, ``bytes``,
+    ``accuracy`` and ``budget_bytes`` (rows without a budget are drawn as a horizontal reference line), e.g. from
+    ``lu.combine.budget_experiment``. Rows are grouped into budgets by ``budget_density`` when the column exists
+    (the exact byte count differs a little from seed to seed), else by ``budget_bytes``."""
     missing = {"model", "bytes", "accuracy", "budget_bytes"} - set(rows.columns)
     if missing:
         raise ValueError(f"rows lack columns {sorted(missing)}")
     ax = ax or plt.subplots(figsize=(8, 4.5))[1]
     budgeted = rows[rows["budget_bytes"].notna()]
-    ticks = []
+    group = "budget_density" if "budget_density" in rows.columns else "budget_bytes"
     for i, (model, part) in enumerate(budgeted.groupby("model", sort=False)):
-        stats = part.groupby("budget_bytes").agg(kb=("bytes", "mean"), mean=("accuracy", "mean")).sort_values("kb")
+        stats = part.groupby(group).agg(kb=("bytes", "mean"), mean=("accuracy", "mean")).sort_values("kb")
         color = PALETTE[i % len(PALETTE)]
         ax.scatter(part["bytes"] / 1e3, part["accuracy"], s=12, color=color, alpha=0.5)
         ax.plot(stats["kb"] / 1e3, stats["mean"], marker="o", color=color, label=f"{model} (mean; dots: seeds)")
-        ticks += list(stats["kb"] / 1e3)
     for model, part in rows[rows["budget_bytes"].isna()].groupby("model", sort=False):
         ax.axhline(part["accuracy"].mean(), color="black", ls="--", lw=1,
                    label=f"{model} ({part['bytes'].mean() / 1e3:.0f} kB)")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    if ticks:
-        budgets = sorted(budgeted.groupby("budget_bytes")["bytes"].mean() / 1e3)
+    if len(budgeted):
+        budgets = sorted(budgeted.groupby(group)["bytes"].mean() / 1e3)
         ax.set_xticks(budgets, [f"{b:.0f}" for b in budgets])
     ax.set_xlabel("stored size (kB, log scale)")
     ax.set_ylabel("test accuracy")

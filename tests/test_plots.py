@@ -115,6 +115,11 @@ def test_course_chart_and_budget_chart():
     ax = lu.plots.budget_chart(rows)
     assert ax.get_xscale() == "log" and len(ax.get_lines()) == 3
     assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "100"]
+    seeds = pd.DataFrame([{"model": m, "bytes": b, "accuracy": 0.5, "budget_bytes": b, "budget_density": d}
+                          for m in ("large", "small") for b, d in ((5.0e4, 0.1), (5.2e4, 0.1), (9e4, 0.2))])
+    ax = lu.plots.budget_chart(seeds)  # two seeds of one budget with slightly different bytes: one point
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["51", "90"]
     with pytest.raises(ValueError, match="lack"):
         lu.plots.budget_chart(rows.drop(columns="bytes"))
     plt.close("all")
