@@ -2,8 +2,8 @@
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
 ``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (layers), ``prune`` (04), ``quantize`` (06),
-``lottery`` (07), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``), ``release`` (student
-copies) and ``runner`` (executing the course).
+``lottery`` (07), ``lowrank`` and ``combine`` (08), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results``
+(``record``), ``release`` (student copies) and ``runner`` (executing the course).
 """
 
 from .env import configure_offline, quiet_library_logs
@@ -13,11 +13,13 @@ quiet_library_logs()
 
 from . import (  # noqa: E402
     checks,
+    combine,
     config,
     data,
     distill,
     env,
     lottery,
+    lowrank,
     measure,
     memory,
     models,
@@ -36,6 +38,6 @@ from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["checks", "config", "data", "distill", "env", "lottery", "measure", "memory", "models", "overparam",
-           "plots", "prune", "quantize", "release", "results", "surgery", "training", "widgets", "get_scale", "doctor",
-           "get_device", "seed_everything", "setup", "record"]
+__all__ = ["checks", "combine", "config", "data", "distill", "env", "lottery", "lowrank", "measure", "memory", "models",
+           "overparam", "plots", "prune", "quantize", "release", "results", "surgery", "training", "widgets",
+           "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]

@@ -187,3 +187,78 @@ def weight_block(before, after, ax: tuple[plt.Axes, plt.Axes] | None = None, tit
         a.grid(False)
     plt.colorbar(im, ax=list(axes), shrink=0.8)
     return tuple(axes)
+
+
+def course_chart(variants: list[dict], teacher_accuracy: float | None = None, band_points: float = 3.0,
+                 ax: plt.Axes | None = None, mb_per_area: float | None = None) -> plt.Axes:
+    """Every variant of the course on one chart: test accuracy against latency, bubble area proportional to size
+    on disk (one MB-to-area scale for all bubbles, so areas compare). Bubbles are numbered; a key beside the axes
+    names them, so that labels never overlap in a crowded corner.
+
+    Each variant is a dict with ``name``, ``latency_ms``, ``accuracy`` (fraction), ``size_mb`` and optionally
+    ``measured`` (default True: measured in this run, a filled bubble; False: placed from another lesson's
+    recorded ratios, a hollow dashed bubble). ``teacher_accuracy`` draws a band ``band_points`` percentage points
+    below it: the variants inside the band keep the teacher's accuracy within that margin. ``mb_per_area`` fixes
+    the scale (default: the largest variant gets an area of 1500 points²).
+    """
+    if not variants:
+        raise ValueError("course_chart needs at least one variant")
+    missing = [v.get("name", i) for i, v in enumerate(variants)
+               if any(v.get(k) is None for k in ("name", "latency_ms", "accuracy", "size_mb"))]
+    if missing:
+        raise ValueError(f"variants {missing} lack name, latency_ms, accuracy or size_mb")
+    ax = ax or plt.subplots(figsize=(11, 6))[1]
+    scale = mb_per_area or max(v["size_mb"] for v in variants) / 1500
+    if teacher_accuracy is not None:
+        ax.axhspan(teacher_accuracy - band_points / 100, teacher_accuracy, color="grey", alpha=0.12, zorder=0,
+                   label=f"within {band_points:g} points of the teacher")
+    key = []
+    for i, v in enumerate(variants):
+        color = PALETTE[i % len(PALETTE)]
+        measured = v.get("measured", True)
+        ax.scatter(v["latency_ms"], v["accuracy"], s=v["size_mb"] / scale, zorder=3,
+                   color=color if measured else "none", alpha=0.45 if measured else 1.0,
+                   edgecolor=color if not measured else "black", linestyle="-" if measured else "--", linewidth=1.2)
+        ax.annotate(str(i + 1), (v["latency_ms"], v["accuracy"]), fontsize=8, ha="center", va="center", zorder=4,
+                    fontweight="bold")
+        key.append(f"{i + 1:>2}  {v['name']} ({v['size_mb']:.0f} MB)" + ("" if measured else " *"))
+    ax.text(1.02, 1.0, "\n".join(key) + ("\n\n* recorded by another lesson" if len(key) > sum(
+        v.get("measured", True) for v in variants) else ""), transform=ax.transAxes, va="top", ha="left",
+        fontsize=8, family="monospace")
+    ax.scatter([], [], s=80, color="grey", alpha=0.45, edgecolor="black", label="measured in this run")
+    ax.scatter([], [], s=80, color="none", edgecolor="grey", linestyle="--", label="recorded by another lesson")
+    ax.set_xlabel("latency, batch of 32 (ms, lower is better)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(loc="lower left", fontsize=8)
+    return ax
+
+
+def budget_chart(rows: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
+    """Test accuracy against stored kilobytes (log scale) for an equal-budget comparison: one line per ``model``
+    (mean over seeds; a dot per seed), ticks at the budgets. ``rows`` has columns ``model``, ``bytes``,
+    ``accuracy`` and ``budget_bytes`` (rows without a budget are drawn as a horizontal reference line), e.g. from
+    ``lu.combine.budget_experiment``. Rows are grouped into budgets by ``budget_density`` when the column exists
+    (the exact byte count differs a little from seed to seed), else by ``budget_bytes``."""
+    missing = {"model", "bytes", "accuracy", "budget_bytes"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack columns {sorted(missing)}")
+    ax = ax or plt.subplots(figsize=(8, 4.5))[1]
+    budgeted = rows[rows["budget_bytes"].notna()]
+    group = "budget_density" if "budget_density" in rows.columns else "budget_bytes"
+    for i, (model, part) in enumerate(budgeted.groupby("model", sort=False)):
+        stats = part.groupby(group).agg(kb=("bytes", "mean"), mean=("accuracy", "mean")).sort_values("kb")
+        color = PALETTE[i % len(PALETTE)]
+        ax.scatter(part["bytes"] / 1e3, part["accuracy"], s=12, color=color, alpha=0.5)
+        ax.plot(stats["kb"] / 1e3, stats["mean"], marker="o", color=color, label=f"{model} (mean; dots: seeds)")
+    for model, part in rows[rows["budget_bytes"].isna()].groupby("model", sort=False):
+        ax.axhline(part["accuracy"].mean(), color="black", ls="--", lw=1,
+                   label=f"{model} ({part['bytes'].mean() / 1e3:.0f} kB)")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if len(budgeted):
+        budgets = sorted(budgeted.groupby(group)["bytes"].mean() / 1e3)
+        ax.set_xticks(budgets, [f"{b:.0f}" for b in budgets])
+    ax.set_xlabel("stored size (kB, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.legend()
+    return ax

@@ -1,5 +1,7 @@
 """Every check passes a correct answer, fails wrong ones with feedback, and never crashes."""
 
+import math
+
 import pytest
 import torch
 
@@ -74,7 +76,18 @@ CORRECT = {
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
+    "low_rank": lambda w, r: _low_rank(w, r),
+    "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
 }
+
+
+def _low_rank(w, r, part="both"):
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    if part == "no_s":
+        return u[:, :r], vh[:r]
+    if part == "smallest":
+        return u[:, -r:] * s[-r:], vh[-r:]
+    return u[:, :r] * s[:r], vh[:r]
 
 
 def _ref_affine(lo, hi, bits):
@@ -132,6 +145,14 @@ WRONG = {
     "symmetric_scales": [lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
                          lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
                          lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)],  # per column
+    "low_rank": [lambda w, r: _low_rank(w, r, "no_s"),
+                 lambda w, r: _low_rank(w, r, "smallest"),
+                 lambda w, r: (w[:, :r], torch.eye(r, w.shape[1])),  # the first columns, not the best rank r
+                 lambda w, r: _low_rank(w.T, r)],  # factors of the transpose: wrong shapes
+    "sparse_int8_bytes": [lambda rows, cols, nnz: nnz + rows * cols / 8 + 4 * rows,  # bitmask not rounded up
+                          lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8),  # no scales
+                          lambda rows, cols, nnz: nnz + rows * cols + 4 * rows,  # a byte per position
+                          lambda rows, cols, nnz: 4 * nnz + math.ceil(rows * cols / 8) + 4 * rows],  # fp32 values
 }
 
 
@@ -169,6 +190,14 @@ def test_feedback_names_the_problem(capsys):
     assert "all layers together" in capsys.readouterr().out
     checks.effective_rank(WRONG["effective_rank"][0])
     assert "not their squares" in capsys.readouterr().out
+    checks.low_rank(WRONG["low_rank"][0])
+    assert "missing the singular values" in capsys.readouterr().out
+    checks.low_rank(WRONG["low_rank"][1])
+    assert "smallest singular values" in capsys.readouterr().out
+    checks.sparse_int8_bytes(WRONG["sparse_int8_bytes"][0])
+    assert "round the bitmask up" in capsys.readouterr().out
+    checks.sparse_int8_bytes(WRONG["sparse_int8_bytes"][1])
+    assert "scale of every row is missing" in capsys.readouterr().out
 
 
 def test_strict_mode_raises(monkeypatch):

@@ -90,3 +90,36 @@ def test_accuracy_vs_sparsity_and_weight_block():
     with pytest.raises(ValueError, match="one shape"):
         lu.plots.weight_block(w, w.T)
     plt.close("all")
+
+
+def test_course_chart_and_budget_chart():
+    import pandas as pd
+
+    variants = [{"name": "teacher", "latency_ms": 200, "accuracy": 0.82, "size_mb": 90},
+                {"name": "int8", "latency_ms": 60, "accuracy": 0.81, "size_mb": 23, "measured": True},
+                {"name": "heads (05)", "latency_ms": 120, "accuracy": 0.8, "size_mb": 70, "measured": False}]
+    ax = lu.plots.course_chart(variants, teacher_accuracy=0.82)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[:3] == ["1", "2", "3"] and "1  teacher (90 MB)" in texts[3] and "3  heads (05) (70 MB) *" in texts[3]
+    sizes = [c.get_sizes()[0] for c in ax.collections if len(c.get_offsets())][:3]
+    assert sizes[0] == pytest.approx(1500) and sizes[1] == pytest.approx(1500 * 23 / 90)
+    with pytest.raises(ValueError, match="lack"):
+        lu.plots.course_chart([{"name": "x", "latency_ms": None, "accuracy": 0.5, "size_mb": 1}])
+    with pytest.raises(ValueError, match="at least one"):
+        lu.plots.course_chart([])
+    rows = pd.DataFrame([{"model": "large dense fp32", "bytes": 1e6, "accuracy": 0.6, "budget_bytes": None},
+                         {"model": "large pruned + int8", "bytes": 5e4, "accuracy": 0.5, "budget_bytes": 5e4},
+                         {"model": "small int8", "bytes": 4.9e4, "accuracy": 0.55, "budget_bytes": 5e4},
+                         {"model": "large pruned + int8", "bytes": 1e5, "accuracy": 0.6, "budget_bytes": 1e5},
+                         {"model": "small int8", "bytes": 9.9e4, "accuracy": 0.58, "budget_bytes": 1e5}])
+    ax = lu.plots.budget_chart(rows)
+    assert ax.get_xscale() == "log" and len(ax.get_lines()) == 3
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["50", "100"]
+    seeds = pd.DataFrame([{"model": m, "bytes": b, "accuracy": 0.5, "budget_bytes": b, "budget_density": d}
+                          for m in ("large", "small") for b, d in ((5.0e4, 0.1), (5.2e4, 0.1), (9e4, 0.2))])
+    ax = lu.plots.budget_chart(seeds)  # two seeds of one budget with slightly different bytes: one point
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [2, 2]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["51", "90"]
+    with pytest.raises(ValueError, match="lack"):
+        lu.plots.budget_chart(rows.drop(columns="bytes"))
+    plt.close("all")
