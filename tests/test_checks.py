@@ -74,6 +74,8 @@ CORRECT = {
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
+    "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
+    "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
 }
 
 
@@ -132,6 +134,13 @@ WRONG = {
     "symmetric_scales": [lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
                          lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
                          lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)],  # per column
+    "symmetric_layers": [lambda n, k: list(range((n - k) // 2, (n - k) // 2 + k)),  # the top keeps the extra
+                         lambda n, k: list(range((n - k + 1) // 2 + 1, (n - k + 1) // 2 + k + 1)),  # from 1
+                         lambda n, k: list(range(n - k, n)),  # top dropping
+                         lambda n, k: [n // 2]],
+    "predicted_speedup": [lambda s, f: 1 / f,  # everything scales
+                          lambda s, f: (1 - s) + s * f,  # the time ratio
+                          lambda s, f: 1 / (s * f)],
 }
 
 
@@ -169,6 +178,14 @@ def test_feedback_names_the_problem(capsys):
     assert "all layers together" in capsys.readouterr().out
     checks.effective_rank(WRONG["effective_rank"][0])
     assert "not their squares" in capsys.readouterr().out
+    checks.symmetric_layers(WRONG["symmetric_layers"][0])
+    assert "bottom should keep the extra one" in capsys.readouterr().out
+    checks.symmetric_layers(WRONG["symmetric_layers"][1])
+    assert "count layers from 0" in capsys.readouterr().out
+    checks.predicted_speedup(WRONG["predicted_speedup"][0])
+    assert "the rest (1 − share) stays" in capsys.readouterr().out
+    checks.predicted_speedup(WRONG["predicted_speedup"][1])
+    assert "old time / new time" in capsys.readouterr().out
 
 
 def test_strict_mode_raises(monkeypatch):
