@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 import pandas as pd
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -261,4 +262,29 @@ def budget_chart(rows: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     ax.set_xlabel("stored size (kB, log scale)")
     ax.set_ylabel("test accuracy")
     ax.legend()
+def head_heatmap(scores, ax: plt.Axes | None = None, title: str = "", annotate: bool = True,
+                 removed: dict[int, list[int]] | None = None) -> plt.Axes:
+    """A heat map of one number per attention head: ``scores`` of shape (layers, heads) (tensor or array), layer 0
+    at the bottom as in a diagram of the encoder, with the values written in the cells when ``annotate``.
+    ``removed`` (``{layer: [head, ...]}``) marks those cells with a cross."""
+    values = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
+    if values.ndim != 2:
+        raise ValueError(f"scores must have shape (layers, heads), got {values.shape}")
+    n_layers, n_heads = values.shape
+    ax = ax or plt.subplots(figsize=(1 + 0.6 * n_heads, 1 + 0.5 * n_layers))[1]
+    im = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
+    ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)])
+    ax.set_yticks(range(n_layers), [str(i) for i in range(n_layers)])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.grid(False)
+    if annotate:
+        mid = (values.max() + values.min()) / 2
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
+    for layer, heads in (removed or {}).items():
+        for h in heads:
+            ax.plot(h, layer, marker="x", color=PALETTE[3], markersize=14, markeredgewidth=2)
+    plt.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title(title)
     return ax

@@ -1,15 +1,22 @@
-"""Structural surgery on BERT-style encoders: keep or drop whole transformer layers.
+"""Structural surgery on BERT-style encoders: keep or drop whole transformer layers, and choose which.
 
-transformers 5 has no ``prune_heads``/``head_mask`` any more, so the course owns its (small, tested) surgery.
-Every function returns a *new* model and leaves its input untouched; the config stays consistent with the
-weights (``num_hidden_layers``, each attention's ``layer_idx``), so ``save_pretrained`` → ``from_pretrained``
-round-trips.
+transformers 5 has no ``prune_heads``/``head_mask`` any more, so the course owns its (small, tested) surgery
+(heads live in :mod:`lecture_utils.heads`). Every function returns a *new* model and leaves its input untouched;
+the config stays consistent with the weights (``num_hidden_layers``, each attention's ``layer_idx``, and the
+record of removed heads ``pruned_heads``), so ``save_pretrained`` → ``from_pretrained`` round-trips (after head
+removal: → ``lu.heads.load_pruned``).
+
+:func:`layers_to_drop` implements the five layer-dropping strategies of Sajjad et al., "On the Effect of Dropping
+Layers of Pre-trained Transformer Models" (Computer Speech & Language 2023; arXiv 2004.03844, first titled "Poor
+Man's BERT"); :func:`layer_contributions` measures what the contribution-based strategy needs.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Sequence
 
+import torch
 from torch import nn
 
 
@@ -53,6 +60,10 @@ def keep_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     base = getattr(out, getattr(out, "base_model_prefix", ""), out)
     base.encoder.layer = new
     out.config.num_hidden_layers = len(keep)
+    pruned = getattr(out.config, "pruned_heads", None)
+    if pruned:  # removed heads (lu.heads) follow their layer to its new number
+        pruned = {int(k): v for k, v in pruned.items()}
+        out.config.pruned_heads = {new: list(pruned[old]) for new, old in enumerate(keep) if pruned.get(old)}
     return out
 
 
@@ -63,3 +74,97 @@ def drop_layers(model: nn.Module, drop: list[int]) -> nn.Module:
     if len(drop) >= n:
         raise ValueError(f"cannot drop all {n} layers: keep at least one.")
     return keep_layers(model, [i for i in range(n) if i not in drop])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Which layers to drop: Sajjad et al.'s five strategies
+# --------------------------------------------------------------------------------------------------------------
+
+LAYER_STRATEGIES = ("top", "bottom", "alternate", "symmetric", "contribution")
+
+
+def layers_to_drop(strategy: str, n_layers: int, k: int, similarities: Sequence[float] | torch.Tensor | None = None
+                   ) -> list[int]:
+    """The 0-based indices (sorted) of the ``k`` layers that ``strategy`` drops from an ``n_layers`` encoder.
+
+    Layer 0 is the bottom (next to the embeddings), layer ``n_layers - 1`` the top. The strategies of Sajjad et al.
+    (arXiv 2004.03844, section 3):
+
+    - ``"top"``: drop the last k layers (the ones closest to the pre-training objective).
+      12 layers, k = 4 → [8, 9, 10, 11].
+    - ``"bottom"``: drop the first k layers. 12 layers, k = 4 → [0, 1, 2, 3].
+    - ``"alternate"``: drop every other layer, starting from the top one and going down: n-1, n-3, ...
+      12 layers, k = 4 → [5, 7, 9, 11] (the paper's layers 12, 10, 8, 6 counting from 1; the paper also tries the
+      variant that starts one layer lower). At most ``ceil(n_layers / 2)`` layers can go this way.
+    - ``"symmetric"``: keep the bottom and the top, drop k consecutive layers from the middle. 12 layers, k = 4 →
+      [4, 5, 6, 7]. When the kept layers cannot split evenly, the bottom keeps the extra one (the paper finds the
+      lower layers the most important): 6 layers, k = 3 → [2, 3, 4] (keeps 0, 1 and 5).
+    - ``"contribution"``: drop the k layers whose output is most similar to their input — the largest
+      ``similarities[i]``, the average cosine similarity between layer i's input and output (see
+      :func:`layer_contributions`); a layer that barely changes its input contributes little. Ties go to the
+      lower index.
+
+    Raises ValueError for an unknown strategy, ``k`` outside [1, n_layers - 1] (at least one layer must stay), too
+    many layers for ``"alternate"``, or missing/mis-sized ``similarities`` for ``"contribution"``.
+    """
+    if strategy not in LAYER_STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(LAYER_STRATEGIES)}.")
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 2:
+        raise ValueError(f"n_layers must be an int >= 2 (one layer must stay after dropping), got {n_layers!r}.")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_layers:
+        raise ValueError(f"k must be an int from 1 to {n_layers - 1} (keep at least one of the {n_layers} layers), "
+                         f"got {k!r}.")
+    if strategy == "top":
+        drop = range(n_layers - k, n_layers)
+    elif strategy == "bottom":
+        drop = range(k)
+    elif strategy == "alternate":
+        candidates = list(range(n_layers - 1, -1, -2))
+        if k > len(candidates):
+            raise ValueError(f"alternate dropping takes every other layer, so at most {len(candidates)} of "
+                             f"{n_layers}; got k = {k}.")
+        drop = candidates[:k]
+    elif strategy == "symmetric":
+        bottom = (n_layers - k + 1) // 2  # kept below the dropped block; the bottom gets the odd one
+        drop = range(bottom, bottom + k)
+    else:
+        if similarities is None:
+            raise ValueError("contribution-based dropping needs similarities: one number per layer, e.g. from "
+                             "lu.surgery.layer_contributions(model, batches).")
+        sims = torch.as_tensor(similarities, dtype=torch.float64).flatten()
+        if sims.numel() != n_layers:
+            raise ValueError(f"similarities must have one value per layer ({n_layers}), got {sims.numel()}.")
+        drop = sorted(range(n_layers), key=lambda i: (-sims[i].item(), i))[:k]
+    return sorted(drop)
+
+
+@torch.no_grad()
+def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
+    """The average cosine similarity between each transformer layer's input and output hidden states.
+
+    For every layer i, over every non-padding token of every batch: cos(h_i, h_{i+1}) where h_0 is the embeddings'
+    output and h_{i+1} layer i's output (``output_hidden_states=True``). Returns a float tensor of shape
+    ``(n_layers,)`` with values in [-1, 1]; close to 1 means the layer leaves its input almost unchanged, the
+    criterion of contribution-based dropping (Sajjad et al.). Batches are dicts with ``input_ids`` and
+    ``attention_mask`` (labels are ignored).
+    """
+    from .training import model_device, to_device
+
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    total, tokens = None, 0
+    try:
+        for batch in batches:
+            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            hidden = model(**batch, output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].bool()
+            sims = torch.stack([torch.nn.functional.cosine_similarity(a, b, dim=-1)[mask]
+                                for a, b in zip(hidden[:-1], hidden[1:], strict=True)])  # (layers, tokens)
+            total = sims.sum(dim=1) if total is None else total + sims.sum(dim=1)
+            tokens += int(mask.sum())
+    finally:
+        model.train(was_training)
+    if total is None or tokens == 0:
+        raise ValueError("layer_contributions needs at least one batch with a non-padding token.")
+    return (total / tokens).float().cpu()

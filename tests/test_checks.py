@@ -78,6 +78,8 @@ CORRECT = {
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
     "low_rank": lambda w, r: _low_rank(w, r),
     "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
+    "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
+    "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
 }
 
 
@@ -153,6 +155,13 @@ WRONG = {
                           lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8),  # no scales
                           lambda rows, cols, nnz: nnz + rows * cols + 4 * rows,  # a byte per position
                           lambda rows, cols, nnz: 4 * nnz + math.ceil(rows * cols / 8) + 4 * rows],  # fp32 values
+    "symmetric_layers": [lambda n, k: list(range((n - k) // 2, (n - k) // 2 + k)),  # the top keeps the extra
+                         lambda n, k: list(range((n - k + 1) // 2 + 1, (n - k + 1) // 2 + k + 1)),  # from 1
+                         lambda n, k: list(range(n - k, n)),  # top dropping
+                         lambda n, k: [n // 2]],
+    "predicted_speedup": [lambda s, f: 1 / f,  # everything scales
+                          lambda s, f: (1 - s) + s * f,  # the time ratio
+                          lambda s, f: 1 / (s * f)],
 }
 
 
@@ -198,6 +207,14 @@ def test_feedback_names_the_problem(capsys):
     assert "round the bitmask up" in capsys.readouterr().out
     checks.sparse_int8_bytes(WRONG["sparse_int8_bytes"][1])
     assert "scale of every row is missing" in capsys.readouterr().out
+    checks.symmetric_layers(WRONG["symmetric_layers"][0])
+    assert "bottom should keep the extra one" in capsys.readouterr().out
+    checks.symmetric_layers(WRONG["symmetric_layers"][1])
+    assert "count layers from 0" in capsys.readouterr().out
+    checks.predicted_speedup(WRONG["predicted_speedup"][0])
+    assert "the rest (1 − share) stays" in capsys.readouterr().out
+    checks.predicted_speedup(WRONG["predicted_speedup"][1])
+    assert "old time / new time" in capsys.readouterr().out
 
 
 def test_strict_mode_raises(monkeypatch):

@@ -123,3 +123,17 @@ def test_course_chart_and_budget_chart():
     with pytest.raises(ValueError, match="lack"):
         lu.plots.budget_chart(rows.drop(columns="bytes"))
     plt.close("all")
+
+
+def test_head_heatmap_draws_one_cell_per_head_and_marks_removed_ones():
+    import torch
+
+    scores = torch.arange(12, dtype=torch.float32).view(3, 4) / 12
+    ax = lu.plots.head_heatmap(scores, title="importance", removed={0: [1], 2: [0, 3]})
+    assert ax.images[0].get_array().shape == (3, 4)
+    assert len(ax.texts) == 12 and ax.texts[5].get_text() == f"{5 / 12:.2f}"
+    assert len(ax.lines) == 3  # one cross per removed head
+    assert ax.get_ylabel() == "layer" and ax.get_xlabel() == "head"
+    with pytest.raises(ValueError, match="shape"):
+        lu.plots.head_heatmap(torch.ones(4))
+    plt.close("all")

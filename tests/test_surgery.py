@@ -60,3 +60,65 @@ def test_cannot_drop_every_layer_or_use_a_model_without_layers(bert4):
         surgery.drop_layers(bert4, [0, 1, 2, 3])
     with pytest.raises(ValueError, match="no encoder layers"):
         surgery.encoder_layers(torch.nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Sajjad et al.'s layer-dropping strategies (0-based: layer 0 is next to the embeddings)
+# ------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy, n, k, want", [
+    ("top", 12, 4, [8, 9, 10, 11]), ("top", 12, 6, [6, 7, 8, 9, 10, 11]), ("top", 6, 2, [4, 5]),
+    ("top", 6, 3, [3, 4, 5]),
+    ("bottom", 12, 4, [0, 1, 2, 3]), ("bottom", 6, 3, [0, 1, 2]),
+    # every other layer from the top down: the paper's layers 12, 10, 8, 6 when counting from 1
+    ("alternate", 12, 4, [5, 7, 9, 11]), ("alternate", 12, 6, [1, 3, 5, 7, 9, 11]), ("alternate", 6, 2, [3, 5]),
+    ("alternate", 6, 3, [1, 3, 5]), ("alternate", 5, 3, [0, 2, 4]),
+    # the middle block; the bottom keeps the extra layer when the kept ones cannot split evenly
+    ("symmetric", 12, 4, [4, 5, 6, 7]), ("symmetric", 12, 6, [3, 4, 5, 6, 7, 8]), ("symmetric", 12, 3, [5, 6, 7]),
+    ("symmetric", 6, 2, [2, 3]), ("symmetric", 6, 3, [2, 3, 4]), ("symmetric", 6, 1, [3]),
+])
+def test_layer_dropping_strategies_follow_the_papers_definitions(strategy, n, k, want):
+    assert surgery.layers_to_drop(strategy, n, k) == want
+    kept = [i for i in range(n) if i not in want]
+    assert len(kept) == n - k
+
+
+def test_contribution_based_dropping_removes_the_layers_that_change_their_input_least():
+    sims = [0.2, 0.9, 0.5, 0.95, 0.1, 0.7]
+    assert surgery.layers_to_drop("contribution", 6, 2, sims) == [1, 3]
+    assert surgery.layers_to_drop("contribution", 6, 3, torch.tensor(sims)) == [1, 3, 5]
+    assert surgery.layers_to_drop("contribution", 4, 2, [0.5, 0.5, 0.5, 0.1]) == [0, 1]  # ties: lower index
+    twelve = torch.linspace(0, 1, 12).flip(0)
+    assert surgery.layers_to_drop("contribution", 12, 4, twelve) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("args, match", [
+    (("middle", 6, 2), "unknown strategy 'middle'; allowed: top, bottom, alternate, symmetric, contribution"),
+    (("top", 6, 6), "k must be an int from 1 to 5"), (("top", 6, 7), "k must be"), (("bottom", 6, 0), "k must be"),
+    (("top", 6, 2.0), "k must be"), (("top", 1, 1), "n_layers must be"),
+    (("alternate", 6, 4), "at most 3 of 6"),
+    (("contribution", 6, 2), "needs similarities"), (("contribution", 6, 2, [0.1] * 5), "one value per layer"),
+])
+def test_bad_strategy_arguments_are_explained(args, match):
+    with pytest.raises(ValueError, match=match):
+        surgery.layers_to_drop(*args)
+
+
+def test_layer_contributions_is_the_mean_cosine_between_each_layers_input_and_output(bert4):
+    batch = _batch()
+    batch["attention_mask"][0, 4:] = 0
+    sims = surgery.layer_contributions(bert4, [batch, batch])
+    assert sims.shape == (4,) and ((-1 <= sims) & (sims <= 1)).all()
+    with torch.no_grad():
+        h = bert4(**batch, output_hidden_states=True).hidden_states
+    mask = batch["attention_mask"].bool()
+    for i in range(4):
+        want = torch.nn.functional.cosine_similarity(h[i], h[i + 1], dim=-1)[mask].mean()
+        assert sims[i].item() == pytest.approx(want.item(), abs=1e-6)
+    assert not bert4.training
+
+
+def test_keep_layers_carries_the_record_of_removed_heads(bert4):
+    bert4.config.pruned_heads = {"1": [0], "3": [1, 2]}  # as it reads back from config.json
+    student = surgery.keep_layers(bert4, [3, 0, 1])
+    assert student.config.pruned_heads == {0: [1, 2], 2: [0]}
