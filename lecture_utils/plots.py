@@ -262,6 +262,9 @@ def budget_chart(rows: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     ax.set_xlabel("stored size (kB, log scale)")
     ax.set_ylabel("test accuracy")
     ax.legend()
+    return ax
+
+
 def head_heatmap(scores, ax: plt.Axes | None = None, title: str = "", annotate: bool = True,
                  removed: dict[int, list[int]] | None = None) -> plt.Axes:
     """A heat map of one number per attention head: ``scores`` of shape (layers, heads) (tensor or array), layer 0
