@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .env import torch_threads
-from .surgery import encoder_layers
+from .surgery import check_layer_indices, encoder_layers, set_encoder_layers
 
 
 def _check_rank(rank: int, out_features: int, in_features: int) -> int:
@@ -153,14 +153,7 @@ def share_layers(model: nn.Module, sources: Sequence[int]) -> nn.Module:
     ``sources[i]`` — the same module object wherever an index repeats, so those positions share every parameter.
     ``[0] * 6`` is ALBERT's all-shared model with 6 layers computed from layer 0's weights; ``[0, 0, 2, 2, 4, 4]``
     shares within pairs. The depth is ``len(sources)``; each index must name a layer of ``model``."""
-    layers = encoder_layers(model)
-    n = len(layers)
-    sources = list(sources)
-    if not sources:
-        raise ValueError(f"sources must list at least one layer index (the model has layers 0 to {n - 1})")
-    bad = [s for s in sources if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < n]
-    if bad:
-        raise ValueError(f"sources {bad} out of range: this model has layers 0 to {n - 1}")
+    sources = check_layer_indices(sources, len(encoder_layers(model)), "sources", repeats=True)
     out = copy.deepcopy(model)
     old = encoder_layers(out)
     new = nn.ModuleList([old[s] for s in sources])
@@ -168,9 +161,7 @@ def share_layers(model: nn.Module, sources: Sequence[int]) -> nn.Module:
         attention = getattr(getattr(layer, "attention", None), "self", None)
         if attention is not None and hasattr(attention, "layer_idx") and sources.index(sources[position]) == position:
             attention.layer_idx = position  # a shared layer keeps the index of its first position
-    base = getattr(out, getattr(out, "base_model_prefix", ""), out)
-    base.encoder.layer = new
-    out.config.num_hidden_layers = len(sources)
+    set_encoder_layers(out, new)
     return out
 
 

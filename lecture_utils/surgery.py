@@ -31,17 +31,25 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def check_layer_indices(indices: list[int], n_layers: int, what: str = "layers") -> list[int]:
-    """Validate a list of layer indices: ints in [0, n_layers), no repeats, at least one. Returns it as a list."""
+def check_layer_indices(indices: list[int], n_layers: int, what: str = "layers", repeats: bool = False) -> list[int]:
+    """Validate a list of layer indices: ints in [0, n_layers), at least one, no repeats unless ``repeats``.
+    Returns it as a list."""
     indices = list(indices)
     if not indices:
         raise ValueError(f"{what} must name at least one layer (the model has {n_layers}: 0 to {n_layers - 1}).")
     bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_layers]
     if bad:
         raise ValueError(f"{what} {bad} out of range: this model has layers 0 to {n_layers - 1}.")
-    if len(set(indices)) != len(indices):
+    if not repeats and len(set(indices)) != len(indices):
         raise ValueError(f"{what} {indices} repeat an index; each layer can be used once.")
     return indices
+
+
+def set_encoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
+    """Put ``layers`` in place of ``model``'s transformer layers, in place, and set ``config.num_hidden_layers``."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    base.encoder.layer = layers
+    model.config.num_hidden_layers = len(layers)
 
 
 def keep_layers(model: nn.Module, keep: list[int]) -> nn.Module:
@@ -57,9 +65,7 @@ def keep_layers(model: nn.Module, keep: list[int]) -> nn.Module:
         attention = getattr(getattr(layer, "attention", None), "self", None)
         if attention is not None and hasattr(attention, "layer_idx"):
             attention.layer_idx = new_idx
-    base = getattr(out, getattr(out, "base_model_prefix", ""), out)
-    base.encoder.layer = new
-    out.config.num_hidden_layers = len(keep)
+    set_encoder_layers(out, new)
     pruned = getattr(out.config, "pruned_heads", None)
     if pruned:  # removed heads (lu.heads) follow their layer to its new number
         pruned = {int(k): v for k, v in pruned.items()}
