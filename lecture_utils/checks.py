@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,8 +49,16 @@ def _strict() -> CheckResult:
     return os.environ.get(STRICT_ENV, "") == "1"
 
 
+# Functions whose most recent check passed (weakly held: a redefined function starts unchecked).
+_PASSED: weakref.WeakSet = weakref.WeakSet()
+# The learner's functions called by the check that is running now.
+_CALLED: list = []
+
+
 def _call(fn: Callable, *args):
     """Call the learner's function, turning its failures into feedback."""
+    if callable(fn):
+        _CALLED.append(fn)
     if not callable(fn):
         raise _Wrong(f"expected a function, got {type(fn).__name__}. Pass the function itself, without calling it.")
     try:
@@ -77,18 +86,55 @@ def _close(got: float, want: float, what: str, rel: float = 1e-6, abs_tol: float
 
 def _run(title: str, cases: list[Callable[[], None]], hint: str) -> CheckResult:
     """Run every case; report the first failure with the hint."""
+    _CALLED.clear()
     for i, case in enumerate(cases, start=1):
         try:
             case()
         except _Wrong as wrong:
             message = f"❌ {title} — hidden case {i} of {len(cases)}: {wrong}\n   Hint: {hint}"
             print(message)
+            _mark(passed=False)
             if _strict():
                 raise CheckFailed(f"{title}: {wrong}") from None
             return CheckResult(title, False, message)
     message = f"✅ {title} — all {len(cases)} hidden cases pass."
     print(message)
+    _mark(passed=True)
     return CheckResult(title, True, message)
+
+
+def _mark(passed: bool) -> None:
+    """Remember whether the functions the finished check called passed it (for :func:`use`)."""
+    for fn in _CALLED:
+        try:
+            (_PASSED.add if passed else _PASSED.discard)(fn)
+        except TypeError:  # not weak-referenceable (a builtin): never remembered, so use() falls back
+            pass
+    _CALLED.clear()
+
+
+def use(fn: Callable, reference: Callable) -> Callable:
+    """The function the rest of a lesson should use: ``fn`` if its check passed, else the course's ``reference``.
+
+    A student copy runs top to bottom: cells after an unfinished exercise say so once and carry on with the
+    reference implementation instead of raising ``NotImplementedError``.
+
+    Examples:
+        >>> def mine(x): raise NotImplementedError()
+        >>> use(mine, abs) is abs  # never checked (or failed): the reference, with a note
+        ℹ️  `mine` has not passed its check yet, so the cells below use the course's reference `abs`. Finish the exercise and rerun its check to use yours.
+        True
+    """
+    if not callable(reference):
+        raise TypeError(f"reference must be a function, got {type(reference).__name__}")
+    if callable(fn) and fn in _PASSED:
+        return fn
+    name = getattr(fn, "__name__", repr(fn))
+    ref = ".".join(p for p in (getattr(reference, "__module__", None), reference.__qualname__)
+                   if p and p != "builtins")
+    print(f"ℹ️  `{name}` has not passed its check yet, so the cells below use the course's reference `{ref}`. "
+          "Finish the exercise and rerun its check to use yours.")
+    return reference
 
 
 # --------------------------------------------------------------------------------------------------------------
