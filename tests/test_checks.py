@@ -228,5 +228,19 @@ def test_every_public_check_is_covered():
     public = {n for n in dir(checks) if not n.startswith("_") and callable(getattr(checks, n))
               and getattr(checks, n).__module__ == checks.__name__ and n[0].islower()}
     assert "CheckResult" in dir(checks)
-    assert public == set(CORRECT), "add new checks to CORRECT and WRONG"
+    assert public - {"use"} == set(CORRECT), "add new checks to CORRECT and WRONG"
     assert lu.checks is checks and torch  # the notebooks call lu.checks.<name>
+
+
+def test_use_returns_the_students_function_only_after_its_check_passed(capsys):
+    def speed(a, b):
+        return CORRECT["speedup"](a, b)
+
+    assert checks.use(speed, abs) is abs  # never checked
+    assert "has not passed its check" in capsys.readouterr().out
+    assert checks.speedup(speed)
+    assert checks.use(speed, abs) is speed
+    assert not checks.speedup(_not_done)
+    assert checks.use(_not_done, abs) is abs
+    with pytest.raises(TypeError, match="reference"):
+        checks.use(speed, 3)
