@@ -39,10 +39,24 @@ def cmd_prepare(_args) -> int:
     return 0
 
 
+def prepare_teacher(scale: str) -> None:
+    """Train (once) and cache the fine-tuned teacher at ``scale`` here, with a progress bar and no cell time limit,
+    so every lesson loads it in seconds and none can be cut off half-way through training it."""
+    from .models import finetuned_teacher, teacher_dir, teacher_meta
+
+    if teacher_meta(scale) is None:
+        print(f"▶ Training the course's teacher at {scale} scale once (minutes on a CPU; cached for every lesson)")
+    finetuned_teacher(scale, device="cpu" if scale != "full" else None, progress=True)
+    meta = teacher_meta(scale)
+    print(f"✅ Teacher at {scale} scale in {teacher_dir(scale)} (trained in {meta['train_seconds']:.0f} s, "
+          f"validation accuracy {meta['validation_accuracy']:.4f})")
+
+
 def cmd_course(args) -> int:
     from .runner import run_course
 
     cmd_prepare(args)
+    prepare_teacher(args.scale)
     root = _root()
     summary = run_course(root / "notebooks", root / "build", scale=args.scale, only=args.only)
     failed = [k for k, v in summary["notebooks"].items() if v["status"] != "ok"]

@@ -17,7 +17,12 @@ from pathlib import Path
 
 SCALE_ENV = "LECTURE_UTILS_SCALE"
 CACHE_ENV = "LECTURE_UTILS_CACHE"
+STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"  # "1": a failed exercise check raises (the runner and tests set it)
+THREADS_ENV = "LECTURE_UTILS_THREADS"  # force torch's CPU threads (default: chosen by setup() from the load)
 DEFAULT_SCALE = "laptop"
+# Time budget of one notebook, in seconds, per scale (DESIGN: 30 s smoke, 5 min laptop on a 2-core CPU). Measured
+# and reported by `python -m lecture_utils course`, never asserted by a test: a busy machine is slow, not broken.
+BUDGET_S: dict[str, float | None] = {"smoke": 30, "laptop": 300, "full": None}
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,14 @@ import platform
 import random
 import socket
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import Scale, cache_dir, get_scale
+from .config import THREADS_ENV, Scale, cache_dir, get_scale
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 HUB_HOST = "huggingface.co"
@@ -84,6 +86,65 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else every core)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times(stat: Path) -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs together from the first line of ``/proc/stat``."""
+    fields = [float(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_cores(window_s: float = 0.3, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many cores other work keeps busy right now: the machine's CPU use over ``window_s`` seconds while this
+    process sleeps, in cores (0.0 = idle). None where the OS does not say (no ``/proc/stat``: macOS, Windows).
+
+    Unlike the load average (a one-minute mean that still counts the lesson that just finished) this is the load
+    of the moment, and excludes this process.
+    """
+    if not isinstance(window_s, (int, float)) or not 0 < window_s <= 5:
+        raise ValueError(f"window_s must be a number of seconds in (0, 5], got {window_s!r}")
+    try:
+        busy0, total0 = _cpu_times(stat)
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times(stat)
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (busy1 - busy0) / (total1 - total0)
+
+
+def choose_threads(cores: int, busy: float | None) -> int:
+    """The course's thread policy: every usable core on an idle machine, and only the cores other work leaves free
+    (at least one) on a busy one.
+
+    Why: torch splits each operation over its threads and waits for the slowest. When another process holds a
+    core, the thread that must share it stalls every operation, so two threads can be several times slower than
+    one (a MiniLM training step, 2 cores, two other CPU-bound processes: measured in the README's troubleshooting).
+
+    Examples:
+        >>> choose_threads(2, 0.1)
+        2
+        >>> choose_threads(2, 1.7)
+        1
+        >>> choose_threads(8, 3.2)
+        5
+    """
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+        raise ValueError(f"cores must be a positive int, got {cores!r}")
+    if busy is None:
+        return cores
+    if not isinstance(busy, (int, float)) or busy != busy or busy < 0:
+        raise ValueError(f"busy must be a non-negative number of cores or None, got {busy!r}")
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
 def get_device(prefer: str | None = None) -> torch.device:
     """Pick the fastest available device: CUDA, then Apple's MPS, then the CPU.
 
@@ -121,11 +182,13 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         seed: seed for Python, NumPy and torch.
         scale: "smoke", "laptop" or "full"; default ``$LECTURE_UTILS_SCALE`` or "laptop".
         device: force "cpu", "cuda" or "mps"; default the fastest available.
-        threads: CPU threads for torch; default all cores the process may use.
+        threads: CPU threads for torch; default ``$LECTURE_UTILS_THREADS`` if set, else :func:`choose_threads`:
+            every core the process may use when the machine is idle, fewer when other work keeps cores busy.
         quiet: print nothing.
 
     Returns:
-        A dict with ``scale`` (a :class:`Scale`), ``device``, ``threads``, ``seed``, ``offline`` and ``versions``.
+        A dict with ``scale`` (a :class:`Scale`), ``device``, ``threads``, ``busy_cores`` (other work, in cores,
+        when measured), ``seed``, ``offline`` and ``versions``.
     """
     sc: Scale = get_scale(scale)
     if scale is not None:
@@ -139,20 +202,35 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
             print("⚠️  The model hub is unreachable: full scale needs it for bert-base-uncased and SST-2. "
                   "Use the offline default instead: LECTURE_UTILS_SCALE=laptop.")
     seed_everything(seed)
+    busy = None
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
+        threads = _threads_from_env()
+    if threads is None:
+        busy = busy_cores()
+        threads = choose_threads(usable_cores(), busy)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     torch.set_num_threads(threads)
     dev = get_device(device)
-    info = {"scale": sc, "device": dev, "threads": threads, "seed": seed, "offline": offline,
+    info = {"scale": sc, "device": dev, "threads": threads, "busy_cores": busy, "seed": seed, "offline": offline,
             "versions": versions()}
     if not quiet:
         v = info["versions"]
-        print(f"scale={sc.name} device={dev.type} threads={threads} seed={seed} offline={offline} | "
+        why = "" if busy is None or threads == usable_cores() else f" (other work busy on {busy:.1f} cores)"
+        print(f"scale={sc.name} device={dev.type} threads={threads}{why} seed={seed} offline={offline} | "
               f"python {v['python']} torch {v['torch']} transformers {v['transformers']} "
               f"datasets {v['datasets']} numpy {v['numpy']}")
     return info
+
+
+def _threads_from_env() -> int | None:
+    """``$LECTURE_UTILS_THREADS`` as a positive int, None when unset; a bad value raises naming the variable."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive whole number of threads, got {raw!r}")
+    return int(raw)
 
 
 def doctor() -> list[tuple[str, bool, str]]:

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import nbformat
 
-from .checks import STRICT_ENV
-from .config import SCALE_ENV, get_scale
+from .config import BUDGET_S, SCALE_ENV, STRICT_ENV, get_scale
 from .results import RESULTS_ENV
 
 KERNEL_NAME = "compressing-nn"
-CELL_TIMEOUT_S = {"smoke": 120, "laptop": 1200, "full": 7200}  # seconds per cell
+# Hang guards, in seconds per cell: several times what the slowest cell needs on a busy machine, so a slow laptop
+# is slow, not failed. The lesson budgets (config.BUDGET_S) are what the course run reports against.
+CELL_TIMEOUT_S = {"smoke": 900, "laptop": 3600, "full": 7200}
 
 
 def ensure_kernel() -> str:
@@ -59,32 +60,32 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     results_file = build / "results" / f"{path.stem}.json"
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.unlink(missing_ok=True)
-    # the kernel inherits these: the scale, where lu.record writes, strict checks, and no progress bars (a
-    # static page would show them frozen at 0%)
-    env_backup = {k: os.environ.get(k) for k in (SCALE_ENV, RESULTS_ENV, STRICT_ENV, "TQDM_DISABLE")}
-    os.environ.update({SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1",
-                       "TQDM_DISABLE": "1"})
+    # the kernel gets these on top of this process's environment (which stays as it is): the scale, where
+    # lu.record writes, strict checks, and no progress bars (a static page would show them frozen at 0%)
+    kernel_env = {**os.environ, SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1",
+                  "TQDM_DISABLE": "1"}
+    started: list[int] = []  # index of every cell the kernel started, in order
+
+    def on_cell_start(cell, cell_index, **_kw):
+        started.append(cell_index)
+
     # the kernel listens on localhost only; its start-up warning about unencrypted local sockets is noise here
     client = NotebookClient(nb, kernel_name=ensure_kernel(), timeout=timeout_s or CELL_TIMEOUT_S[scale],
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                            resources={"metadata": {"path": str(path.parent.resolve())}})
+                            resources={"metadata": {"path": str(path.parent.resolve())}},
+                            on_cell_start=on_cell_start)
     error = None
     start = time.perf_counter()
     try:
-        client.execute()
+        client.execute(env=kernel_env)
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         lines = str(exc).strip().splitlines()
         error = f"{type(exc).__name__}: {lines[-1][:400] if lines else ''}"
-        cell = _failed_cell(nb)
+        cell = _failed_cell(nb, started[-1] if started else None)
         if cell is not None:
             error += f" (in cell {cell[0]}: {cell[1]!r})"
     finally:
         seconds = time.perf_counter() - start
-        for k, v in env_backup.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     out = build / "notebooks" / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out)
@@ -96,15 +97,17 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
             "cells_executed": executed, "results": results}
 
 
-def _failed_cell(nb) -> tuple[int, str] | None:
-    """Index and first line of the cell that failed: the one with an error output, else the first code cell that
-    started but never finished (a timeout or a dead kernel)."""
+def _failed_cell(nb, last_started: int | None = None) -> tuple[int, str] | None:
+    """Index and first line of the cell that failed: the last cell the kernel started (it raised, timed out or
+    died in it); without that record, the first cell with an error output."""
+    def first_line(cell) -> str:
+        return next((line for line in cell.source.splitlines() if line.strip()), "")
+
+    if last_started is not None and 0 <= last_started < len(nb.cells):
+        return last_started, first_line(nb.cells[last_started])
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            return i, cell.source.splitlines()[0] if cell.source else ""
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and cell.source.strip() and not cell.get("execution_count"):
-            return i, cell.source.splitlines()[0]
+            return i, first_line(cell)
     return None
 
 
@@ -147,24 +150,38 @@ def run_course(src: Path | str = "notebooks", build: Path | str = "build", scale
         res = execute_notebook(path, build, sc.name)
         if html:
             export_html(build / "notebooks" / path.name, build / "html" / f"{path.stem}.html")
-        entry = {"seconds": res["seconds"], "status": res["status"]}
+        budget = BUDGET_S.get(sc.name)
+        entry = {"seconds": res["seconds"], "status": res["status"], "budget_s": budget,
+                 "within_budget": None if budget is None else res["seconds"] <= budget}
         if res["error"]:
             entry["error"] = res["error"]
         summary["notebooks"][path.stem] = entry
         summary["results"].update(res["results"])
         mark = "✅" if res["status"] == "ok" else "❌"
-        print(f"  {mark} {res['seconds']:.0f} s" + (f" — {res['error']}" if res["error"] else ""), flush=True)
+        print(f"  {mark} {res['seconds']:.0f} s{_budget_note(res['seconds'], budget)}"
+              + (f" — {res['error']}" if res["error"] else ""), flush=True)
         summary_path.parent.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
     print(format_summary(summary))
     return summary
 
 
+def _budget_note(seconds: float, budget: float | None) -> str:
+    """' (budget 300 s)' or ' (over its 300 s budget)'; empty when the scale has no budget."""
+    if budget is None:
+        return ""
+    return f" (budget {budget:.0f} s)" if seconds <= budget else f" (over its {budget:.0f} s budget)"
+
+
 def format_summary(summary: dict) -> str:
-    """The summary as a plain-text table: notebooks with status and time, then every recorded result."""
-    lines = [f"\nCourse at {summary['scale']} scale", f"{'notebook':<32} {'status':<7} {'seconds':>8}"]
+    """The summary as a plain-text table: notebooks with status, time and budget, then every recorded result."""
+    lines = [f"\nCourse at {summary['scale']} scale",
+             f"{'notebook':<32} {'status':<7} {'seconds':>8} {'budget':>7}"]
     for stem, entry in summary["notebooks"].items():
-        lines.append(f"{stem:<32} {entry['status']:<7} {entry['seconds']:>8.1f}")
+        budget = entry.get("budget_s")
+        over = " over budget" if entry.get("within_budget") is False else ""
+        lines.append(f"{stem:<32} {entry['status']:<7} {entry['seconds']:>8.1f} "
+                     f"{'' if budget is None else f'{budget:.0f}':>7}{over}")
     if summary["results"]:
         width = max(len(k) for k in summary["results"])
         lines.append(f"\n{'result':<{width}} {'value':>12}")

@@ -36,3 +36,23 @@ def test_pytest_collecting_nothing_is_a_failure(monkeypatch, prepared, capsys):
 def test_unknown_scale_is_refused():
     with pytest.raises(SystemExit):
         cli.main(["course", "--scale", "huge"])
+
+
+def test_course_trains_the_teacher_before_any_notebook_runs(monkeypatch, prepared, capsys):
+    """The teacher is trained by the command itself (no cell time limit), before the first lesson needs it."""
+    calls = []
+    monkeypatch.setattr(cli, "prepare_teacher", lambda scale: calls.append(("teacher", scale)))
+    import lecture_utils.runner as runner
+
+    def fake_run_course(src, build, scale=None, only=None):
+        calls.append(("notebooks", scale))
+        return {"notebooks": {}}
+
+    monkeypatch.setattr(runner, "run_course", fake_run_course)
+    assert cli.main(["course", "--scale", "smoke"]) == 0
+    assert calls == [("teacher", "smoke"), ("notebooks", "smoke")]
+
+
+def test_prepare_teacher_loads_the_cached_teacher_and_says_so(prepared, capsys):
+    cli.prepare_teacher("smoke")
+    assert "Teacher at smoke scale" in capsys.readouterr().out

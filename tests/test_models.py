@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 import torch
@@ -44,9 +43,7 @@ def test_teacher_is_trained_once_cached_and_rebuilt_when_corrupt(tmp_cache, prep
     folder = models.teacher_dir("smoke")
     assert meta is not None and meta["train_steps"] == 2 and folder.is_dir()
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
-    start = time.perf_counter()
     again = models.finetuned_teacher("smoke", progress=False)
-    assert time.perf_counter() - start < 10
     assert models.teacher_meta("smoke")["train_seconds"] == meta["train_seconds"]  # loaded, not retrained
     for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -1,4 +1,9 @@
-"""Every lesson notebook runs top to bottom at smoke scale, with checks in strict mode, within its budget."""
+"""Every lesson notebook runs top to bottom at smoke scale, with checks in strict mode, and records its results.
+
+No test here asserts a wall-clock time: budgets are measured and reported by ``python -m lecture_utils course``
+(``build/results.json``). The only time limit is the runner's per-cell hang guard, several times what the slowest
+cell needs on a busy machine.
+"""
 
 from pathlib import Path
 
@@ -8,7 +13,6 @@ from lecture_utils import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-SMOKE_BUDGET_S = 60  # the target is 30 s; twice that allows for a busy CI machine
 EXPECTED_RESULTS = {
     "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
                    "teacher.latency_ms"},
@@ -50,7 +54,6 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, prepared):
     res = runner.execute_notebook(path, tmp_path, "smoke")
     assert res["status"] == "ok", f"{path.name}: {res['error']} (executed copy: {tmp_path / 'notebooks'})"
     assert res["cells_executed"] > 0
-    assert res["seconds"] < SMOKE_BUDGET_S, f"{path.name} took {res['seconds']} s at smoke scale"
     missing = EXPECTED_RESULTS.get(path.stem, set()) - set(res["results"])
     assert not missing, f"{path.name} did not record {missing}"
     for key, value in res["results"].items():

@@ -1,10 +1,12 @@
 """The runner executes notebooks in a fresh kernel and collects their recorded results."""
 
 import json
+import os
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+import lecture_utils as lu
 from lecture_utils import runner
 
 
@@ -47,3 +49,34 @@ def test_format_summary_lists_notebooks_and_results():
     text = runner.format_summary({"scale": "laptop", "notebooks": {"00_x": {"status": "ok", "seconds": 3.0}},
                                   "results": {"teacher.test_accuracy": 0.8321}})
     assert "00_x" in text and "teacher.test_accuracy" in text and "0.8321" in text
+
+
+def test_the_failed_or_timed_out_cell_is_named_and_the_callers_environment_is_untouched(tmp_path, monkeypatch):
+    monkeypatch.delenv(runner.STRICT_ENV, raising=False)
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _write(src / "00_slow.ipynb", [new_code_cell("x = 1"), new_markdown_cell("prose"),
+                                   new_code_cell("\n# sleeps past the limit\nimport time\ntime.sleep(60)"),
+                                   new_code_cell("y = 2")])
+    res = runner.execute_notebook(src / "00_slow.ipynb", tmp_path / "build", "smoke", timeout_s=3)
+    assert res["status"] == "error" and "CellTimeoutError" in res["error"]
+    assert "(in cell 2: '# sleeps past the limit')" in res["error"], res["error"]
+    _write(src / "01_raises.ipynb", [new_code_cell("a = 1"), new_code_cell("b = 2"),
+                                     new_code_cell("raise ValueError('here')"), new_code_cell("c = 3")])
+    res = runner.execute_notebook(src / "01_raises.ipynb", tmp_path / "build", "smoke")
+    assert "(in cell 2: \"raise ValueError('here')\")" in res["error"], res["error"]
+    # the kernel got strict mode and the scale; this process did not
+    assert runner.STRICT_ENV not in os.environ
+
+
+def test_summary_reports_each_notebook_against_its_budget(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _write(src / "00_a.ipynb", [new_code_cell("x = 1")])
+    summary = runner.run_course(src, tmp_path / "build", scale="smoke", html=False)
+    entry = summary["notebooks"]["00_a"]
+    assert entry["budget_s"] == lu.config.BUDGET_S["smoke"]
+    assert entry["within_budget"] is (entry["seconds"] <= entry["budget_s"])
+    text = runner.format_summary({"scale": "laptop", "notebooks": {
+        "00_x": {"status": "ok", "seconds": 400.0, "budget_s": 300, "within_budget": False}}, "results": {}})
+    assert "over budget" in text and "300" in text
