@@ -7,7 +7,11 @@ One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``mod
 (student copies) and ``runner`` (executing the course).
 """
 
-from .env import configure_offline, quiet_library_logs
+from .config import configure_openmp
+
+configure_openmp()  # before torch is imported (by .env below): OpenMP reads its wait policy once, at load
+
+from .env import configure_offline, quiet_library_logs  # noqa: E402
 
 configure_offline()  # before transformers/datasets are imported anywhere: they read these variables once
 quiet_library_logs()

@@ -18,6 +18,7 @@ from pathlib import Path
 SCALE_ENV = "LECTURE_UTILS_SCALE"
 CACHE_ENV = "LECTURE_UTILS_CACHE"
 STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"  # "1": a failed exercise check raises (the runner and tests set it)
+OMP_WAIT_ENV = "OMP_WAIT_POLICY"  # OpenMP's: read once when torch loads
 THREADS_ENV = "LECTURE_UTILS_THREADS"  # force torch's CPU threads (default: chosen by setup() from the load)
 DEFAULT_SCALE = "laptop"
 # Time budget of one notebook, in seconds, per scale (DESIGN: 30 s smoke, 5 min laptop on a 2-core CPU). Measured
@@ -69,6 +70,18 @@ SCALES: dict[str, Scale] = {
         xor_seeds=1000, lottery_steps=5000, lottery_rounds=15, distill_steps=3000,
     ),
 }
+
+
+def configure_openmp() -> bool:
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a
+    policy. Returns True when the setting is in force.
+
+    OpenMP reads it once, when torch is first imported, so ``lecture_utils`` sets it on import, before torch. On a
+    busy machine a spinning thread takes a core another process needs, and every operation then waits for it
+    (measured in the README's troubleshooting: two spinning threads made a training step several times slower).
+    """
+    os.environ.setdefault(OMP_WAIT_ENV, "PASSIVE")
+    return os.environ[OMP_WAIT_ENV].upper() == "PASSIVE"
 
 
 def get_scale(name: str | None = None) -> Scale:

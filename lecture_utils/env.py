@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import THREADS_ENV, Scale, cache_dir, get_scale
+from .config import OMP_WAIT_ENV, THREADS_ENV, Scale, cache_dir, get_scale
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 HUB_HOST = "huggingface.co"
@@ -212,8 +212,8 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         raise ValueError(f"threads must be a positive int, got {threads!r}")
     torch.set_num_threads(threads)
     dev = get_device(device)
-    info = {"scale": sc, "device": dev, "threads": threads, "busy_cores": busy, "seed": seed, "offline": offline,
-            "versions": versions()}
+    info = {"scale": sc, "device": dev, "threads": threads, "busy_cores": busy,
+            "omp_wait_policy": os.environ.get(OMP_WAIT_ENV), "seed": seed, "offline": offline, "versions": versions()}
     if not quiet:
         v = info["versions"]
         why = "" if busy is None or threads == usable_cores() else f" (other work busy on {busy:.1f} cores)"
@@ -258,6 +258,8 @@ def doctor() -> list[tuple[str, bool, str]]:
     except Exception as exc:  # noqa: BLE001
         rows.append(("Rotten Tomatoes splits", False, str(exc)))
     rows.append(("device", True, get_device().type))
+    rows.append(("CPU threads", True, f"{torch.get_num_threads()} of {usable_cores()} cores, "
+                                      f"{OMP_WAIT_ENV}={os.environ.get(OMP_WAIT_ENV, 'unset')}"))
     rows.append(("cache", True, str(cache_dir())))
     width = max(len(r[0]) for r in rows)
     for name, ok, detail in rows:

@@ -102,3 +102,17 @@ def test_setup_threads_from_the_environment(monkeypatch):
     monkeypatch.delenv(lu.config.THREADS_ENV)
     info = lu.setup(scale="smoke", quiet=True)
     assert 1 <= info["threads"] <= lu.env.usable_cores()
+
+
+def test_openmp_threads_sleep_when_idle_unless_the_user_chose_otherwise():
+    import subprocess
+    import sys
+
+    code = "import lecture_utils, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ACTIVE"
+    assert lu.setup(scale="smoke", quiet=True)["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY")
