@@ -129,8 +129,8 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
     """
     check.module(model)
     check.loader(loader)
+    epochs = check.positive(epochs, "epochs", "passes over the loader")
     if max_steps is None:
-        epochs = check.positive(epochs, "epochs", "passes over the loader")
         if not hasattr(loader, "__len__"):
             raise check.BadType(f"epochs needs a loader with a length; {check.show(loader)} has none: pass max_steps "
                             "(the number of optimiser steps) instead")
