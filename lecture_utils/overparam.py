@@ -72,7 +72,7 @@ def xor_success(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Which networks solved the task: logits (S, N) or (N,), targets (N,) of 0/1. A network succeeds when every
     point is on the right side of the decision boundary (logit > 0 exactly for the targets that are 1).
     Returns a bool tensor (S,) (or a 0-d bool for a single network)."""
-    check.tensor(logits, "logits", dims=(1, 2), non_empty=True)
+    check.tensor(logits, "logits", dims=(1, 2), non_empty=True, finite=False)  # ±inf is on one side: fine
     check.tensor(targets, "targets", dims=(1,), non_empty=True)
     if logits.is_floating_point() and logits.isnan().any():
         raise ValueError("logits contain NaN: a NaN logit is on neither side of the boundary")
