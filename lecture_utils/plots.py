@@ -113,7 +113,7 @@ def component_bars(parts: dict[str, int], ax: plt.Axes | None = None, title: str
 
 def _check_variants(variants, where: str) -> None:
     """A non-empty list of dicts with a name, a positive latency and size, and an accuracy in [0, 1]."""
-    variants = check.items(variants, "variants", what="a list of dicts")
+    variants = check.items(variants, "variants", non_empty=False, what="a list of dicts")
     if not variants:
         raise ValueError(f"{where} needs at least one variant")
     for i, v in enumerate(variants):
