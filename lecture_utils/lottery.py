@@ -162,8 +162,11 @@ def snip_scores(model: nn.Module, batch, loss_fn: LossFn | None = None) -> dict[
     params = prunable(model)
     if loss_fn is not None:
         check.callable_(loss_fn, "loss_fn")
-    if not isinstance(batch, (tuple, list, Mapping)):
-        raise check.BadType(f"batch must be one batch, (x, y) or a dict, got {check.show(batch)}")
+    one = isinstance(batch, Mapping) or (isinstance(batch, (tuple, list)) and len(batch) == 2
+                                         and all(torch.is_tensor(t) for t in batch))
+    if not one:
+        raise check.BadType(f"batch must be one batch, a pair (x, y) of tensors or a dict, got {check.show(batch)} "
+                            "(for a loader, pass one of its batches: next(iter(loader)))")
     loss_fn = loss_fn or cross_entropy_loss
     saved = {name: p.grad for name, p in params.items()}
     model.zero_grad(set_to_none=True)

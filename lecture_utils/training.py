@@ -213,6 +213,7 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: Iterable, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """All logits (N, C) and labels (N,) of a loader, on the CPU, with the model in eval mode."""
+    check.module(model)
     check.loader(loader)
     model.eval()
     device = model_device(model)

@@ -79,8 +79,6 @@ def optional_integer(value: Any, name: str, minimum: int | None = None, maximum:
 
 
 def _range_text(minimum: Any, maximum: Any, low_open: bool = False, high_open: bool = False) -> str:
-    if minimum == 0 and maximum is None:
-        return " > 0 (positive)" if low_open else " >= 0 (non-negative)"
     if minimum is not None and maximum is not None:
         return f" in {'(' if low_open else '['}{minimum}, {maximum}{')' if high_open else ']'}"
     if minimum is not None:
@@ -96,7 +94,8 @@ def real(value: Any, name: str, minimum: float | None = None, maximum: float | N
     NumPy scalars and one-element tensors are accepted; NaN is never, infinity only with ``finite=False``."""
     raw = _scalar(value)
     allowed = f"a {'finite ' if finite else ''}number{_range_text(minimum, maximum, low_open, high_open)}"
-    hint = f" ({hint})" if hint else ""
+    notes = (["non-negative"] if minimum == 0 and maximum is None and not low_open else []) + ([hint] if hint else [])
+    hint = f" ({'; '.join(notes)})" if notes else ""
     if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
         raise BadType(f"{name} must be {allowed}{hint}, got {show(value)}")
     raw = float(raw)
