@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
 
 import lecture_utils as lu
+
+# property-based tests: no per-example time limit (a busy machine is slow, not wrong), and few enough examples to
+# keep each test at seconds
+settings.register_profile("course", deadline=None, max_examples=40)
+settings.load_profile("course")
 
 
 @pytest.fixture
