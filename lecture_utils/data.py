@@ -317,7 +317,7 @@ def make_loaders(tokenized, tokenizer, batch_size: int, seed: int = 0) -> dict[s
 def _check_tokenizer(tokenizer) -> None:
     if not callable(tokenizer) or not hasattr(tokenizer, "pad"):
         raise check.BadType(f"tokenizer must be a Hugging Face tokenizer (e.g. lu.models.load_tokenizer()), got "
-                        f"{check.show(tokenizer)}")
+                            f"{check.show(tokenizer)}")
 
 
 def sentiment_loaders(tokenizer, scale: str | Scale | None = None, seed: int = 0) -> dict:

@@ -353,7 +353,7 @@ def load_pruned(path: str | Path, attn_implementation: str = "sdpa", model_class
         raise check.BadType(f"path must be a folder (str or Path) written by save_pretrained, got {check.show(path)}")
     if model_class is not None and not callable(getattr(model_class, "from_config", None)):
         raise check.BadType(f"model_class must be a transformers model class (with from_config), got "
-                        f"{check.show(model_class)}")
+                            f"{check.show(model_class)}")
     path = Path(path)
     weights = path / "model.safetensors"
     if not weights.exists():

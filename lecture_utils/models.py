@@ -200,7 +200,7 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequentia
         raise ValueError(f"sizes must list at least two positive ints (input, ..., output), got {sizes}")
     if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
         raise check.BadType(f"activation must be an nn.Module class such as nn.ReLU (not an instance), got "
-                        f"{check.show(activation)}")
+                            f"{check.show(activation)}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))

@@ -182,7 +182,7 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
         for batch in batches:
             if not isinstance(batch, Mapping) or "attention_mask" not in batch:
                 raise check.BadType(f"each batch must be a dict with input_ids and attention_mask, got "
-                                f"{check.show(batch)}")
+                                    f"{check.show(batch)}")
             batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             hidden = model(**batch, output_hidden_states=True).hidden_states
             mask = batch["attention_mask"].bool()

@@ -61,7 +61,7 @@ def check_classification(logits: torch.Tensor, labels: torch.Tensor) -> None:
     if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype == torch.bool \
             or labels.shape != logits.shape[:1]:
         raise check.BadType(f"labels must be an integer tensor of shape ({logits.shape[0]},) holding class indices, "
-                        f"got {check.show(labels)}")
+                            f"got {check.show(labels)}")
     if labels.numel() and (labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise ValueError(f"labels must be class indices from 0 to {logits.shape[1] - 1}, got values from "
                          f"{int(labels.min())} to {int(labels.max())}")
@@ -133,7 +133,7 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
     if max_steps is None:
         if not hasattr(loader, "__len__"):
             raise check.BadType(f"epochs needs a loader with a length; {check.show(loader)} has none: pass max_steps "
-                            "(the number of optimiser steps) instead")
+                                "(the number of optimiser steps) instead")
         max_steps = max(1, math.ceil(epochs * len(loader)))  # type: ignore[arg-type]
     max_steps = check.integer(max_steps, "max_steps", 1)
     if optimizer is None:
@@ -170,7 +170,7 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
         loss = loss_fn(model, to_device(batch, device))
         if not torch.is_tensor(loss) or loss.numel() != 1 or not loss.requires_grad:
             raise check.BadType(f"loss_fn must return a one-element tensor that requires grad, got {check.show(loss)}"
-                            + ("" if not torch.is_tensor(loss) or loss.requires_grad else " without a gradient"))
+                                + ("" if not torch.is_tensor(loss) or loss.requires_grad else " without a gradient"))
         value = loss.item()
         if not math.isfinite(value):
             bar.close()
