@@ -94,7 +94,8 @@ def real(value: Any, name: str, minimum: float | None = None, maximum: float | N
     NumPy scalars and one-element tensors are accepted; NaN is never, infinity only with ``finite=False``."""
     raw = _scalar(value)
     allowed = f"a {'finite ' if finite else ''}number{_range_text(minimum, maximum, low_open, high_open)}"
-    notes = (["non-negative"] if minimum == 0 and maximum is None and not low_open else []) + ([hint] if hint else [])
+    sign = ("positive" if low_open else "non-negative") if minimum == 0 and maximum is None else None
+    notes = ([sign] if sign else []) + ([hint] if hint else [])
     hint = f" ({'; '.join(notes)})" if notes else ""
     if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
         raise BadType(f"{name} must be {allowed}{hint}, got {show(value)}")
