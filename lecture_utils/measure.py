@@ -112,7 +112,13 @@ def weight_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def sparsity(model: nn.Module) -> float:
-    """Fraction of zeros over all weight matrices of ``model`` (see :func:`weight_matrices`), in [0, 1]."""
+    """Fraction of zeros over all weight matrices of ``model`` (see :func:`weight_matrices`), in [0, 1]. Raises a
+    ValueError for a model with quantized layers, whose packed weights cannot be read here (counting only the
+    other matrices would give a wrong answer)."""
+    check.module(model)
+    if _packed_weights(model):
+        raise ValueError(f"{type(model).__name__} has quantized layers whose packed weights cannot be read, so its "
+                         "sparsity is unknown here (measure it on the float model before quantizing).")
     mats = weight_matrices(model).values()
     total = sum(w.numel() for w in mats)
     if total == 0:
@@ -219,11 +225,10 @@ def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor |
     if loader is not None:
         check.loader(loader)
     out: dict = {"params": count_parameters(model), "size_mb": size_mb(model), "sparsity": None}
-    if not _packed_weights(model):
-        try:
-            out["sparsity"] = sparsity(model)
-        except ValueError:
-            pass
+    try:
+        out["sparsity"] = sparsity(model)
+    except ValueError:  # no weight matrix, or packed quantized weights: unknown, not 0
+        pass
     if inputs is not None:
         lat = latency_ms(model, inputs, repeats=repeats)
         out.update(latency_ms=lat["median_ms"], batch_size=lat["batch_size"], threads=lat["threads"])

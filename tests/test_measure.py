@@ -104,6 +104,8 @@ def test_benchmark_reports_an_unknown_sparsity_as_none_not_zero():
     assert measure.benchmark(no_matrices)["sparsity"] is None
     int8 = lu.quantize.dynamic_int8(lu.models.mlp([8, 8, 2]))  # packed weights that weight_matrices cannot read
     assert measure.benchmark(int8)["sparsity"] is None
+    with pytest.raises(ValueError, match="packed weights cannot be read"):
+        measure.sparsity(int8)  # used to answer with the other matrices only
     dense = lu.models.mlp([8, 8, 2])
     assert measure.benchmark(dense)["sparsity"] == measure.sparsity(dense)
 
