@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import get_scale, project_root
+from . import validate as check
+from .config import project_root
 from .results import RESULTS_ENV
 
 SCALE_BYTES = 4  # one float32 scale per output row
@@ -62,6 +63,14 @@ def _numbers(d: Mapping) -> dict[str, float]:
             if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def _finite(value) -> bool:
+    try:
+        check.real(value, "value")
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def read_results(build: Path | str | None = None, scale: str | None = None) -> dict:
     """Every number recorded so far for ``scale`` (default: the current scale), from ``build`` (default
     :func:`build_dir`).
@@ -73,7 +82,9 @@ def read_results(build: Path | str | None = None, scale: str | None = None) -> d
     Returns ``{"scale", "results": {key: value}, "sources": {key: file name}, "notes": [what was skipped and
     why]}``.
     """
-    sc = get_scale(scale).name
+    sc = check.scale(scale).name
+    if build is not None and not isinstance(build, (str, Path)):
+        raise check.BadType(f"build must be a folder (str or Path), got {check.show(build)}")
     folder = Path(build) if build is not None else build_dir()
     own = Path(os.environ[RESULTS_ENV]).resolve() if os.environ.get(RESULTS_ENV) else None
     results: dict[str, float] = {}
@@ -179,8 +190,13 @@ def recorded_variants(results: Mapping[str, float], teacher_latency_ms: float, t
     the teacher measured now (None when the lesson recorded no speed-up or size), ``on_chart`` (both known) and
     ``note`` (why a variant cannot be placed, or how it was). Variants whose accuracy was never recorded are left
     out; see :func:`missing_variants`."""
-    if teacher_latency_ms <= 0 or teacher_size_mb <= 0:
-        raise ValueError("teacher_latency_ms and teacher_size_mb must be positive (measure the teacher first)")
+    check.mapping(results, "results", what="a dict {key: number} (read_results()['results'])")
+    teacher_latency_ms = check.positive(teacher_latency_ms, "teacher_latency_ms", "measure the teacher first")
+    teacher_size_mb = check.positive(teacher_size_mb, "teacher_size_mb", "measure the teacher first")
+    variants = check.items(variants, "variants", non_empty=False, what="a list of CourseVariant")
+    if not all(isinstance(v, CourseVariant) for v in variants):
+        raise check.BadType("variants must be CourseVariant entries (see lu.combine.COURSE_VARIANTS)")
+    results = {k: v for k, v in results.items() if _finite(v)}  # NaN or text cannot be placed on a chart
     rows = []
     for v in variants:
         for prefix, parts in _matches(v, results):
@@ -210,6 +226,8 @@ def recorded_variants(results: Mapping[str, float], teacher_latency_ms: float, t
 
 def missing_variants(results: Mapping[str, float], variants: Sequence[CourseVariant] = COURSE_VARIANTS) -> list[str]:
     """The variants of :data:`COURSE_VARIANTS` with no recorded accuracy, as "label (lesson NN: key)"."""
+    check.mapping(results, "results", what="a dict {key: number}")
+    variants = check.items(variants, "variants", non_empty=False, what="a list of CourseVariant")
     return [f"{v.label.format(*['*'] * v.prefix.count('*'))} (lesson {v.lesson}: {v.prefix}.test_accuracy)"
             for v in variants if not _matches(v, results)]
 
@@ -218,15 +236,14 @@ def missing_variants(results: Mapping[str, float], variants: Sequence[CourseVari
 # Bytes at an equal budget: a large network heavily compressed against a small one lightly compressed
 # --------------------------------------------------------------------------------------------------------------
 
-def _check_shape(rows: int, cols: int) -> None:
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (rows, cols)):
-        raise ValueError(f"rows and cols must be positive ints, got {rows!r} and {cols!r}")
+def _check_shape(rows: int, cols: int) -> tuple[int, int]:
+    return check.integer(rows, "rows", 1), check.integer(cols, "cols", 1)
 
 
 def dense_int8_bytes(rows: int, cols: int) -> int:
     """Bytes of a (rows, cols) weight stored densely in int8 with one float32 scale per row:
     ``rows·cols + 4·rows``."""
-    _check_shape(rows, cols)
+    rows, cols = _check_shape(rows, cols)
     return rows * cols + SCALE_BYTES * rows
 
 
@@ -234,14 +251,14 @@ def sparse_int8_bytes(rows: int, cols: int, nnz: int) -> int:
     """Bytes of a pruned (rows, cols) weight with ``nnz`` non-zeros stored as: the non-zeros in int8 (1 byte
     each, in row-major order), a bitmask of which positions are non-zero (1 bit per position, rounded up to whole
     bytes: ``ceil(rows·cols / 8)``), and one float32 scale per row (``4·rows``)."""
-    _check_shape(rows, cols)
-    if isinstance(nnz, bool) or not isinstance(nnz, int) or not 0 <= nnz <= rows * cols:
-        raise ValueError(f"nnz must be an int from 0 to rows·cols = {rows * cols}, got {nnz!r}")
+    rows, cols = _check_shape(rows, cols)
+    nnz = check.integer(nnz, "nnz (non-zeros, at most rows·cols)", 0, rows * cols)
     return nnz + math.ceil(rows * cols / 8) + SCALE_BYTES * rows
 
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
     """The model's ``nn.Linear`` layers in order (an MLP from ``lu.models.mlp``)."""
+    check.module(model)
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layers")
@@ -252,9 +269,7 @@ def mlp_bytes(model: nn.Module, fmt: str = "int8") -> int:
     """Bytes to store every ``nn.Linear`` of ``model``: weights in ``fmt`` — ``"fp32"`` (4 bytes each),
     ``"int8"`` (:func:`dense_int8_bytes`) or ``"sparse_int8"`` (:func:`sparse_int8_bytes`, counting the zeros of
     the weight as pruned) — plus float32 biases."""
-    formats = ("fp32", "int8", "sparse_int8")
-    if fmt not in formats:
-        raise ValueError(f"fmt must be one of {formats}, got {fmt!r}")
+    check.choice(fmt, "fmt", ("fp32", "int8", "sparse_int8"))
     total = 0
     for layer in linear_layers(model):
         rows, cols = layer.weight.shape
@@ -270,6 +285,8 @@ def mlp_bytes(model: nn.Module, fmt: str = "int8") -> int:
 
 def mlp_sizes(n_in: int, width: int, n_out: int, hidden_layers: int = 2) -> list[int]:
     """Layer sizes ``[n_in, width × hidden_layers, n_out]`` for ``lu.models.mlp``."""
+    n_in, width, n_out = (check.integer(v, name, 1) for v, name in ((n_in, "n_in"), (width, "width"), (n_out, "n_out")))
+    hidden_layers = check.integer(hidden_layers, "hidden_layers", 0)
     return [n_in, *([width] * hidden_layers), n_out]
 
 
@@ -279,7 +296,10 @@ def _mlp_int8_bytes(sizes: Sequence[int]) -> int:
 
 def width_for_bytes(budget_bytes: int, n_in: int, n_out: int, hidden_layers: int = 2) -> int:
     """The widest MLP ``n_in → width (× hidden_layers) → n_out`` whose int8 weights, scales and float32 biases
-    (:func:`mlp_bytes` with ``"int8"``) fit in ``budget_bytes``. Raises if not even width 1 fits."""
+    (:func:`mlp_bytes` with ``"int8"``) fit in ``budget_bytes``. Raises if not even width 1 fits, or for a budget
+    that is not a finite number of bytes."""
+    budget_bytes = check.real(budget_bytes, "budget_bytes", 0, hint="bytes")
+    mlp_sizes(n_in, 1, n_out, hidden_layers)
     if _mlp_int8_bytes(mlp_sizes(n_in, 1, n_out, hidden_layers)) > budget_bytes:
         raise ValueError(f"{budget_bytes} bytes cannot hold even a width-1 MLP {n_in}→1→{n_out}")
     lo, hi = 1, 2
@@ -323,13 +343,14 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
     row's budget; None for the dense reference), "bytes", "budget_bytes" (None for the dense reference),
     "accuracy" (test, fraction)}``.
     """
-    from .lottery import LotterySetup, full_masks, magnitude_masks, make_model, train_masked
+    from .lottery import LotterySetup, _check_data, full_masks, magnitude_masks, make_model, train_masked
 
-    bad = [d for d in densities if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1]
-    if not densities or bad:
-        raise ValueError(f"densities are fractions of weights kept, in (0, 1], got {list(densities)}")
-    if steps < 2:
-        raise ValueError(f"steps must be >= 2, got {steps}")
+    densities = [check.fraction(d, "densities[...]", low_open=True, high_open=False, hint="fractions of weights kept")
+                 for d in check.items(densities, "densities", what="a list of fractions of weights kept")]
+    steps = check.integer(steps, "steps", 2)
+    large_width = check.integer(large_width, "large_width", 1)
+    seed = check.integer(seed, "seed", 0)
+    _check_data(data)
     n_in, n_out = data["x_train"].shape[1], int(data["y_train"].max()) + 1
     large_setup = LotterySetup(sizes=tuple(mlp_sizes(n_in, large_width, n_out, hidden_layers)), steps=steps)
     large = make_model(large_setup, seed)

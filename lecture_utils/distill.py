@@ -14,14 +14,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import validate as check
 from .surgery import check_layer_indices, encoder_layers, keep_layers
 
 
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``softmax(logits / T)``: T = 1 gives the usual probabilities, larger T flattens them and shows how the
     model ranks the wrong classes ("dark knowledge")."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    temperature = check.positive(temperature, "temperature")
+    check.tensor(logits, "logits", floating=True, non_empty=True)
+    if logits.isnan().any():
+        raise ValueError("logits contain NaN")
     return F.softmax(logits / temperature, dim=-1)
 
 
@@ -34,13 +37,17 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     multiplied by T² so that its gradients keep their size as T changes. ``alpha=1`` (or ``labels=None``) is pure
     distillation; ``alpha=0`` is ordinary fine-tuning on hard labels.
     """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha is the weight of the soft loss, in [0, 1]; got {alpha!r}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    alpha = check.fraction(alpha, "alpha", high_open=False, hint="the weight of the soft loss")
+    temperature = check.positive(temperature, "temperature")
+    check.tensor(student_logits, "student_logits", floating=True, dims=(2,), non_empty=True)
+    check.tensor(teacher_logits, "teacher_logits", floating=True, dims=(2,), non_empty=True)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
                          f"{tuple(teacher_logits.shape)}")
+    if labels is not None and alpha < 1:
+        from .training import check_classification
+
+        check_classification(student_logits, labels)
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
                     F.log_softmax(teacher_logits.detach() / temperature, dim=-1),
                     reduction="batchmean", log_target=True) * temperature**2
@@ -49,9 +56,26 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
+def _check_mask(attention_mask: torch.Tensor | None, shape: tuple[int, ...]) -> None:
+    """An attention mask must be (B, L) like the tokens it marks, and mark at least one real token."""
+    if attention_mask is None:
+        return
+    check.tensor(attention_mask, "attention_mask", dims=(2,))
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(f"attention_mask must have shape (B, L) = {tuple(shape)}, got {tuple(attention_mask.shape)}")
+    if not attention_mask.bool().any():
+        raise ValueError("attention_mask marks no real token (all zeros): there is nothing to average over")
+
+
+def _pair(student: torch.Tensor, teacher: torch.Tensor, what: str, dims: int) -> None:
+    check.tensor(student, f"student_{what}", floating=True, dims=(dims,), non_empty=True)
+    check.tensor(teacher, f"teacher_{what}", floating=True, dims=(dims,), non_empty=True)
+
+
 def _token_mean(per_token: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     if attention_mask is None:
         return per_token.mean()
+    _check_mask(attention_mask, tuple(per_token.shape))
     mask = attention_mask.to(per_token.dtype)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
@@ -60,6 +84,7 @@ def hidden_cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tenso
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """DistilBERT's cosine loss: mean over real tokens of ``1 - cos(student vector, teacher vector)``.
     Needs equal widths (a DistilBERT student keeps the teacher's hidden size)."""
+    _pair(student_hidden, teacher_hidden, "hidden", 3)
     if student_hidden.shape != teacher_hidden.shape:
         raise ValueError(f"hidden states differ in shape {tuple(student_hidden.shape)} vs "
                          f"{tuple(teacher_hidden.shape)}: the cosine loss needs the same width")
@@ -71,6 +96,9 @@ def hidden_mse_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
     """TinyBERT's hidden-state loss: MSE between ``projection(student)`` and the teacher, averaged over real tokens
     and features. ``projection`` (a learned ``nn.Linear(student width, teacher width)``) is needed when the widths
     differ."""
+    _pair(student_hidden, teacher_hidden, "hidden", 3)
+    if projection is not None and not callable(projection):
+        raise check.BadType(f"projection must be an nn.Linear (or None), got {check.show(projection)}")
     s = projection(student_hidden) if projection is not None else student_hidden
     if s.shape != teacher_hidden.shape:
         raise ValueError(f"after projection the student's hidden states are {tuple(s.shape)}, the teacher's "
@@ -82,12 +110,14 @@ def attention_score_loss(student_scores: torch.Tensor, teacher_scores: torch.Ten
                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """TinyBERT's attention loss: MSE between the *unnormalised* attention scores ``QKᵀ/√d`` of mapped layers,
     ``(B, heads, L, L)``, counted only between real tokens (padding columns hold huge negative values otherwise)."""
+    _pair(student_scores, teacher_scores, "scores", 4)
     if student_scores.shape != teacher_scores.shape:
         raise ValueError(f"attention scores differ in shape {tuple(student_scores.shape)} vs "
                          f"{tuple(teacher_scores.shape)} (same number of heads and tokens needed)")
     err = (student_scores - teacher_scores.detach()).pow(2)
     if attention_mask is None:
         return err.mean()
+    _check_mask(attention_mask, (err.shape[0], err.shape[-1]))
     pair = (attention_mask[:, None, :, None] * attention_mask[:, None, None, :]).to(err.dtype).expand_as(err)
     return (err * pair).sum() / pair.sum().clamp(min=1)
 
@@ -102,6 +132,7 @@ def attention_scores(model: nn.Module, inputs: Mapping[str, torch.Tensor],
     on the "eager" path: fused kernels such as SDPA never materialise the L × L matrix.)
     """
     all_layers = encoder_layers(model)
+    check.mapping(inputs, "inputs", non_empty=True, what="a batch dict with input_ids and attention_mask")
     layers = list(range(len(all_layers))) if layers is None else check_layer_indices(layers, len(all_layers))
     captured: dict[tuple[int, str], torch.Tensor] = {}
     hooks = []
@@ -128,6 +159,8 @@ def attention_scores(model: nn.Module, inputs: Mapping[str, torch.Tensor],
 def uniform_layer_map(n_student: int, n_teacher: int) -> list[int]:
     """TinyBERT's uniform mapping: student layer m (0-based) learns from teacher layer ``(m + 1) · n_teacher /
     n_student - 1``, i.e. every k-th teacher layer ending with the last (3 of 6 → teacher layers 1, 3, 5)."""
+    n_student = check.integer(n_student, "n_student", 1)
+    n_teacher = check.integer(n_teacher, "n_teacher", 1)
     if not 1 <= n_student <= n_teacher:
         raise ValueError(f"need 1 <= student layers <= teacher layers, got {n_student} and {n_teacher}")
     if n_teacher % n_student:
@@ -146,8 +179,8 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
 def random_student(teacher: nn.Module, n_layers: int, seed: int = 0) -> nn.Module:
     """A student with the teacher's architecture but ``n_layers`` layers and *random* weights (the control)."""
     n = len(encoder_layers(teacher))
-    if not 1 <= n_layers <= n:
-        raise ValueError(f"n_layers must be from 1 to {n}, got {n_layers}")
+    n_layers = check.integer(n_layers, "n_layers", 1, n)
+    seed = check.integer(seed, "seed", 0)
     config = teacher.config.__class__.from_dict(teacher.config.to_dict())
     config.num_hidden_layers = n_layers
     torch.manual_seed(seed)
@@ -158,7 +191,11 @@ def add_projections(student: nn.Module, teacher_width: int) -> nn.ModuleList:
     """Give a narrower student one learned ``nn.Linear(student width, teacher width)`` per layer, registered on the
     student as ``distill_projections`` so that ``train()``'s optimiser updates them with the student (TinyBERT's
     W_h). :func:`distillation_loss` uses them automatically."""
-    width = student.config.hidden_size
+    encoder_layers(student)
+    teacher_width = check.integer(teacher_width, "teacher_width", 1)
+    width = getattr(getattr(student, "config", None), "hidden_size", None)
+    if not isinstance(width, int):
+        raise check.BadType(f"student must be a Hugging Face model with config.hidden_size, got {check.show(student)}")
     projections = nn.ModuleList(nn.Linear(width, teacher_width) for _ in encoder_layers(student))
     student.add_module("distill_projections", projections.to(next(student.parameters()).device))
     return projections
@@ -172,8 +209,14 @@ def distillation_loss(teacher: nn.Module, temperature: float = 2.0, alpha: float
     :func:`uniform_layer_map`). Weights of 0 switch a term off. The teacher runs without gradients. A student
     narrower than the teacher needs :func:`add_projections` for the hidden-state loss.
     """
-    teacher.eval()
     n_teacher = len(encoder_layers(teacher))
+    temperature = check.positive(temperature, "temperature")
+    alpha = check.fraction(alpha, "alpha", high_open=False, hint="the weight of the soft loss")
+    cosine_weight, hidden_weight, attention_weight = (check.real(w, name, 0) for w, name in (
+        (cosine_weight, "cosine_weight"), (hidden_weight, "hidden_weight"), (attention_weight, "attention_weight")))
+    if layer_map is not None:
+        layer_map = check_layer_indices(layer_map, n_teacher, "layer_map", repeats=True)
+    teacher.eval()
     intermediate = cosine_weight > 0 or hidden_weight > 0 or attention_weight > 0
 
     def loss_fn(student: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -190,7 +233,11 @@ def distillation_loss(teacher: nn.Module, temperature: float = 2.0, alpha: float
         loss = kd_loss(s_out.logits, t_out.logits, batch.get("labels"), temperature, alpha)
         if not intermediate:
             return loss
-        mapping = layer_map or uniform_layer_map(len(encoder_layers(student)), n_teacher)
+        n_student = len(encoder_layers(student))
+        mapping = layer_map or uniform_layer_map(n_student, n_teacher)
+        if len(mapping) != n_student:
+            raise ValueError(f"layer_map has {len(mapping)} entries but the student has {n_student} layers: give "
+                             "one teacher layer per student layer")
         for m, t in enumerate(mapping):
             s_h, t_h = s_out.hidden_states[m + 1], t_out.hidden_states[t + 1]  # [0] is the embeddings' output
             if cosine_weight > 0:

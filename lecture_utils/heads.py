@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import validate as check
 from .surgery import drop_layers, encoder_layers
 from .training import cross_entropy_loss, model_device, to_device
 
@@ -76,6 +77,7 @@ class HeadGates:
         n_layers, n_heads = _uniform_heads(model)
         if gates is None:
             gates = torch.ones(n_layers, n_heads, device=model_device(model), requires_grad=True)
+        check.tensor(gates, "gates", floating=True)
         if tuple(gates.shape) != (n_layers, n_heads):
             raise ValueError(f"gates must have shape (layers, heads) = ({n_layers}, {n_heads}), "
                              f"got {tuple(gates.shape)}.")
@@ -134,7 +136,11 @@ def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | Non
         A float tensor of shape ``(layers, heads)`` on the CPU; larger means the loss is more sensitive to
         that head. Without normalisation the unit is loss per unit of gate.
     """
+    if loss_fn is not None:
+        check.callable_(loss_fn, "loss_fn")
     loss_fn = loss_fn or cross_entropy_loss
+    check.loader(batches, "batches")
+    check.flag(normalize, "normalize")
     n_layers, n_heads = _uniform_heads(model)
     device = model_device(model)
     was_training = model.training
@@ -158,6 +164,9 @@ def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | Non
     if count == 0:
         raise ValueError("head_importance needs at least one batch.")
     scores = total / count
+    if not torch.isfinite(scores).all():
+        raise ValueError("head importance came out NaN or infinite: the loss or its gradient was not finite on some "
+                         "batch (check the model's outputs and the batches)")
     if normalize:
         scores = scores / (scores.norm(dim=1, keepdim=True) + 1e-20)
     return scores
@@ -170,13 +179,20 @@ def heads_to_remove(scores: torch.Tensor, fraction: float, min_per_layer: int = 
     Every layer keeps at least ``min_per_layer`` heads (its best ones): a head that would empty a layer is
     skipped and the next lowest is taken. Pass random scores (e.g. ``torch.rand``) for a random-order control.
     """
+    if isinstance(scores, (list, tuple)) or hasattr(scores, "__array__") and not torch.is_tensor(scores):
+        try:
+            scores = torch.as_tensor(scores, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise check.BadType(f"scores must be a (layers, heads) tensor of numbers, got "
+                                f"{check.show(scores)}") from exc
+    check.tensor(scores, "scores", non_empty=True)
     if scores.dim() != 2:
         raise ValueError(f"scores must have shape (layers, heads), got {tuple(scores.shape)}.")
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
+    if scores.dtype == torch.bool or scores.is_complex():
+        raise check.BadType(f"scores must be real numbers, got dtype {scores.dtype}")
+    fraction = check.fraction(fraction, "fraction", high_open=False, hint="the share of all heads to remove")
     n_layers, n_heads = scores.shape
-    if not 0 <= min_per_layer <= n_heads:
-        raise ValueError(f"min_per_layer must be in [0, {n_heads}], got {min_per_layer}.")
+    min_per_layer = check.integer(min_per_layer, "min_per_layer", 0, n_heads)
     target = round(fraction * scores.numel())
     most = n_layers * (n_heads - min_per_layer)
     if target > most:
@@ -201,13 +217,21 @@ def heads_to_remove(scores: torch.Tensor, fraction: float, min_per_layer: int = 
 def _check_heads(heads: HeadDict, counts: list[int]) -> dict[int, list[int]]:
     """Validate ``{layer: [head, ...]}`` against the current head counts; returns it with sorted lists."""
     if not isinstance(heads, Mapping):
-        raise ValueError(f"heads must be a dict {{layer: [head, ...]}}, got {type(heads).__name__}.")
+        raise check.BadType(f"heads must be a dict {{layer: [head, ...]}}, got {check.show(heads)}.")
     out: dict[int, list[int]] = {}
     for layer, hs in heads.items():
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(counts):
-            raise ValueError(f"layer {layer!r} out of range: this model has layers 0 to {len(counts) - 1}.")
-        hs = list(hs)
-        bad = [h for h in hs if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < counts[layer]]
+        try:
+            layer = check.integer(layer, "layer", 0, len(counts) - 1)
+        except ValueError:
+            raise ValueError(f"layer {layer!r} out of range: this model has layers 0 to {len(counts) - 1} (ints; "
+                             "NumPy and tensor integers are fine).") from None
+        hs = check.items(hs, f"heads[{layer}]", non_empty=False, what="a list of head indices")
+        bad = []
+        for i, h in enumerate(hs):
+            try:
+                hs[i] = check.integer(h, "head", 0, counts[layer] - 1)
+            except ValueError:
+                bad.append(h)
         if bad:
             raise ValueError(f"heads {bad} of layer {layer} out of range: that layer has heads 0 to "
                              f"{counts[layer] - 1}.")
@@ -256,7 +280,11 @@ def removed_heads(model_or_config) -> dict[int, list[int]]:
     also after a JSON round trip, which turns them into strings)."""
     config = getattr(model_or_config, "config", model_or_config)
     raw = getattr(config, "pruned_heads", None) or {}
-    return {int(k): sorted(int(h) for h in v) for k, v in raw.items() if v}
+    try:
+        return {check.integer(int(k) if isinstance(k, str) else k, "layer"):
+                sorted(check.integer(h, "head") for h in v) for k, v in raw.items() if v}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"config.pruned_heads must be {{layer: [head, ...]}} of ints, got {raw!r}") from exc
 
 
 def remove_heads(model: nn.Module, heads: HeadDict, drop_empty_layers: bool = False) -> nn.Module:
@@ -273,6 +301,7 @@ def remove_heads(model: nn.Module, heads: HeadDict, drop_empty_layers: bool = Fa
     """
     counts = heads_per_layer(model)
     heads = _check_heads(heads, counts)
+    check.flag(drop_empty_layers, "drop_empty_layers")
     empty = [layer for layer, hs in heads.items() if len(hs) == counts[layer]]
     if empty and not drop_empty_layers:
         raise ValueError(f"this would remove every head of layer(s) {empty}. A layer needs at least one head; to "
@@ -300,6 +329,8 @@ def remove_heads(model: nn.Module, heads: HeadDict, drop_empty_layers: bool = Fa
 def head_parameters(hidden_size: int, head_size: int) -> int:
     """Parameters one attention head holds: d rows of W_q, W_k, W_v with their biases, and d columns of the
     output projection (whose bias stays): ``3 d (hidden + 1) + d × hidden``."""
+    hidden_size = check.integer(hidden_size, "hidden_size", 1)
+    head_size = check.integer(head_size, "head_size", 1, hidden_size)
     return 3 * head_size * (hidden_size + 1) + head_size * hidden_size
 
 
@@ -318,6 +349,11 @@ def load_pruned(path: str | Path, attn_implementation: str = "sdpa", model_class
     from .models import _check_attn, quiet_transformers
 
     _check_attn(attn_implementation)
+    if not isinstance(path, (str, Path)):
+        raise check.BadType(f"path must be a folder (str or Path) written by save_pretrained, got {check.show(path)}")
+    if model_class is not None and not callable(getattr(model_class, "from_config", None)):
+        raise check.BadType(f"model_class must be a transformers model class (with from_config), got "
+                            f"{check.show(model_class)}")
     path = Path(path)
     weights = path / "model.safetensors"
     if not weights.exists():
@@ -330,13 +366,25 @@ def load_pruned(path: str | Path, attn_implementation: str = "sdpa", model_class
     with quiet_transformers():
         model = model_class.from_config(config, attn_implementation=attn_implementation)
     layers = encoder_layers(model)
-    if any(layer >= len(layers) for layer in removed):
-        raise ValueError(f"config.pruned_heads names layers {sorted(removed)} but the model has {len(layers)}.")
+    if any(not 0 <= layer < len(layers) for layer in removed):
+        raise ValueError(f"config.pruned_heads names layers {sorted(removed)} but the model has layers 0 to "
+                         f"{len(layers) - 1}.")
+    counts = heads_per_layer(model)
+    for layer_idx, hs in removed.items():
+        bad = [h for h in hs if not 0 <= h < counts[layer_idx]]
+        if bad or len(set(hs)) != len(hs) or len(hs) >= counts[layer_idx]:
+            raise ValueError(f"config.pruned_heads of {path} lists heads {hs} for layer {layer_idx}, which has heads "
+                             f"0 to {counts[layer_idx] - 1}: each must be one of them, once, and at least one head "
+                             "must remain.")
     for layer_idx, hs in removed.items():
         _slice_layer(layers[layer_idx], hs)
     model.config.pruned_heads = removed
     state = load_file(str(weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise ValueError(f"{weights} does not match the architecture its config describes (after removing "
+                         f"{removed or 'no'} heads): {str(exc)[:300]}") from None
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:

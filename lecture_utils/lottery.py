@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import validate as check
 from .env import seed_everything, torch_threads
 from .training import LossFn, cross_entropy_loss, evaluate, to_device, train
 
@@ -24,15 +25,13 @@ Masks = dict[str, torch.Tensor]
 
 
 def _check_fraction(fraction: float, what: str = "prune fraction") -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"{what} must be a number in [0, 1) (0.2 prunes 20% of the remaining weights), "
-                         f"got {fraction!r}")
-    return float(fraction)
+    return check.fraction(fraction, what, hint="0.2 prunes 20% of the remaining weights")
 
 
 def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
     """The model's weight matrices by parameter name (``"0.weight"``, ...): every parameter named ``weight``
     with 2 or more dimensions. These are what the masks cover."""
+    check.module(model)
     out = {name: p for name, p in model.named_parameters() if name.split(".")[-1] == "weight" and p.dim() >= 2}
     if not out:
         raise ValueError("the model has no weight matrices to prune (no parameter 'weight' with 2+ dimensions)")
@@ -44,8 +43,20 @@ def full_masks(model: nn.Module) -> Masks:
     return {name: torch.ones_like(p, dtype=torch.bool) for name, p in prunable(model).items()}
 
 
+def _check_mask_values(masks: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """A non-empty dict of tensors holding only True/False (or 0/1): a mask keeps or removes, nothing between."""
+    check.mapping(masks, "masks", non_empty=True, what="a dict {parameter name: bool tensor}")
+    for name, m in masks.items():
+        check.tensor(m, f"masks[{name!r}]")
+        if m.dtype != torch.bool and not ((m == 0) | (m == 1)).all():
+            raise ValueError(f"masks[{name!r}] must hold only True/False (or 0/1), got other values: a mask keeps "
+                             "or removes a weight, it does not scale it")
+    return masks
+
+
 def _check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
     params = prunable(model)
+    _check_mask_values(masks)
     if set(masks) != set(params):
         raise ValueError(f"masks cover {sorted(masks)} but the model's weight matrices are {sorted(params)}")
     for name, m in masks.items():
@@ -63,11 +74,13 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
 
 def keep_masked(masks: Mapping[str, torch.Tensor]) -> Callable[[nn.Module], None]:
     """An ``after_step`` for :func:`lecture_utils.training.train` that re-applies ``masks`` after every step."""
+    _check_mask_values(masks)
     return lambda model: apply_masks(model, masks)
 
 
 def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
     """Fraction of the covered weights that survive (True), in [0, 1]."""
+    _check_mask_values(masks)
     total = sum(m.numel() for m in masks.values())
     if total == 0:
         raise ValueError("empty masks")
@@ -76,6 +89,7 @@ def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
 
 def layer_keep_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """Surviving weights per layer."""
+    _check_mask_values(masks)
     return {name: int(m.sum()) for name, m in masks.items()}
 
 
@@ -96,6 +110,7 @@ def magnitude_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], fractio
     params = _check_masks(model, masks)
     new = {}
     for name, p in params.items():
+        check.tensor(p, f"weight {name!r}")  # NaN magnitudes cannot be ranked
         alive = masks[name].bool()
         keep = int(alive.sum()) - round(fraction * int(alive.sum()))
         new[name] = _top_k_mask(p.detach().abs().cpu(), alive.cpu(), keep).to(alive.device)
@@ -107,7 +122,13 @@ def rewind(model: nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[s
     """Load the saved weights ``state`` (a ``state_dict`` from initialisation, θ0, or from an early iteration)
     into ``model`` and zero the masked-out weights: afterwards a weight equals its saved value where the mask is
     True and 0 elsewhere. Biases are rewound too."""
-    model.load_state_dict(state)
+    _check_masks(model, masks)
+    check.mapping(state, "state", non_empty=True, what="a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"state does not fit the model (it must be a state_dict of the same architecture): "
+                         f"{str(exc)[:300]}") from None
     apply_masks(model, masks)
 
 
@@ -124,6 +145,8 @@ def imp_round(model: nn.Module, masks: Mapping[str, torch.Tensor], rewind_state:
 def random_masks(masks: Mapping[str, torch.Tensor], seed: int) -> Masks:
     """The random-mask control: in every layer, as many survivors as in ``masks`` but at uniformly random
     positions (seeded by ``seed``)."""
+    _check_mask_values(masks)
+    seed = check.integer(seed, "seed", 0)
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, m in masks.items():
@@ -137,6 +160,13 @@ def snip_scores(model: nn.Module, batch, loss_fn: LossFn | None = None) -> dict[
     ``|∂L/∂w ⊙ w|``, which equals ``|∂L/∂c|`` for a multiplicative mask ``c`` at 1. Same shapes as the weights.
     The model's weights and gradients are left as they were."""
     params = prunable(model)
+    if loss_fn is not None:
+        check.callable_(loss_fn, "loss_fn")
+    one = isinstance(batch, Mapping) or (isinstance(batch, (tuple, list)) and len(batch) == 2
+                                         and all(torch.is_tensor(t) for t in batch))
+    if not one:
+        raise check.BadType(f"batch must be one batch, a pair (x, y) of tensors or a dict, got {check.show(batch)} "
+                            "(for a loader, pass one of its batches: next(iter(loader)))")
     loss_fn = loss_fn or cross_entropy_loss
     saved = {name: p.grad for name, p in params.items()}
     model.zero_grad(set_to_none=True)
@@ -144,14 +174,19 @@ def snip_scores(model: nn.Module, batch, loss_fn: LossFn | None = None) -> dict[
     grads = torch.autograd.grad(loss, list(params.values()))
     for name, p in params.items():
         p.grad = saved[name]
-    return {name: (g * p).abs().detach() for (name, p), g in zip(params.items(), grads, strict=True)}
+    scores = {name: (g * p).abs().detach() for (name, p), g in zip(params.items(), grads, strict=True)}
+    for name, sc in scores.items():
+        check.tensor(sc, f"the SNIP scores of {name!r} (the loss or its gradient was not finite)")
+    return scores
 
 
 def snip_masks(scores: Mapping[str, torch.Tensor], keep: float) -> Masks:
     """Keep the globally top ``round(keep × total)`` weights by score (SNIP prunes over all layers at once);
     ``keep`` is the fraction remaining, in (0, 1]."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
-        raise ValueError(f"keep is the fraction of weights remaining, in (0, 1], got {keep!r}")
+    keep = check.fraction(keep, "keep", low_open=True, high_open=False, hint="the fraction of weights remaining")
+    check.mapping(scores, "scores", non_empty=True, what="a dict {parameter name: score tensor}")
+    for name, sc in scores.items():
+        check.tensor(sc, f"scores[{name!r}]", non_empty=True)
     names = list(scores)
     flat = torch.cat([scores[n].flatten().cpu() for n in names])
     k = round(keep * flat.numel())
@@ -167,8 +202,7 @@ def snip_masks(scores: Mapping[str, torch.Tensor], keep: float) -> Masks:
 def remaining_after(rounds: int, fraction: float = 0.2) -> float:
     """Fraction of weights left after ``rounds`` rounds pruning ``fraction`` of the survivors each (ignoring
     rounding): ``(1 - fraction) ** rounds``."""
-    if not isinstance(rounds, int) or rounds < 0:
-        raise ValueError(f"rounds must be a non-negative int, got {rounds!r}")
+    rounds = check.integer(rounds, "rounds", 0)
     return (1 - _check_fraction(fraction)) ** rounds
 
 
@@ -181,10 +215,13 @@ class TensorBatches:
     sees the same order). Cheaper than a DataLoader over a TensorDataset for tiny models. Iterable many times."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, shuffle: bool = True):
+        check.tensor(x, "x", dims=range(1, 9))
+        check.tensor(y, "y", dims=range(1, 9))
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check.integer(batch_size, "batch_size", 1)
+        seed = check.integer(seed, "seed", 0)
+        check.flag(shuffle, "shuffle")
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -211,12 +248,40 @@ class LotterySetup:
     rounds: int = 10
     rewind_step: int = 0
 
+    def __post_init__(self) -> None:
+        sizes = check.integers(self.sizes, "sizes", 1)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least two layer sizes (input, ..., output), got {self.sizes!r}")
+        object.__setattr__(self, "sizes", tuple(sizes))
+        for name, low in (("steps", 1), ("batch_size", 1), ("rounds", 0), ("rewind_step", 0)):
+            object.__setattr__(self, name, check.integer(getattr(self, name), name, low))
+        object.__setattr__(self, "lr", check.positive(self.lr, "lr", "Adam's learning rate"))
+        object.__setattr__(self, "fraction", _check_fraction(self.fraction))
+
+
+def _check_setup(setup) -> LotterySetup:
+    if not isinstance(setup, LotterySetup):
+        raise check.BadType(f"setup must be a lu.lottery.LotterySetup, got {check.show(setup)}")
+    return setup
+
+
+def _check_data(data) -> None:
+    check.mapping(data, "data", what="a dict with x_train, y_train, x_test, y_test (lu.data.load_mnist1d())")
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data]
+    if missing:
+        raise ValueError(f"data lacks {missing}; it must hold x_train, y_train, x_test and y_test tensors")
+    for k in ("x_train", "x_test"):
+        check.tensor(data[k], f"data[{k!r}]", floating=True, dims=(2,), non_empty=True)
+    for k in ("y_train", "y_test"):
+        check.tensor(data[k], f"data[{k!r}]", dims=(1,), non_empty=True)
+
 
 def make_model(setup: LotterySetup, seed: int) -> nn.Module:
     """A fresh MLP of ``setup.sizes`` initialised from ``seed``."""
     from .models import mlp
 
-    seed_everything(seed)
+    _check_setup(setup)
+    seed_everything(check.integer(seed, "seed", 0))
     return mlp(list(setup.sizes))
 
 
@@ -224,6 +289,9 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
                  setup: LotterySetup, seed: int, steps: int | None = None) -> float:
     """Train ``model`` with Adam (no weight decay, constant-then-decaying lr of the course loop) keeping the masked
     weights at 0; return its test accuracy (fraction). The batch order is seeded by ``seed``."""
+    _check_setup(setup)
+    _check_data(data)
+    steps = check.optional_integer(steps, "steps", 1)
     apply_masks(model, masks)
     loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
     with torch_threads(1):  # a small MLP: one thread is faster than two
@@ -242,7 +310,10 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
     Returns rows ``{"seed", "method", "round", "remaining" (fraction of weights), "accuracy" (test, fraction)}``;
     the dense network is method ``"dense"`` at round 0.
     """
-    methods = set(methods)
+    _check_setup(setup)
+    _check_data(data)
+    seed = check.integer(seed, "seed", 0)
+    methods = set(check.strings(methods, "methods", non_empty=False))
     unknown = methods - {"ticket", "reinit", "random_mask", "snip"}
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; allowed: ticket, reinit, random_mask, snip")

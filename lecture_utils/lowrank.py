@@ -22,33 +22,51 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import validate as check
 from .env import torch_threads
 from .surgery import check_layer_indices, encoder_layers, set_encoder_layers
 
 
 def _check_rank(rank: int, out_features: int, in_features: int) -> int:
+    out_features, in_features = _check_features(out_features, in_features)
     full = min(out_features, in_features)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= full:
-        raise ValueError(f"rank must be an int from 1 to min(out, in) = {full} for a {out_features} × {in_features} "
-                         f"weight, got {rank!r}")
-    return rank
+    return check.integer(rank, "rank", 1, full, maximum_text=f"min(out, in) = {full}",
+                         hint=f"for a {out_features} × {in_features} weight")
+
+
+def _check_features(out_features: int, in_features: int) -> tuple[int, int]:
+    return check.integer(out_features, "out_features", 1), check.integer(in_features, "in_features", 1)
+
+
+def _check_weight(weight: torch.Tensor, what: str) -> torch.Tensor:
+    check.tensor(weight, "weight", non_empty=True)
+    if weight.dim() != 2:
+        raise ValueError(f"{what} needs a 2-D weight (out, in), got shape {tuple(weight.shape)}")
+    if weight.dtype == torch.bool or weight.is_complex():
+        raise check.BadType(f"{what} needs a real-valued weight, got dtype {weight.dtype}")
+    return weight
 
 
 def linear_params(out_features: int, in_features: int, bias: bool = True) -> int:
     """Parameters of one ``nn.Linear(in_features, out_features)``: ``out·in`` weights plus ``out`` biases."""
+    out_features, in_features = _check_features(out_features, in_features)
+    check.flag(bias, "bias")
     return out_features * in_features + (out_features if bias else 0)
 
 
 def factorized_params(out_features: int, in_features: int, rank: int, bias: bool = True) -> int:
     """Parameters of the rank-``rank`` replacement of that layer: ``rank·(in + out)`` weights plus ``out``
     biases."""
-    _check_rank(rank, out_features, in_features)
+    rank = _check_rank(rank, out_features, in_features)
+    out_features, in_features = _check_features(out_features, in_features)
+    check.flag(bias, "bias")
     return rank * (in_features + out_features) + (out_features if bias else 0)
 
 
 def break_even_rank(out_features: int, in_features: int) -> float:
     """The rank at which a factorised layer has as many weights as the dense one, ``out·in / (in + out)``; a
     factorisation saves parameters only below it (192 for 384 × 384, about 307 for 1536 × 384)."""
+    out_features, in_features = _check_features(out_features, in_features)
     return out_features * in_features / (out_features + in_features)
 
 
@@ -57,23 +75,25 @@ def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, tor
     """The best rank-``rank`` factors of a 2-D ``weight`` (out, in) by truncated SVD: ``(A (out, rank),
     B (rank, in))`` with ``A @ B`` the closest rank-``rank`` matrix to ``weight``; the singular values are split
     evenly (√S on each side). Computed in float32 on one CPU thread (LAPACK's SVD of a matrix this small is
-    several times faster on one thread than on two busy ones), returned in ``weight``'s dtype."""
-    if weight.dim() != 2:
-        raise ValueError(f"low_rank_factors needs a 2-D weight (out, in), got shape {tuple(weight.shape)}")
+    several times faster on one thread than on two busy ones), returned in ``weight``'s dtype — or float32 for an
+    integer weight (its factors are not whole numbers)."""
+    _check_weight(weight, "low_rank_factors")
     rank = _check_rank(rank, *weight.shape)
     with torch_threads(1):
         u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
     root = s[:rank].sqrt()
-    return (u[:, :rank] * root).to(weight.dtype), (root[:, None] * vh[:rank]).to(weight.dtype)
+    dtype = weight.dtype if weight.is_floating_point() else torch.float32
+    return (u[:, :rank] * root).to(dtype), (root[:, None] * vh[:rank]).to(dtype)
 
 
 @torch.no_grad()
 def retained_energy(weight: torch.Tensor, rank: int) -> float:
     """Share of the squared Frobenius norm ("energy") of ``weight`` that its rank-``rank`` approximation keeps:
-    ``sum(S[:rank]²) / sum(S²)``, in [0, 1]."""
-    if weight.dim() != 2:
-        raise ValueError(f"retained_energy needs a 2-D weight, got shape {tuple(weight.shape)}")
+    ``sum(S[:rank]²) / sum(S²)``, in [0, 1]. An all-zero weight has no energy to keep: a ValueError."""
+    _check_weight(weight, "retained_energy")
     rank = _check_rank(rank, *weight.shape)
+    if not weight.detach().any():
+        raise ValueError("weight is all zeros: it has no energy, so no share of it can be kept")
     with torch_threads(1):
         s2 = torch.linalg.svdvals(weight.detach().float()).pow(2)
     return (s2[:rank].sum() / s2.sum().clamp(min=torch.finfo(torch.float32).tiny)).item()
@@ -86,7 +106,9 @@ class LowRankLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
         super().__init__()
-        _check_rank(rank, out_features, in_features)
+        rank = _check_rank(rank, out_features, in_features)
+        out_features, in_features = _check_features(out_features, in_features)
+        check.flag(bias, "bias")
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.first = nn.Linear(in_features, rank, bias=False)
         self.second = nn.Linear(rank, out_features, bias=bias)
@@ -95,7 +117,7 @@ class LowRankLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, rank: int) -> LowRankLinear:
         """The rank-``rank`` SVD approximation of ``linear`` (same device and dtype; the bias is copied)."""
         if not isinstance(linear, nn.Linear):
-            raise TypeError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
+            raise check.BadType(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
         layer = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
         layer.to(device=linear.weight.device, dtype=linear.weight.dtype)
         a, b = low_rank_factors(linear.weight, rank)
@@ -120,8 +142,10 @@ def factorize_linears(model: nn.Module, rank: int, include: Sequence[str] = ("en
     rank-``rank`` :class:`LowRankLinear`. With ``only_if_smaller`` (default) a layer is replaced only where the
     factorisation has fewer weights (``rank`` below :func:`break_even_rank`); otherwise every included layer is
     replaced and ``rank`` must not exceed any of their ``min(out, in)``. Raises if no layer is replaced."""
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    rank = check.integer(rank, "rank", 1)
+    check.module(model)
+    include = check.strings(include, "include")
+    check.flag(only_if_smaller, "only_if_smaller")
     model = copy.deepcopy(model)
     replaced = 0
     for name, module in list(model.named_modules()):
@@ -141,6 +165,7 @@ def factorize_linears(model: nn.Module, rank: int, include: Sequence[str] = ("en
 
 def low_rank_layers(model: nn.Module) -> dict[str, LowRankLinear]:
     """The model's :class:`LowRankLinear` layers by module name."""
+    check.module(model)
     return {name: m for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
 
 

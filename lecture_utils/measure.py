@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from . import validate as check
 from .training import evaluate, model_device, to_device
 
 BYTES_PER_MB = 1_000_000
@@ -21,6 +22,8 @@ BYTES_PER_MB = 1_000_000
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (elements, not bytes). Shared tensors are counted once."""
+    check.module(model)
+    check.flag(trainable_only, "trainable_only")
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) in seen or (trainable_only and not p.requires_grad):
@@ -30,27 +33,57 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return total
 
 
+COMPONENT_WORDS: dict[str, tuple[str, ...]] = {
+    # a parameter belongs to the first component one of whose words is a part of its dotted name
+    "embeddings": ("embeddings", "embeddings_project"),  # ELECTRA projects its small embeddings to the hidden size
+    "encoder": ("encoder", "transformer"),  # DistilBERT calls its layer stack `transformer`
+    "head": ("pooler", "classifier", "pre_classifier", "score", "distill_projections"),
+}
+
+
+def component_of(name: str) -> str | None:
+    """``"embeddings"``, ``"encoder"`` or ``"head"`` for a parameter name of a BERT-style model (see
+    :data:`COMPONENT_WORDS`), or None when the name says none of them."""
+    words = name.split(".")
+    for component, known in COMPONENT_WORDS.items():
+        if any(w in words for w in known):
+            return component
+    return None
+
+
 def parameters_by_component(model: nn.Module) -> dict[str, int]:
     """Parameters of a BERT-style classifier split into ``embeddings`` (word, position, token-type and their
-    LayerNorm), ``encoder`` (the transformer layers) and ``head`` (pooler and classifier), plus ``total``.
+    LayerNorm; ELECTRA's embedding projection), ``encoder`` (the transformer layers: BERT's ``encoder``,
+    DistilBERT's ``transformer``) and ``head`` (pooler and classifier), plus ``total``.
 
-    Works on any ``nn.Module``: parameters whose name has no ``embeddings``/``encoder`` part count as head.
+    A parameter is placed by the words of its name (:data:`COMPONENT_WORDS`). If any parameter fits none of them
+    (an MLP, or an unfamiliar architecture), this raises a ValueError naming them instead of guessing a split.
     """
+    check.module(model)
     parts = {"embeddings": 0, "encoder": 0, "head": 0}
+    unknown: list[str] = []
     seen = set()
     for name, p in model.named_parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
-        words = name.split(".")
-        key = "embeddings" if "embeddings" in words else "encoder" if "encoder" in words else "head"
-        parts[key] += p.numel()
+        key = component_of(name)
+        if key is None:
+            unknown.append(name)
+        else:
+            parts[key] += p.numel()
+    if unknown:
+        raise ValueError(f"parameters_by_component cannot place {len(unknown)} parameters of "
+                         f"{type(model).__name__} in embeddings, encoder or head: {unknown[:5]}"
+                         f"{' ...' if len(unknown) > 5 else ''}. It knows BERT-style models (BERT, MiniLM, "
+                         "DistilBERT, ELECTRA); use count_parameters for the total.")
     parts["total"] = sum(parts.values())
     return parts
 
 
 def state_dict_bytes(model: nn.Module) -> int:
     """Bytes of the model's serialised state dict (``torch.save`` format, the same for float and quantized models)."""
+    check.module(model)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
@@ -69,6 +102,7 @@ def weight_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
     with its mask applied. Biases and LayerNorm scales (1-D) are left out: they are a tiny share of the
     parameters and are never pruned.
     """
+    check.module(model)
     out = {}
     for name, module in model.named_modules():
         w = getattr(module, "weight", None)
@@ -78,7 +112,13 @@ def weight_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def sparsity(model: nn.Module) -> float:
-    """Fraction of zeros over all weight matrices of ``model`` (see :func:`weight_matrices`), in [0, 1]."""
+    """Fraction of zeros over all weight matrices of ``model`` (see :func:`weight_matrices`), in [0, 1]. Raises a
+    ValueError for a model with quantized layers, whose packed weights cannot be read here (counting only the
+    other matrices would give a wrong answer)."""
+    check.module(model)
+    if _packed_weights(model):
+        raise ValueError(f"{type(model).__name__} has quantized layers whose packed weights cannot be read, so its "
+                         "sparsity is unknown here (measure it on the float model before quantizing).")
     mats = weight_matrices(model).values()
     total = sum(w.numel() for w in mats)
     if total == 0:
@@ -100,8 +140,7 @@ def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor,
     headline number), ``min_ms``, ``max_ms``, ``batch_size``, ``threads`` (torch CPU threads) and ``device``.
     The median resists the odd slow run caused by the rest of the machine.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    repeats, warmup = _check_timing(model, inputs, repeats, warmup)
     model.eval()
     device = model_device(model)
     inputs = to_device(inputs, device) if isinstance(inputs, Mapping) else inputs.to(device)
@@ -129,13 +168,27 @@ def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor,
             "batch_size": int(batch_size), "threads": torch.get_num_threads(), "device": device.type}
 
 
+def _check_timing(model: nn.Module, inputs, repeats: int, warmup: int) -> tuple[int, int]:
+    """Validate :func:`latency_ms`'s arguments; returns ``(repeats, warmup)`` as ints."""
+    check.module(model)
+    if isinstance(inputs, Mapping):
+        if not inputs or not all(torch.is_tensor(v) and v.dim() >= 1 for v in inputs.values()):
+            raise ValueError(f"inputs must be a non-empty dict of batched tensors (e.g. lu.data.fixed_batch), got "
+                             f"{ {k: check.show(v) for k, v in inputs.items()} }")
+    elif not torch.is_tensor(inputs) or inputs.dim() < 1:
+        raise check.BadType(f"inputs must be a batch dict or a batched tensor, got {check.show(inputs)}")
+    return check.integer(repeats, "repeats", 1), check.integer(warmup, "warmup", 0)
+
+
 def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor] | torch.Tensor,
                     repeats: int = 10, warmup: int = 2) -> dict[str, dict]:
     """Time several models on the same inputs fairly: round-robin, one timed pass of each model per round, so a
     slow moment of the machine hits every model alike. Returns ``{name: latency dict}`` as :func:`latency_ms`
     (``median_ms`` is the headline)."""
-    if not models:
-        raise ValueError("compare_latency needs at least one model")
+    check.mapping(models, "models", non_empty=True, what="a dict {name: model}")
+    for name, model in models.items():
+        check.module(model, f"models[{name!r}]")
+    repeats = _check_timing(next(iter(models.values())), inputs, repeats, warmup)[0]
     rounds: dict[str, list[dict]] = {name: [] for name in models}
     for model in models.values():
         latency_ms(model, inputs, repeats=1, warmup=warmup)
@@ -149,16 +202,33 @@ def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor
     return out
 
 
+def _packed_weights(model: nn.Module) -> bool:
+    """True if some module keeps its weight in a form :func:`weight_matrices` cannot read (a quantized layer's
+    ``weight()`` method, or a tensor subclass such as torchao's)."""
+    for module in model.modules():
+        w = getattr(module, "weight", None)
+        if callable(w) and not isinstance(w, torch.Tensor):
+            return True
+        if isinstance(w, torch.Tensor) and type(w) not in (torch.Tensor, nn.Parameter):
+            return True
+    return False
+
+
 def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor | None = None,
               loader: Iterable | None = None, repeats: int = 10) -> dict:
     """Everything the course compares, in one dict: ``params``, ``size_mb``, ``sparsity``, and, when given,
     ``latency_ms`` (median over ``repeats`` on ``inputs``), ``batch_size``, ``threads`` and ``accuracy``
-    (on ``loader``)."""
-    out: dict = {"params": count_parameters(model), "size_mb": size_mb(model)}
+    (on ``loader``). ``sparsity`` is None when it cannot be measured: no plain weight matrix, or quantized
+    layers whose packed weights :func:`weight_matrices` cannot read (counting only the rest would mislead)."""
+    check.module(model)
+    repeats = check.integer(repeats, "repeats", 1)
+    if loader is not None:
+        check.loader(loader)
+    out: dict = {"params": count_parameters(model), "size_mb": size_mb(model), "sparsity": None}
     try:
         out["sparsity"] = sparsity(model)
-    except ValueError:
-        out["sparsity"] = 0.0
+    except ValueError:  # no weight matrix, or packed quantized weights: unknown, not 0
+        pass
     if inputs is not None:
         lat = latency_ms(model, inputs, repeats=repeats)
         out.update(latency_ms=lat["median_ms"], batch_size=lat["batch_size"], threads=lat["threads"])

@@ -6,6 +6,8 @@ floors set by the parameters alone, which is where the size problem starts.
 
 from __future__ import annotations
 
+from . import validate as check
+
 BYTES_PER_PARAM: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "momentum": 1, "adam": 2}  # fp32 tensors kept per parameter
 BYTES_PER_GB = 1_000_000_000
@@ -17,19 +19,16 @@ DEVICES: dict[str, float] = {
 }
 
 
-def _check(n_params: float, dtype: str) -> None:
-    if not isinstance(n_params, (int, float)) or n_params < 0:
-        raise ValueError(f"n_params must be a non-negative number of parameters, got {n_params!r}")
-    if dtype not in BYTES_PER_PARAM:
-        raise ValueError(f"Unknown dtype {dtype!r}. Allowed: {', '.join(BYTES_PER_PARAM)}.")
+def _check(n_params: float, dtype: str) -> float:
+    check.choice(dtype, "dtype", list(BYTES_PER_PARAM))
+    return check.real(n_params, "n_params", 0, hint="a number of parameters")
 
 
 def weights_bytes(n_params: float, dtype: str = "fp32", sparsity: float = 0.0) -> float:
     """Bytes to store ``n_params`` weights in ``dtype``. With ``sparsity`` (fraction of zeros, in [0, 1)) only the
     non-zero values are counted: an idealised floor, since a real sparse format also stores their positions."""
-    _check(n_params, dtype)
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity is the fraction of zero weights and must be in [0, 1), got {sparsity!r}")
+    n_params = _check(n_params, dtype)
+    sparsity = check.fraction(sparsity, "sparsity", hint="the fraction of zero weights")
     return n_params * (1 - sparsity) * BYTES_PER_PARAM[dtype]
 
 
@@ -40,9 +39,8 @@ def training_bytes(n_params: float, dtype: str = "fp32", optimizer: str = "adam"
     all in fp32: 4 + 4 + 8 = 16 bytes per parameter. Mixed precision (``dtype`` fp16/bf16) keeps half-precision
     weights and gradients plus an fp32 master copy and fp32 optimizer states: 2 + 2 + 4 + 8 = 16 bytes with Adam.
     """
-    _check(n_params, dtype)
-    if optimizer not in OPTIMIZER_STATES:
-        raise ValueError(f"Unknown optimizer {optimizer!r}. Allowed: {', '.join(OPTIMIZER_STATES)}.")
+    n_params = _check(n_params, dtype)
+    check.choice(optimizer, "optimizer", list(OPTIMIZER_STATES))
     if dtype not in ("fp32", "fp16", "bf16"):
         raise ValueError(f"Training is done in fp32, fp16 or bf16, not {dtype!r} (int types are for inference).")
     b = BYTES_PER_PARAM[dtype]
@@ -56,8 +54,8 @@ def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "in
 
     Returns ``{"needed_gb", "device_gb", "fits", "share"}`` where share = needed / available.
     """
-    if device_gb <= 0:
-        raise ValueError(f"device_gb must be positive, got {device_gb!r}")
+    device_gb = check.positive(device_gb, "device_gb", "GB of device memory")
+    check.choice(mode, "mode", ["inference", "training"])
     if mode == "inference":
         needed = weights_bytes(n_params, dtype)
     elif mode == "training":

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Scale, atomic_folder, cache_dir, get_scale
+from . import validate as check
+from .config import Scale, atomic_folder, cache_dir
 from .data import sha256_of
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -24,7 +25,7 @@ TEACHER_SEED = 0
 
 
 def _scale(scale: str | Scale | None) -> Scale:
-    return scale if isinstance(scale, Scale) else get_scale(scale)
+    return check.scale(scale)
 
 
 def pretrained_path(scale: str | Scale | None = None) -> str:
@@ -59,9 +60,21 @@ def quiet_transformers():
 
 
 def _check_attn(attn_implementation: str) -> None:
-    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+    if not isinstance(attn_implementation, str) or attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}. "
                          "Use 'eager' when you need the attention scores (output_attentions=True).")
+
+
+def _source(path: str | Path | None, sc: Scale) -> str:
+    """The folder (or, at full scale, hub id) to load from: ``path`` if given, else the pretrained encoder."""
+    if path is None:
+        return pretrained_path(sc)
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise check.BadType(f"path must be a folder (str or Path) saved with save_pretrained, got {check.show(path)}")
+    if not Path(path).is_dir() and sc.name != "full":
+        raise FileNotFoundError(f"path {str(path)!r} is not a folder; at {sc.name} scale models load offline from "
+                                "a folder written by save_pretrained")
+    return str(path)
 
 
 def load_tokenizer(scale: str | Scale | None = None, path: str | None = None):
@@ -69,7 +82,7 @@ def load_tokenizer(scale: str | Scale | None = None, path: str | None = None):
     from transformers import AutoTokenizer
 
     sc = _scale(scale)
-    src = path or pretrained_path(sc)
+    src = _source(path, sc)
     return AutoTokenizer.from_pretrained(src, local_files_only=Path(src).is_dir() or sc.name != "full")
 
 
@@ -83,8 +96,9 @@ def load_classifier(scale: str | Scale | None = None, num_labels: int = 2, attn_
     from transformers import AutoModelForSequenceClassification
 
     _check_attn(attn_implementation)
+    num_labels = check.integer(num_labels, "num_labels", 1)
     sc = _scale(scale)
-    src = path or pretrained_path(sc)
+    src = _source(path, sc)
     with quiet_transformers():  # silence "classifier weights are newly initialised": that is the point
         return AutoModelForSequenceClassification.from_pretrained(
             src, num_labels=num_labels, attn_implementation=attn_implementation,
@@ -150,7 +164,9 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
 
     _check_attn(attn_implementation)
     sc = _scale(scale)
-    dev = torch.device(device) if device is not None else get_device()
+    dev = check.device(device) if device is not None else get_device()
+    check.flag(rebuild, "rebuild")
+    check.flag(progress, "progress")
     folder = teacher_dir(sc)
     if rebuild or teacher_meta(sc) is None:
         seed_everything(TEACHER_SEED)
@@ -179,8 +195,12 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """A fully connected network: ``sizes = [in, hidden..., out]`` gives Linear layers with ``activation`` between."""
-    if len(sizes) < 2 or any((not isinstance(s, int)) or s < 1 for s in sizes):
+    sizes = check.integers(sizes, "sizes", 1)
+    if len(sizes) < 2:
         raise ValueError(f"sizes must list at least two positive ints (input, ..., output), got {sizes}")
+    if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
+        raise check.BadType(f"activation must be an nn.Module class such as nn.ReLU (not an instance), got "
+                            f"{check.show(activation)}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))

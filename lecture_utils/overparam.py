@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validate as check
 from .env import seed_everything, torch_threads
 from .training import train
 
@@ -39,10 +40,9 @@ class ParallelMLP(nn.Module):
 
     def __init__(self, width: int, seeds: Sequence[int], in_features: int = 2):
         super().__init__()
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive int (hidden units), got {width!r}")
-        if len(seeds) < 1:
-            raise ValueError("seeds must list at least one seed")
+        width = check.integer(width, "width", 1)
+        in_features = check.integer(in_features, "in_features", 1)
+        seeds = check.integers(seeds, "seeds", 0, 2**32 - 1)
         w1, b1, w2, b2 = [], [], [], []
         for seed in seeds:
             seed_everything(int(seed))
@@ -72,6 +72,10 @@ def xor_success(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Which networks solved the task: logits (S, N) or (N,), targets (N,) of 0/1. A network succeeds when every
     point is on the right side of the decision boundary (logit > 0 exactly for the targets that are 1).
     Returns a bool tensor (S,) (or a 0-d bool for a single network)."""
+    check.tensor(logits, "logits", dims=(1, 2), non_empty=True, finite=False)  # ±inf is on one side: fine
+    check.tensor(targets, "targets", dims=(1,), non_empty=True)
+    if logits.is_floating_point() and logits.isnan().any():
+        raise ValueError("logits contain NaN: a NaN logit is on neither side of the boundary")
     if logits.shape[-1] != targets.shape[-1]:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree on the number "
                          "of points (their last dimension)")
@@ -86,8 +90,9 @@ def train_xor(width: int, seeds: Sequence[int], steps: int, lr: float = 0.01,
     """Train one XOR network per seed at ``width`` hidden units for ``steps`` full-batch Adam steps (no weight
     decay, no warm-up, the course loop's linear decay). Returns ``success(logits (S, 4), targets (4,))``: by
     default :func:`xor_success`, a bool tensor (S,)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = check.integer(steps, "steps", 1)
+    check.positive(lr, "lr", "Adam's learning rate")
+    check.callable_(success, "success")
     model = ParallelMLP(width, seeds)
     batch = xor_data()
     with torch_threads(1):  # tiny tensors: a second thread only adds synchronisation
@@ -100,8 +105,9 @@ def train_xor(width: int, seeds: Sequence[int], steps: int, lr: float = 0.01,
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a success rate (fractions in [0, 1]; z = 1.96 gives 95%). Unlike the normal
     approximation it stays inside [0, 1] and is sensible at 0 or ``trials`` successes."""
-    if trials < 1 or not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    trials = check.integer(trials, "trials", 1)
+    successes = check.integer(successes, "successes", 0, trials)
+    z = check.positive(z, "z", "the normal quantile, 1.96 for 95%")
     p = successes / trials
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
@@ -114,8 +120,9 @@ def xor_sweep(widths: Sequence[int], seeds: int, steps: int, lr: float = 0.01,
     """Success rate of XOR training at each width over seeds ``0 .. seeds - 1``. One row per width: ``width``,
     ``seeds``, ``successes``, ``rate`` (fraction) and its 95% Wilson interval ``low``, ``high``. ``success``
     decides which trained networks count (see :func:`train_xor`)."""
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    seeds = check.integer(seeds, "seeds", 1)
+    widths = check.integers(widths, "widths", 1)
+    steps = check.integer(steps, "steps", 1)
     rows = []
     for width in widths:
         ok = int(train_xor(width, range(seeds), steps, lr, success).sum())
@@ -131,8 +138,7 @@ def xor_sweep(widths: Sequence[int], seeds: int, steps: int, lr: float = 0.01,
 def singular_values(weight: torch.Tensor) -> torch.Tensor:
     """Singular values of a 2-D weight (m, n), largest first, shape (min(m, n),), as float32 on the CPU. Computed
     on one thread: for matrices of this size LAPACK's threading costs far more than it saves on a busy CPU."""
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be a 2-D matrix, got shape {tuple(weight.shape)}")
+    check.tensor(weight, "weight", dims=(2,), non_empty=True)
     with torch_threads(1):
         return torch.linalg.svdvals(weight.detach().float().cpu())
 
@@ -141,11 +147,21 @@ def effective_rank(singular_values: torch.Tensor, energy: float = 0.9) -> int:
     """The smallest number of singular values whose squares hold at least ``energy`` (a fraction in (0, 1]) of
     the sum of all squares: how many directions a rank-k approximation needs to keep that share of the matrix's
     squared Frobenius norm. ``singular_values`` is 1-D, any order, non-negative."""
-    s = torch.as_tensor(singular_values, dtype=torch.float64)
+    if isinstance(singular_values, (str, bytes)):
+        raise check.BadType(f"singular_values must be a 1-D tensor of numbers, got {check.show(singular_values)}")
+    try:
+        s = torch.as_tensor(singular_values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise check.BadType(f"singular_values must be a 1-D tensor of numbers, got {check.show(singular_values)}") \
+            from exc
     if s.dim() != 1 or s.numel() == 0:
         raise ValueError(f"singular_values must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
-    if not 0 < energy <= 1:
-        raise ValueError(f"energy must be a fraction in (0, 1], got {energy}")
+    check.tensor(s, "singular_values")
+    if (s < 0).any():
+        raise ValueError(f"singular_values must be non-negative, got {int((s < 0).sum())} negative values")
+    if not (s > 0).any():
+        raise ValueError("singular_values are all zero: a zero matrix has no direction that holds any energy")
+    energy = check.fraction(energy, "energy", low_open=True, high_open=False)
     sq = s.sort(descending=True).values ** 2
     share = sq.cumsum(0) / sq.sum()
     return int((share < energy - 1e-12).sum().item()) + 1
@@ -157,9 +173,21 @@ def layer_similarity(hidden_states: Sequence[torch.Tensor], attention_mask: torc
     ``hidden_states``: L + 1 tensors (B, T, H) as returned with ``output_hidden_states=True`` (embeddings first);
     ``attention_mask`` (B, T) marks real tokens with 1; padding is left out. Returns L numbers in [-1, 1]: entry i
     compares layer i with layer i + 1."""
+    hidden_states = check.items(hidden_states, "hidden_states", what="a list of (B, T, H) tensors")
     if len(hidden_states) < 2:
         raise ValueError("need at least two layers' hidden states to compare neighbours")
+    for i, h in enumerate(hidden_states):
+        check.tensor(h, f"hidden_states[{i}]", dims=(3,))
+        if h.shape != hidden_states[0].shape:
+            raise ValueError(f"hidden_states[{i}] has shape {tuple(h.shape)}, hidden_states[0] "
+                             f"{tuple(hidden_states[0].shape)}: every layer must have one shape")
+    check.tensor(attention_mask, "attention_mask", dims=(2,))
+    if attention_mask.shape != hidden_states[0].shape[:2]:
+        raise ValueError(f"attention_mask must have shape (B, T) = {tuple(hidden_states[0].shape[:2])}, got "
+                         f"{tuple(attention_mask.shape)}")
     keep = attention_mask.bool()
+    if not keep.any():
+        raise ValueError("attention_mask marks no real token (all zeros): there is nothing to compare")
     out = []
     for a, b in zip(hidden_states[:-1], hidden_states[1:], strict=True):
         cos = F.cosine_similarity(a.float(), b.float(), dim=-1)  # (B, T)

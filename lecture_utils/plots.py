@@ -7,6 +7,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from . import validate as check
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 
@@ -19,13 +21,49 @@ def use_style() -> None:
     })
 
 
+def _frame(table, name: str, columns: set[str], non_empty: bool = True) -> pd.DataFrame:
+    """A DataFrame with ``columns`` (and rows, when ``non_empty``), else a clear error."""
+    if not isinstance(table, pd.DataFrame):
+        raise check.BadType(f"{name} must be a pandas DataFrame, got {check.show(table)}")
+    missing = columns - set(table.columns)
+    if missing:
+        raise ValueError(f"{name} lacks columns {sorted(missing)}")
+    if non_empty and len(table) == 0:
+        raise ValueError(f"{name} has no rows: nothing to plot")
+    return table
+
+
+def _ax(ax, count: int = 1):
+    if ax is None:
+        return None
+    if count == 1 and not isinstance(ax, plt.Axes):
+        raise check.BadType(f"ax must be a matplotlib Axes (or None), got {check.show(ax)}")
+    return ax
+
+
+def _numbers(values, name: str, minimum: float | None = None, low_open: bool = False) -> None:
+    """Every value a finite number (above ``minimum``)."""
+    for i, v in enumerate(values):
+        check.real(v, f"{name}[{i}]", minimum, None, low_open=low_open)
+
+
 def size_trend(table: pd.DataFrame, ax: plt.Axes | None = None, labels: list[str] | None = None,
                highlight: str | None = None) -> plt.Axes:
     """Parameters (log scale) against release date, one point per row of ``table`` (columns ``model``, ``date``
     as YYYY-MM, ``parameters``; optional ``sparse_moe``). ``labels`` names the models to annotate (default: all);
     ``highlight`` marks one model with a star."""
+    _frame(table, "table", {"model", "date", "parameters"})
+    _ax(ax)
+    if labels is not None:
+        labels = check.strings(labels, "labels", non_empty=False)
+    if highlight is not None:
+        check.text(highlight, "highlight")
+    try:
+        dates = pd.to_datetime(table["date"], format="%Y-%m")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"table['date'] must hold dates as YYYY-MM: {exc}") from None
+    _numbers(table["parameters"], "table['parameters']", 0, low_open=True)
     ax = ax or plt.subplots(figsize=(9, 5))[1]
-    dates = pd.to_datetime(table["date"], format="%Y-%m")
     params = table["parameters"]
     moe = table["sparse_moe"].astype(bool) if "sparse_moe" in table else pd.Series(False, index=table.index)
     ax.scatter(dates[~moe], params[~moe], label="dense", zorder=3)
@@ -53,9 +91,16 @@ def size_trend(table: pd.DataFrame, ax: plt.Axes | None = None, labels: list[str
 def component_bars(parts: dict[str, int], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
     """Horizontal bars of parameters per component (e.g. from ``lu.measure.parameters_by_component``), with
     millions and shares written on the bars. A ``total`` key is left out of the bars."""
-    ax = ax or plt.subplots(figsize=(7, 2.5))[1]
+    check.mapping(parts, "parts", what="a dict {component: parameters}")
+    _ax(ax)
     items = [(k, v) for k, v in parts.items() if k != "total"]
+    if not items:
+        raise ValueError("parts must name at least one component besides 'total'")
+    _numbers([v for _, v in items], "parts", 0)
     total = sum(v for _, v in items)
+    if total <= 0:
+        raise ValueError("parts must hold a positive number of parameters in total, got 0")
+    ax = ax or plt.subplots(figsize=(7, 2.5))[1]
     names, values = zip(*items, strict=True)
     ax.barh(names, [v / 1e6 for v in values], color=PALETTE[: len(values)])
     for i, v in enumerate(values):
@@ -66,11 +111,29 @@ def component_bars(parts: dict[str, int], ax: plt.Axes | None = None, title: str
     return ax
 
 
+def _check_variants(variants, where: str) -> None:
+    """A non-empty list of dicts with a name, a positive latency and size, and an accuracy in [0, 1]."""
+    variants = check.items(variants, "variants", non_empty=False, what="a list of dicts")
+    if not variants:
+        raise ValueError(f"{where} needs at least one variant")
+    for i, v in enumerate(variants):
+        check.mapping(v, f"variants[{i}]", what="a dict with name, latency_ms, accuracy and size_mb")
+        missing = [k for k in ("name", "latency_ms", "accuracy", "size_mb") if v.get(k) is None]
+        if missing:
+            raise ValueError(f"variants {[v.get('name', i)]} lack {', '.join(missing)} (each needs name, latency_ms, "
+                             "accuracy and size_mb)")
+        check.positive(v["latency_ms"], f"variants[{i}]['latency_ms']")
+        check.positive(v["size_mb"], f"variants[{i}]['size_mb']")
+        check.fraction(v["accuracy"], f"variants[{i}]['accuracy']", high_open=False, hint="a fraction")
+
+
 def tradeoff_chart(variants: list[dict], ax: plt.Axes | None = None) -> plt.Axes:
     """Accuracy against latency, one bubble per variant, bubble area proportional to size on disk.
 
     Each variant is a dict with ``name``, ``latency_ms``, ``accuracy`` and ``size_mb``.
     """
+    _check_variants(variants, "tradeoff_chart")
+    _ax(ax)
     ax = ax or plt.subplots(figsize=(8, 5))[1]
     biggest = max(v["size_mb"] for v in variants)
     for i, v in enumerate(variants):
@@ -86,10 +149,14 @@ def tradeoff_chart(variants: list[dict], ax: plt.Axes | None = None) -> plt.Axes
 def success_rates(table: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     """Success rate against width (log scale, base 2) with confidence intervals as error bars. ``table`` has
     columns ``width``, ``rate``, ``low``, ``high`` (fractions), e.g. from ``lu.overparam.xor_sweep``."""
+    _frame(table, "table", {"width", "rate", "low", "high"})
+    _ax(ax)
+    _numbers(table["width"], "table['width']", 0, low_open=True)
+    for col in ("rate", "low", "high"):
+        _numbers(table[col], f"table[{col!r}]", 0)
+    if ((table["low"] > table["rate"] + 1e-9) | (table["rate"] > table["high"] + 1e-9)).any():
+        raise ValueError("table must have low <= rate <= high in every row (an interval around the rate)")
     ax = ax or plt.subplots()[1]
-    missing = {"width", "rate", "low", "high"} - set(table.columns)
-    if missing:
-        raise ValueError(f"table lacks columns {sorted(missing)}")
     err = [table["rate"] - table["low"], table["high"] - table["rate"]]
     ax.errorbar(table["width"], table["rate"], yerr=err, marker="o", capsize=4)
     ax.set_xscale("log", base=2)
@@ -105,10 +172,11 @@ def accuracy_vs_remaining(rows: pd.DataFrame, ax: plt.Axes | None = None, dense:
     ``method`` (mean over seeds) with a band from the lowest to the highest seed, and the mean of the ``dense``
     method as a horizontal line. ``rows`` has columns ``method``, ``remaining``, ``accuracy``, ``seed``
     (e.g. the rows of ``lu.lottery.run_seed``); methods sharing a round share its ``remaining`` up to rounding."""
+    _frame(rows, "rows", {"method", "remaining", "accuracy", "seed"})
+    _ax(ax)
+    _numbers(rows["remaining"], "rows['remaining']", 0, low_open=True)
+    _numbers(rows["accuracy"], "rows['accuracy']")
     ax = ax or plt.subplots(figsize=(8, 4.5))[1]
-    missing = {"method", "remaining", "accuracy", "seed"} - set(rows.columns)
-    if missing:
-        raise ValueError(f"rows lack columns {sorted(missing)}")
     for i, (method, part) in enumerate(rows[rows["method"] != dense].groupby("method", sort=False)):
         stats = part.groupby(part["remaining"].round(3))["accuracy"].agg(["mean", "min", "max"]).sort_index()
         color = PALETTE[i % len(PALETTE)]
@@ -133,8 +201,14 @@ def layer_sparsity_bars(reports: dict[str, dict[str, float]], ax: plt.Axes | Non
     """Grouped bars of the sparsity (fraction of zeros, 0–1) of each layer: ``reports`` maps a label (e.g.
     ``"layer-wise"``) to ``{layer name: sparsity}``; all reports must name the same layers, in order. Layer names
     are shortened to their last two parts (``0.query``, ``output.dense``, ...)."""
+    check.mapping(reports, "reports", what="a dict {label: {layer name: sparsity}}")
     if not reports:
         raise ValueError("layer_sparsity_bars needs at least one report")
+    _ax(ax)
+    for label, report in reports.items():
+        check.mapping(report, f"reports[{label!r}]", non_empty=True, what="a dict {layer name: sparsity}")
+        for name, v in report.items():
+            check.fraction(v, f"reports[{label!r}][{name!r}]", high_open=False, hint="a sparsity")
     layers = list(next(iter(reports.values())))
     if any(list(r) != layers for r in reports.values()):
         raise ValueError("every report must name the same layers in the same order")
@@ -157,9 +231,12 @@ def accuracy_vs_sparsity(rows: pd.DataFrame, dense_accuracy: float | None = None
     """Test accuracy against sparsity (0–1, shown in %): one line per ``method`` in the order of first
     appearance; ``rows`` has columns ``method``, ``sparsity``, ``accuracy``. ``dense_accuracy`` draws the
     unpruned model as a dashed line."""
-    missing = {"method", "sparsity", "accuracy"} - set(rows.columns)
-    if missing:
-        raise ValueError(f"rows lack columns {sorted(missing)}")
+    _frame(rows, "rows", {"method", "sparsity", "accuracy"})
+    _ax(ax)
+    _numbers(rows["sparsity"], "rows['sparsity']", 0)
+    _numbers(rows["accuracy"], "rows['accuracy']")
+    if dense_accuracy is not None:
+        check.real(dense_accuracy, "dense_accuracy")
     ax = ax or plt.subplots(figsize=(8, 4.5))[1]
     markers = "osD^v"
     for i, (method, part) in enumerate(rows.groupby("method", sort=False)):
@@ -174,9 +251,25 @@ def accuracy_vs_sparsity(rows: pd.DataFrame, dense_accuracy: float | None = None
     return ax
 
 
+def _matrix(value, name: str) -> np.ndarray:
+    """A 2-D float array from a tensor or array-like, finite."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().float().numpy()
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise check.BadType(f"{name} must be a 2-D tensor or array of numbers, got {check.show(value)}") from exc
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D tensor or array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return arr
+
+
 def weight_block(before, after, ax: tuple[plt.Axes, plt.Axes] | None = None, title: str = "") -> tuple:
     """Two heat maps side by side: a small block of a weight matrix before and after pruning (2-D arrays or
     tensors of the same shape), on one colour scale centred at 0, so pruned entries show as white."""
+    before, after = _matrix(before, "before"), _matrix(after, "after")
     if tuple(before.shape) != tuple(after.shape) or len(before.shape) != 2:
         raise ValueError(f"before and after must be 2-D and of one shape, got {tuple(before.shape)} and "
                          f"{tuple(after.shape)}")
@@ -202,12 +295,13 @@ def course_chart(variants: list[dict], teacher_accuracy: float | None = None, ba
     below it: the variants inside the band keep the teacher's accuracy within that margin. ``mb_per_area`` fixes
     the scale (default: the largest variant gets an area of 1500 points²).
     """
-    if not variants:
-        raise ValueError("course_chart needs at least one variant")
-    missing = [v.get("name", i) for i, v in enumerate(variants)
-               if any(v.get(k) is None for k in ("name", "latency_ms", "accuracy", "size_mb"))]
-    if missing:
-        raise ValueError(f"variants {missing} lack name, latency_ms, accuracy or size_mb")
+    _check_variants(variants, "course_chart")
+    _ax(ax)
+    if teacher_accuracy is not None:
+        check.fraction(teacher_accuracy, "teacher_accuracy", high_open=False, hint="a fraction")
+    check.real(band_points, "band_points", 0, 100, hint="percentage points")
+    if mb_per_area is not None:
+        check.positive(mb_per_area, "mb_per_area")
     ax = ax or plt.subplots(figsize=(11, 6))[1]
     scale = mb_per_area or max(v["size_mb"] for v in variants) / 1500
     if teacher_accuracy is not None:
@@ -240,9 +334,10 @@ def budget_chart(rows: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Axes:
     ``accuracy`` and ``budget_bytes`` (rows without a budget are drawn as a horizontal reference line), e.g. from
     ``lu.combine.budget_experiment``. Rows are grouped into budgets by ``budget_density`` when the column exists
     (the exact byte count differs a little from seed to seed), else by ``budget_bytes``."""
-    missing = {"model", "bytes", "accuracy", "budget_bytes"} - set(rows.columns)
-    if missing:
-        raise ValueError(f"rows lack columns {sorted(missing)}")
+    _frame(rows, "rows", {"model", "bytes", "accuracy", "budget_bytes"})
+    _ax(ax)
+    _numbers(rows["bytes"], "rows['bytes']", 0, low_open=True)
+    _numbers(rows["accuracy"], "rows['accuracy']")
     ax = ax or plt.subplots(figsize=(8, 4.5))[1]
     budgeted = rows[rows["budget_bytes"].notna()]
     group = "budget_density" if "budget_density" in rows.columns else "budget_bytes"
@@ -270,10 +365,15 @@ def head_heatmap(scores, ax: plt.Axes | None = None, title: str = "", annotate: 
     """A heat map of one number per attention head: ``scores`` of shape (layers, heads) (tensor or array), layer 0
     at the bottom as in a diagram of the encoder, with the values written in the cells when ``annotate``.
     ``removed`` (``{layer: [head, ...]}``) marks those cells with a cross."""
-    values = scores.detach().cpu().numpy() if hasattr(scores, "detach") else np.asarray(scores)
-    if values.ndim != 2:
-        raise ValueError(f"scores must have shape (layers, heads), got {values.shape}")
+    values = _matrix(scores, "scores (layers, heads)")
+    _ax(ax)
     n_layers, n_heads = values.shape
+    if removed is not None:
+        check.mapping(removed, "removed", what="a dict {layer: [head, ...]}")
+        for layer, heads in removed.items():
+            check.integer(layer, "removed: layer", 0, n_layers - 1)
+            for h in check.items(heads, f"removed[{layer}]", non_empty=False, what="a list of heads"):
+                check.integer(h, f"removed[{layer}]: head", 0, n_heads - 1)
     ax = ax or plt.subplots(figsize=(1 + 0.6 * n_heads, 1 + 0.5 * n_layers))[1]
     im = ax.imshow(values, cmap="viridis", origin="lower", aspect="auto")
     ax.set_xticks(range(n_heads), [str(h) for h in range(n_heads)])

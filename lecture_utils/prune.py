@@ -22,34 +22,61 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from . import validate as check
 from .measure import count_parameters, sparsity_by_layer, weight_matrices
 from .training import evaluate, train
 
 Targets = dict[str, nn.Module]
 METHODS = ("global", "layerwise")
-HEAD = ("embeddings", "pooler", "classifier")  # exclude these to prune the encoder layers only
+HEAD = ("embeddings", "pooler", "classifier", "pre_classifier")  # exclude these to prune the encoder layers only
 
 
 def check_sparsity(value: float) -> float:
     """``value`` as a float if it is a sparsity in [0, 1); otherwise a ValueError that says what is allowed."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"sparsity must be a fraction in [0, 1) — 0.9 makes 90% of the target weights zero; "
-                         f"1 would remove every weight — got {value!r}")
-    return float(value)
+    return check.fraction(value, "sparsity", hint="0.9 makes 90% of the target weights zero; 1 would remove every "
+                                                "weight")
+
+
+def _excluded(name: str, exclude: Sequence[str]) -> bool:
+    """True if a part of the dotted ``name`` is an ``exclude`` word or starts with one and an underscore
+    (``embeddings`` also excludes ELECTRA's ``embeddings_project``)."""
+    return any(part == word or part.startswith(word + "_") for part in name.split(".") for word in exclude)
 
 
 def linear_targets(model: nn.Module, parameter: str = "weight", exclude: Sequence[str] = ("embeddings",)) -> Targets:
     """The modules to prune: every ``nn.Linear`` whose dotted name has no part in ``exclude``, by module name
     (``bert.encoder.layer.0.attention.self.query``, ..., ``classifier``). Each must have ``parameter``.
-    ``exclude=HEAD`` also leaves the pooler and classifier dense (encoder layers only)."""
-    out = {name: m for name, m in model.named_modules()
-           if isinstance(m, nn.Linear) and not set(exclude) & set(name.split("."))}
+    ``exclude=HEAD`` also leaves the pooler and classifier dense (encoder layers only). A part that starts with an
+    excluded word and an underscore counts too: ELECTRA's ``embeddings_project`` belongs to the embeddings."""
+    check.module(model)
+    check.text(parameter, "parameter")
+    exclude = check.strings(exclude, "exclude", non_empty=False)
+    out = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and not _excluded(name, exclude)}
     if not out:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear layers outside the embeddings to prune")
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers outside {exclude} to prune")
     for name, m in out.items():
         if not hasattr(m, parameter):
             raise ValueError(f"module {name!r} has no parameter {parameter!r}")
     return out
+
+
+def _check_targets(model: nn.Module, targets: Targets | None, parameter: str) -> Targets:
+    """``targets`` (default :func:`linear_targets`) checked: a non-empty dict of modules of ``model`` that have
+    ``parameter``, with finite values (NaN magnitudes cannot be ranked)."""
+    check.module(model)
+    check.text(parameter, "parameter")
+    if targets is None:
+        targets = linear_targets(model, parameter)
+    check.mapping(targets, "targets", non_empty=True, what="a dict {module name: module}")
+    own = {id(m) for m in model.modules()}
+    for name, m in targets.items():
+        if not isinstance(m, nn.Module) or id(m) not in own:
+            raise ValueError(f"targets[{name!r}] must be a module of this model, got {check.show(m)}")
+        w = getattr(m, parameter, None)
+        if not isinstance(w, torch.Tensor):
+            raise ValueError(f"module {name!r} has no parameter {parameter!r}")
+        check.tensor(w, f"the {parameter} of {name!r}", floating=True)
+    return targets
 
 
 def _masked_zeros(module: nn.Module, parameter: str) -> int:
@@ -72,7 +99,7 @@ def prune_layerwise(model: nn.Module, sparsity: float, targets: Targets | None =
     already pruned model the masks grow to ``sparsity`` (torch ranks only the surviving entries). Returns the
     targets."""
     sparsity = check_sparsity(sparsity)
-    targets = targets if targets is not None else linear_targets(model, parameter)
+    targets = _check_targets(model, targets, parameter)
     for name, m in targets.items():
         n = getattr(m, parameter).numel()
         extra = _additional(round(sparsity * n), _masked_zeros(m, parameter), name)
@@ -86,7 +113,7 @@ def prune_global(model: nn.Module, sparsity: float, targets: Targets | None = No
     targets together are removed (``prune.global_unstructured``), so layers with small weights lose more. On an
     already pruned model the masks grow to ``sparsity`` overall. Returns the targets."""
     sparsity = check_sparsity(sparsity)
-    targets = targets if targets is not None else linear_targets(model, parameter)
+    targets = _check_targets(model, targets, parameter)
     total = sum(getattr(m, parameter).numel() for m in targets.values())
     already = sum(_masked_zeros(m, parameter) for m in targets.values())
     extra = _additional(round(sparsity * total), already, "the model")
@@ -98,8 +125,7 @@ def prune_global(model: nn.Module, sparsity: float, targets: Targets | None = No
 def prune_model(model: nn.Module, sparsity: float, method: str = "global", targets: Targets | None = None,
                 parameter: str = "weight") -> Targets:
     """:func:`prune_global` or :func:`prune_layerwise`, chosen by ``method`` (``"global"`` or ``"layerwise"``)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check.choice(method, "method", METHODS)
     fn = prune_global if method == "global" else prune_layerwise
     return fn(model, sparsity, targets, parameter)
 
@@ -109,6 +135,12 @@ def pruned_copy(model: nn.Module, sparsity: float, method: str = "global",
     """A deep copy of ``model`` with its Linear weights pruned to ``sparsity`` (masks attached); ``model`` is
     left as it was. ``model`` must carry no masks: torch cannot deep-copy a masked model (its ``weight`` is
     computed, not a leaf tensor); prune copies of the dense model instead."""
+    check.module(model)
+    if is_pruned(model):
+        raise ValueError("model already carries pruning masks and cannot be copied: prune a copy of the dense model, "
+                         "or call lu.prune.make_permanent(model) first")
+    check.choice(method, "method", METHODS)
+    check_sparsity(sparsity)
     clone = copy.deepcopy(model)
     prune_model(clone, sparsity, method, linear_targets(clone, exclude=exclude))
     return clone
@@ -116,6 +148,7 @@ def pruned_copy(model: nn.Module, sparsity: float, method: str = "global",
 
 def is_pruned(model: nn.Module) -> bool:
     """True if any module of ``model`` carries a pruning mask."""
+    check.module(model)
     return prune.is_pruned(model)
 
 
@@ -123,6 +156,7 @@ def make_permanent(model: nn.Module) -> int:
     """Fold every pruning mask into its parameter (``prune.remove``): afterwards there are no ``*_orig``
     parameters, ``*_mask`` buffers or hooks, and the zeros stay. Returns the number of parameters made
     permanent."""
+    check.module(model)
     done = 0
     for module in model.modules():
         names = [n[: -len("_orig")] for n, _ in module.named_parameters(recurse=False) if n.endswith("_orig")]
@@ -138,8 +172,12 @@ def sparsity_report(model: nn.Module, targets: Targets | None = None,
     ``"linear"``: zeros / entries over the targets' weights, ``"all_matrices"``: the same over every weight
     matrix including the embedding tables, ``"whole_model"``: zeros in weight matrices / all parameters}.
     Every value is a fraction in [0, 1]. Targets default to :func:`linear_targets` with ``exclude``."""
-    targets = targets if targets is not None else linear_targets(model, exclude=exclude)
+    targets = linear_targets(model, exclude=exclude) if targets is None else check.mapping(
+        targets, "targets", non_empty=True, what="a dict {module name: module}")
     mats = weight_matrices(model)
+    unknown = [name for name in targets if name not in mats]
+    if unknown:
+        raise ValueError(f"targets {unknown[:5]} are not weight matrices of this model")
     by_layer = sparsity_by_layer(model)
     sizes = {name: mats[name].numel() for name in targets}
     zeros = {name: by_layer[name] * sizes[name] for name in targets}
@@ -151,12 +189,15 @@ def sparsity_report(model: nn.Module, targets: Targets | None = None,
 
 
 def _weights(model: nn.Module, targets: Targets | None, parameter: str) -> list[torch.Tensor]:
-    targets = targets if targets is not None else linear_targets(model, parameter)
+    check.module(model)
+    targets = linear_targets(model, parameter) if targets is None else check.mapping(
+        targets, "targets", non_empty=True, what="a dict {module name: module}")
     return [getattr(m, parameter).detach() for m in targets.values()]
 
 
 def dense_bytes(weight: torch.Tensor) -> int:
     """Bytes of ``weight`` stored densely: numel × bytes per element (zeros cost as much as any value)."""
+    check.tensor(weight, "weight", finite=False)
     return weight.numel() * weight.element_size()
 
 
@@ -165,8 +206,11 @@ def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> i
     column indices (nnz × index bytes) and the row pointers ((rows + 1) × index bytes). Counted from
     ``Tensor.to_sparse_csr()``; torch stores the indices as int64, scipy and most runtimes as int32 when they fit
     (``index_dtype``)."""
+    check.tensor(weight, "weight", finite=False)
     if weight.dim() != 2:
         raise ValueError(f"CSR needs a 2-D matrix, got shape {tuple(weight.shape)}")
+    if index_dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"index_dtype must be torch.int32 or torch.int64, got {check.show(index_dtype)}")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         csr = weight.detach().to_sparse_csr()
@@ -178,6 +222,10 @@ def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> i
 def compressed_bytes(weights: Iterable[torch.Tensor], level: int = 6) -> int:
     """Bytes of the tensors' dense bytes after ``zlib`` compression (what a compressed archive such as a
     ``.zip`` with deflate or a ``.gz`` file would hold): runs of zeros compress well, random floats do not."""
+    level = check.integer(level, "level", 0, 9)
+    weights = check.items(weights, "weights", non_empty=False, what="a list of tensors")
+    for i, w in enumerate(weights):
+        check.tensor(w, f"weights[{i}]", finite=False)
     buf = io.BytesIO()
     for w in weights:
         buf.write(w.detach().contiguous().cpu().numpy().tobytes())
@@ -195,6 +243,7 @@ def weight_storage(model: nn.Module, targets: Targets | None = None, parameter: 
 def held_bytes(model: nn.Module) -> int:
     """Bytes of the tensors a model keeps in memory: parameters, buffers (pruning masks included) and, for a
     pruned module, the recomputed ``weight`` that the pruning hook stores next to ``weight_orig``."""
+    check.module(model)
     tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     for module in model.modules():
         for name, _ in module.named_buffers(recurse=False):
@@ -207,6 +256,7 @@ def held_bytes(model: nn.Module) -> int:
 
 def keeps_mask_zeros(model: nn.Module) -> bool:
     """True if every pruned entry (mask 0) of every masked parameter is exactly 0 in the module's weight."""
+    check.module(model)
     for module in model.modules():
         for name, mask in module.named_buffers(recurse=False):
             if name.endswith("_mask") and (getattr(module, name[: -len("_mask")])[mask == 0] != 0).any():
@@ -222,11 +272,15 @@ def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Itera
     :func:`lecture_utils.training.train` (the pruning hooks keep pruned weights at 0). Returns one dict per round:
     ``round``, ``sparsity`` (measured over the targets), ``steps``, ``seconds``, and ``accuracy`` on
     ``eval_loader`` when given. ``exclude`` picks the targets as in :func:`linear_targets`."""
-    values = [check_sparsity(s) for s in sparsities]
-    if not values or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+    values = [check_sparsity(s) for s in check.items(sparsities, "sparsities", what="a list of fractions")]
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"sparsities must be a non-empty, strictly increasing sequence, got {list(sparsities)}")
-    if steps_per_round < 1:
-        raise ValueError(f"steps_per_round must be >= 1, got {steps_per_round}")
+    steps_per_round = check.integer(steps_per_round, "steps_per_round", 1)
+    check.choice(method, "method", METHODS)
+    check.positive(lr, "lr", "the fine-tuning learning rate")
+    check.loader(loader)
+    if eval_loader is not None:
+        check.loader(eval_loader, "eval_loader")
     targets = linear_targets(model, exclude=exclude)
     rows = []
     for i, s in enumerate(values, start=1):

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import validate as check
+
 SCHEMES = ("affine", "symmetric")
 MIN_BITS, MAX_BITS = 2, 16
 EPS = torch.finfo(torch.float32).eps
@@ -31,14 +33,23 @@ EPS = torch.finfo(torch.float32).eps
 
 def qrange(bits: int, signed: bool) -> tuple[int, int]:
     """The integer range of a ``bits``-bit integer: signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1]."""
-    if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be an int from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    bits = check.integer(bits, "bits", MIN_BITS, MAX_BITS)
+    check.flag(signed, "signed")
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
 
 
 def _check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"Unknown scheme {scheme!r}. Allowed: {', '.join(SCHEMES)}.")
+    check.choice(scheme, "scheme", SCHEMES)
+
+
+def _as_float_tensor(value, name: str) -> torch.Tensor:
+    """A number or a tensor of numbers as a float32 tensor, refusing NaN and infinity."""
+    if isinstance(value, torch.Tensor):
+        check.tensor(value, name, non_empty=True)
+        if value.dtype == torch.bool or value.is_complex():
+            raise check.BadType(f"{name} must hold real numbers, got dtype {value.dtype}")
+        return value.detach().to(torch.float32)
+    return torch.tensor(check.real(value, name), dtype=torch.float32)
 
 
 def qparams(x_min: torch.Tensor | float, x_max: torch.Tensor | float, bits: int = 8, scheme: str = "affine",
@@ -56,10 +67,17 @@ def qparams(x_min: torch.Tensor | float, x_max: torch.Tensor | float, bits: int 
     _check_scheme(scheme)
     signed = (scheme == "symmetric") if signed is None else signed
     qmin, qmax = qrange(bits, signed)
-    lo = torch.clamp(torch.as_tensor(x_min, dtype=torch.float32), max=0.0)
-    hi = torch.clamp(torch.as_tensor(x_max, dtype=torch.float32), min=0.0)
-    if (lo > hi).any():
-        raise ValueError("x_min must not exceed x_max")
+    x_min, x_max = _as_float_tensor(x_min, "x_min"), _as_float_tensor(x_max, "x_max")
+    if x_min.shape != x_max.shape:
+        raise ValueError(f"x_min and x_max must have one shape (one entry per channel), got {tuple(x_min.shape)} "
+                         f"and {tuple(x_max.shape)}")
+    if (x_min > x_max).any():
+        bad = int((x_min > x_max).sum())
+        raise ValueError(f"x_min must not exceed x_max, but it does in {bad} of {x_min.numel()} entries "
+                         f"(first: {x_min[x_min > x_max].flatten()[0].item():g} > "
+                         f"{x_max[x_min > x_max].flatten()[0].item():g})")
+    lo = torch.clamp(x_min, max=0.0)
+    hi = torch.clamp(x_max, min=0.0)
     if scheme == "affine":
         scale = torch.clamp((hi - lo) / (qmax - qmin), min=EPS)
         zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax).to(torch.int64)
@@ -73,6 +91,10 @@ def tensor_qparams(x: torch.Tensor, bits: int = 8, scheme: str = "affine", per_c
                    signed: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`qparams` from a tensor's own range: one pair for the whole tensor, or one per row (dim 0) when
     ``per_channel``. Per-channel results are shaped ``(rows, 1, ...)`` so they broadcast against ``x``."""
+    check.tensor(x, "x", non_empty=True)
+    check.flag(per_channel, "per_channel")
+    if signed is not None:
+        check.flag(signed, "signed")
     if per_channel:
         if x.dim() < 2:
             raise ValueError(f"per-channel quantization needs a tensor with rows (2+ dims), got shape {tuple(x.shape)}")
@@ -85,13 +107,56 @@ def tensor_qparams(x: torch.Tensor, bits: int = 8, scheme: str = "affine", per_c
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int = 8,
              signed: bool = False) -> torch.Tensor:
-    """Integers ``clamp(round(x / scale) + zero_point, q_min, q_max)`` as an int64 tensor shaped like ``x``."""
+    """Integers ``clamp(round(x / scale) + zero_point, q_min, q_max)`` as an int64 tensor shaped like ``x``.
+
+    ``scale`` must be positive and finite, ``zero_point`` whole numbers inside the integer range, both shaped to
+    broadcast against ``x`` (one value, or one per channel as :func:`tensor_qparams` returns them)."""
     qmin, qmax = qrange(bits, signed)
+    check.tensor(x, "x")
+    scale, zero_point = _check_qparams(x, scale, zero_point, qmin, qmax)
     return torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, qmin, qmax).to(torch.int64)
 
 
+def _check_qparams(x: torch.Tensor, scale, zero_point, qmin: int | None, qmax: int | None) -> tuple:
+    """Scale > 0 and finite; zero point whole and (when the range is known) in [qmin, qmax]; tensors must
+    broadcast to ``x``'s shape without changing it. Returns them unchanged (NumPy scalars as Python numbers)."""
+    scale_t = _as_float_tensor(scale, "scale")
+    if (scale_t <= 0).any():
+        raise ValueError(f"scale must be positive (the step between two integer levels), got "
+                         f"{scale_t.min().item():g} as its smallest value")
+    if not isinstance(scale, torch.Tensor):
+        scale = check.real(scale, "scale")
+    if isinstance(zero_point, torch.Tensor):
+        zero_t = check.tensor(zero_point, "zero_point", non_empty=True)
+    else:
+        zero_t = torch.tensor(check.real(zero_point, "zero_point"), dtype=torch.float64)
+    if zero_t.dtype == torch.bool or zero_t.is_complex() or \
+            (zero_t.is_floating_point() and (zero_t != zero_t.round()).any()):
+        raise ValueError(f"zero_point must hold whole numbers (an integer level), got {check.show(zero_point)}")
+    if not isinstance(zero_point, torch.Tensor):
+        zero_point = int(zero_t)
+    if qmin is not None and ((zero_t < qmin) | (zero_t > qmax)).any():
+        raise ValueError(f"zero_point must lie in the integer range [{qmin}, {qmax}], got values from "
+                         f"{zero_t.min().item():g} to {zero_t.max().item():g}")
+    for name, t in (("scale", scale_t), ("zero_point", zero_t)):
+        try:
+            shape = torch.broadcast_shapes(t.shape, x.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to the tensor's shape "
+                             f"{tuple(x.shape)}: use one value, or one per row shaped (rows, 1, ...)")
+    return scale, zero_point
+
+
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
-    """Floats ``(q - zero_point) * scale`` (float32)."""
+    """Floats ``(q - zero_point) * scale`` (float32). ``q`` holds integer levels (an integer tensor, or floats
+    that are whole numbers)."""
+    check.tensor(q, "q")
+    if q.dtype == torch.bool or q.is_complex() or (q.is_floating_point() and (q != q.round()).any()):
+        raise ValueError(f"q must hold integer levels (e.g. from lu.quantize.quantize), got {check.show(q)} with "
+                         "fractional values")
+    scale, zero_point = _check_qparams(q, scale, zero_point, None, None)
     return (q - zero_point).to(torch.float32) * scale
 
 
@@ -116,6 +181,7 @@ def fake_quantize(x: torch.Tensor, bits: int = 8, scheme: str = "symmetric", per
     the backward pass lets the gradient through unchanged where ``x`` is inside the representable range and
     blocks it (0) where it was clamped. Scales come from ``x``'s own range (not differentiated)."""
     _check_scheme(scheme)
+    check.tensor(x, "x", floating=True, non_empty=True)
     signed = (scheme == "symmetric") if signed is None else signed
     scale, zp = tensor_qparams(x, bits, scheme, per_channel, signed)
     qmin, qmax = qrange(bits, signed)
@@ -125,6 +191,7 @@ def fake_quantize(x: torch.Tensor, bits: int = 8, scheme: str = "symmetric", per
 def roundtrip_error(x: torch.Tensor, bits: int, scheme: str = "affine", per_channel: bool = False) -> dict:
     """How much a quantize → dequantize round trip changes ``x``: ``{"bits", "scheme", "per_channel", "mse",
     "max_abs", "mean_scale"}`` (errors in the units of ``x``)."""
+    _check_scheme(scheme)
     scale, zp = tensor_qparams(x, bits, scheme, per_channel)
     signed = scheme == "symmetric"
     err = dequantize(quantize(x, scale, zp, bits, signed), scale, zp) - x
@@ -145,9 +212,13 @@ class FakeQuantLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 4,
                  scheme: str = "symmetric"):
-        super().__init__(in_features, out_features, bias)
+        in_features = check.integer(in_features, "in_features", 1)
+        out_features = check.integer(out_features, "out_features", 1)
+        check.flag(bias, "bias")
         qrange(bits, True)
+        bits = check.integer(bits, "bits")
         _check_scheme(scheme)
+        super().__init__(in_features, out_features, bias)
         self.bits, self.scheme = bits, scheme
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +233,10 @@ def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric"
     """A copy of ``model`` with every ``nn.Linear`` (except those whose name contains a ``skip`` entry) replaced by
     a :class:`FakeQuantLinear` with the same weights. Embeddings and LayerNorms stay in float."""
     qrange(bits, True)
+    bits = check.integer(bits, "bits")
     _check_scheme(scheme)
+    check.module(model)
+    skip = tuple(check.strings(skip, "skip", non_empty=False))
     model = copy.deepcopy(model)
     swapped = 0
     for name, module in list(model.named_modules()):
@@ -181,7 +255,12 @@ def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric"
 
 def freeze_fake_quant(model: nn.Module) -> nn.Module:
     """A copy where every :class:`FakeQuantLinear` becomes a plain ``nn.Linear`` holding its quantized-dequantized
-    weight: the numbers an integer kernel would use, with no fake quantization left at run time."""
+    weight: the numbers an integer kernel would use, with no fake quantization left at run time. Raises if the
+    model has no FakeQuantLinear (nothing to freeze: see :func:`fake_quantize_linears`)."""
+    check.module(model)
+    if not any(isinstance(m, FakeQuantLinear) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no FakeQuantLinear layers to freeze: make one with "
+                         "lu.quantize.fake_quantize_linears(model, bits) first")
     model = copy.deepcopy(model)
     for module in model.modules():
         for child_name, child in list(module.named_children()):
@@ -210,6 +289,10 @@ def dynamic_int8(model: nn.Module, embeddings: bool = False) -> nn.Module:
     """
     from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
 
+    check.module(model)
+    check.flag(embeddings, "embeddings")
+    if not any(isinstance(m, (nn.Linear, nn.Embedding) if embeddings else nn.Linear) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers to quantize (already quantized?)")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("dynamic int8 quantization runs on the CPU only: move the model with .to('cpu') first.")
     spec: dict = {nn.Linear: default_dynamic_qconfig}
@@ -228,6 +311,9 @@ def torchao_int8(model: nn.Module) -> nn.Module:
     logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports GPU-only extensions it cannot load here
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
+    check.module(model)
+    if not any(type(m) is nn.Linear for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no plain nn.Linear layers to quantize (already quantized?)")
     model = copy.deepcopy(model).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
     return model

@@ -31,13 +31,18 @@ def record(key: str, value: float, quiet: bool = False) -> None:
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         raise ValueError(f"Result keys are dotted lower-case names like 'teacher.test_accuracy', got {key!r}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if hasattr(value, "item"):  # a 0-d tensor or NumPy scalar
+        size = getattr(value, "numel", getattr(value, "size", None))
+        size = size() if callable(size) else size
+        if hasattr(value, "item") and size == 1:  # a 0-d tensor or NumPy scalar
             value = value.item()
-        else:
-            raise TypeError(f"Result {key!r} must be a number, got {type(value).__name__}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"Result {key!r} must be one real number, got {type(value).__name__}"
+                            + (f" with {size} elements" if isinstance(size, int) and size != 1 else ""))
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"Result {key!r} must be finite, got {value}")
+    if not isinstance(quiet, bool):
+        raise TypeError(f"quiet must be True or False, got {quiet!r}")
     _recorded[key] = value
     path = os.environ.get(RESULTS_ENV)
     if path:

@@ -14,15 +14,18 @@ Man's BERT"); :func:`layer_contributions` measures what the contribution-based s
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from . import validate as check
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The ``nn.ModuleList`` of transformer layers of a BERT-style model (``model.bert.encoder.layer`` or
     ``model.encoder.layer``). Raises a clear error for a model without one."""
+    check.module(model)
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, nn.ModuleList):
@@ -33,13 +36,20 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def check_layer_indices(indices: list[int], n_layers: int, what: str = "layers", repeats: bool = False) -> list[int]:
     """Validate a list of layer indices: ints in [0, n_layers), at least one, no repeats unless ``repeats``.
-    Returns it as a list."""
-    indices = list(indices)
+    NumPy and tensor integers are accepted. Returns it as a list of Python ints."""
+    indices = check.items(indices, what, non_empty=False, what="a list of layer indices")
     if not indices:
         raise ValueError(f"{what} must name at least one layer (the model has {n_layers}: 0 to {n_layers - 1}).")
-    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_layers]
+    ints, bad = [], []
+    for i in indices:
+        try:
+            ints.append(check.integer(i, what, 0, n_layers - 1))
+        except ValueError:  # BadType is a ValueError too
+            bad.append(i)
     if bad:
-        raise ValueError(f"{what} {bad} out of range: this model has layers 0 to {n_layers - 1}.")
+        raise ValueError(f"{what} {bad} out of range: this model has layers 0 to {n_layers - 1} (ints; NumPy and "
+                         "tensor integers are fine).")
+    indices = ints
     if not repeats and len(set(indices)) != len(indices):
         raise ValueError(f"{what} {indices} repeat an index; each layer can be used once.")
     return indices
@@ -47,6 +57,9 @@ def check_layer_indices(indices: list[int], n_layers: int, what: str = "layers",
 
 def set_encoder_layers(model: nn.Module, layers: nn.ModuleList) -> None:
     """Put ``layers`` in place of ``model``'s transformer layers, in place, and set ``config.num_hidden_layers``."""
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise check.BadType(f"layers must be a non-empty nn.ModuleList, got {check.show(layers)}")
+    encoder_layers(model)
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     base.encoder.layer = layers
     model.config.num_hidden_layers = len(layers)
@@ -113,13 +126,10 @@ def layers_to_drop(strategy: str, n_layers: int, k: int, similarities: Sequence[
     Raises ValueError for an unknown strategy, ``k`` outside [1, n_layers - 1] (at least one layer must stay), too
     many layers for ``"alternate"``, or missing/mis-sized ``similarities`` for ``"contribution"``.
     """
-    if strategy not in LAYER_STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in LAYER_STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; allowed: {', '.join(LAYER_STRATEGIES)}.")
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 2:
-        raise ValueError(f"n_layers must be an int >= 2 (one layer must stay after dropping), got {n_layers!r}.")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n_layers:
-        raise ValueError(f"k must be an int from 1 to {n_layers - 1} (keep at least one of the {n_layers} layers), "
-                         f"got {k!r}.")
+    n_layers = check.integer(n_layers, "n_layers", 2, hint="one layer must stay after dropping")
+    k = check.integer(k, "k", 1, n_layers - 1, hint=f"keep at least one of the {n_layers} layers")
     if strategy == "top":
         drop = range(n_layers - k, n_layers)
     elif strategy == "bottom":
@@ -137,9 +147,15 @@ def layers_to_drop(strategy: str, n_layers: int, k: int, similarities: Sequence[
         if similarities is None:
             raise ValueError("contribution-based dropping needs similarities: one number per layer, e.g. from "
                              "lu.surgery.layer_contributions(model, batches).")
-        sims = torch.as_tensor(similarities, dtype=torch.float64).flatten()
+        if isinstance(similarities, (str, bytes, Mapping)):
+            raise check.BadType(f"similarities must be one number per layer, got {check.show(similarities)}")
+        try:
+            sims = torch.as_tensor(similarities, dtype=torch.float64).flatten()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise check.BadType(f"similarities must be one number per layer, got {check.show(similarities)}") from exc
         if sims.numel() != n_layers:
             raise ValueError(f"similarities must have one value per layer ({n_layers}), got {sims.numel()}.")
+        check.tensor(sims, "similarities")
         drop = sorted(range(n_layers), key=lambda i: (-sims[i].item(), i))[:k]
     return sorted(drop)
 
@@ -156,12 +172,17 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
     """
     from .training import model_device, to_device
 
+    encoder_layers(model)
+    check.loader(batches, "batches")
     was_training = model.training
     model.eval()
     device = model_device(model)
     total, tokens = None, 0
     try:
         for batch in batches:
+            if not isinstance(batch, Mapping) or "attention_mask" not in batch:
+                raise check.BadType(f"each batch must be a dict with input_ids and attention_mask, got "
+                                    f"{check.show(batch)}")
             batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             hidden = model(**batch, output_hidden_states=True).hidden_states
             mask = batch["attention_mask"].bool()
@@ -173,4 +194,6 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
         model.train(was_training)
     if total is None or tokens == 0:
         raise ValueError("layer_contributions needs at least one batch with a non-padding token.")
-    return (total / tokens).float().cpu()
+    out = (total / tokens).float().cpu()
+    check.tensor(out, "the layer contributions (the model's hidden states held NaN/inf)")
+    return out

@@ -17,23 +17,32 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import validate as check
+
 Batch = Mapping | tuple | list
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
     """Move every tensor of a batch (dict, tuple or list) to ``device``."""
+    device = check.device(device)
     if isinstance(batch, Mapping):
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if not isinstance(batch, (tuple, list)):
+        raise check.BadType(f"batch must be a dict of tensors or a tuple/list (x, y), got {check.show(batch)}")
     return type(batch)(v.to(device) if torch.is_tensor(v) else v for v in batch)
 
 
 def logits_and_labels(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` on a batch; return ``(logits of shape (B, C), labels of shape (B,))``."""
     if isinstance(batch, Mapping):
+        if "labels" not in batch:
+            raise ValueError(f"a dict batch must hold 'labels' next to the model's inputs, got keys {sorted(batch)}")
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         out = model(**inputs)
         return (out.logits if hasattr(out, "logits") else out), batch["labels"]
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise check.BadType(f"a batch must be a dict with 'labels' or a pair (x, y), got {check.show(batch)}")
     x, y = batch
     return model(x), y
 
@@ -41,11 +50,26 @@ def logits_and_labels(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tenso
 def cross_entropy_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """The default loss: mean cross-entropy between the model's logits and the batch's labels."""
     logits, labels = logits_and_labels(model, batch)
+    check_classification(logits, labels)
     return F.cross_entropy(logits, labels)
+
+
+def check_classification(logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise a clear error unless ``logits`` are float (B, C) and ``labels`` are B class indices in [0, C)."""
+    if not torch.is_tensor(logits) or not logits.is_floating_point() or logits.dim() != 2:
+        raise check.BadType(f"the model must return float logits of shape (batch, classes), got {check.show(logits)}")
+    if not torch.is_tensor(labels) or labels.dtype.is_floating_point or labels.dtype == torch.bool \
+            or labels.shape != logits.shape[:1]:
+        raise check.BadType(f"labels must be an integer tensor of shape ({logits.shape[0]},) holding class indices, "
+                            f"got {check.show(labels)}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise ValueError(f"labels must be class indices from 0 to {logits.shape[1] - 1}, got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
+    check.module(model)
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -57,13 +81,26 @@ def _bar(iterable: Iterable, progress: bool, **kwargs) -> tqdm:
 
 
 def _cycle(loader: Iterable, steps: int):
+    """Batches of ``loader``, passed over again and again, until ``steps`` batches were given. A pass that yields
+    no batch (an empty loader, or an iterator already used up) raises instead of looping forever."""
     n = 0
     while True:
+        got = 0
         for batch in loader:
             if n >= steps:
                 return
             yield batch
             n += 1
+            got += 1
+        if got == 0:
+            where = "it yielded no batch at all" if n == 0 else f"it ran out after {n} batches"
+            raise ValueError(f"the loader cannot supply {steps} steps: {where} (an empty loader, or an iterator or "
+                             "generator that was already used up — those can be read only once; pass a list or a "
+                             "DataLoader)")
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite during training (the message says at which step)."""
 
 
 def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_steps: int | None = None,
@@ -90,14 +127,32 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
         ``{"steps", "seconds", "losses" (per step), "evals" (list of {"step", "accuracy", "loss"}),
         "best_accuracy"}``. Time is wall-clock seconds of the whole call.
     """
+    check.module(model)
+    check.loader(loader)
+    epochs = check.positive(epochs, "epochs", "passes over the loader")
     if max_steps is None:
-        if epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {epochs}")
+        if not hasattr(loader, "__len__"):
+            raise check.BadType(f"epochs needs a loader with a length; {check.show(loader)} has none: pass max_steps "
+                                "(the number of optimiser steps) instead")
         max_steps = max(1, math.ceil(epochs * len(loader)))  # type: ignore[arg-type]
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    if not 0 <= warmup < 1:
-        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup}")
+    max_steps = check.integer(max_steps, "max_steps", 1)
+    if optimizer is None:
+        check.real(lr, "lr", 0, None, low_open=True, hint="the peak learning rate, e.g. 5e-5")
+        check.real(weight_decay, "weight_decay", 0)
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise check.BadType(f"optimizer must be a torch.optim.Optimizer, got {check.show(optimizer)}")
+    warmup = check.fraction(warmup, "warmup", hint="the share of the steps spent warming up")
+    if loss_fn is not None:
+        check.callable_(loss_fn, "loss_fn")
+    if after_step is not None:
+        check.callable_(after_step, "after_step")
+    if eval_loader is not None:
+        check.loader(eval_loader, "eval_loader")
+    elif patience is not None:
+        raise ValueError(f"patience={patience!r} needs an eval_loader to measure the accuracy it waits on")
+    eval_every = check.optional_integer(eval_every, "eval_every", 1)
+    patience = check.optional_integer(patience, "patience", 1)
+    max_grad_norm = check.optional_real(max_grad_norm, "max_grad_norm", 0, None, low_open=True)
     loss_fn = loss_fn or cross_entropy_loss
     device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -113,6 +168,15 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
     bar = _bar(_cycle(loader, max_steps), progress, total=max_steps, desc=desc)
     for step, batch in enumerate(bar, start=1):
         loss = loss_fn(model, to_device(batch, device))
+        if not torch.is_tensor(loss) or loss.numel() != 1 or not loss.requires_grad:
+            raise check.BadType(f"loss_fn must return a one-element tensor that requires grad, got {check.show(loss)}"
+                                + ("" if not torch.is_tensor(loss) or loss.requires_grad else " without a gradient"))
+        value = loss.item()
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingDiverged(f"the loss is {value} at step {step} of {max_steps}: training diverged (try a "
+                                   f"smaller lr than {lr:g}, or check the data for NaN/inf); the model holds the "
+                                   f"weights after step {step - 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm is not None:
@@ -121,9 +185,9 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
         sched.step()
         if after_step is not None:
             after_step(model)
-        history["losses"].append(loss.item())
+        history["losses"].append(value)
         history["steps"] = step
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{value:.3f}")
         if eval_loader is not None and (step % eval_every == 0 or step == max_steps):
             metrics = evaluate(model, eval_loader, progress=False)
             history["evals"].append({"step": step, **metrics})
@@ -149,6 +213,8 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: Iterable, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """All logits (N, C) and labels (N,) of a loader, on the CPU, with the model in eval mode."""
+    check.module(model)
+    check.loader(loader)
     model.eval()
     device = model_device(model)
     all_logits, all_labels = [], []
@@ -156,6 +222,8 @@ def predict(model: torch.nn.Module, loader: Iterable, progress: bool = False) ->
         logits, labels = logits_and_labels(model, to_device(batch, device))
         all_logits.append(logits.float().cpu())
         all_labels.append(labels.cpu())
+    if not all_logits:
+        raise ValueError("the loader yielded no batch (empty, or an iterator that was already used up)")
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
@@ -164,5 +232,6 @@ def evaluate(model: torch.nn.Module, loader: Iterable, progress: bool = True) ->
     logits, labels = predict(model, loader, progress=progress)
     if len(labels) == 0:
         raise ValueError("evaluate() got an empty loader")
+    check_classification(logits, labels)
     return {"accuracy": (logits.argmax(-1) == labels).float().mean().item(),
             "loss": F.cross_entropy(logits, labels).item(), "examples": len(labels)}

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
 
 import lecture_utils as lu
+
+# property-based tests: no per-example time limit (a busy machine is slow, not wrong), and few enough examples to
+# keep each test at seconds
+settings.register_profile("course", deadline=None, max_examples=40)
+settings.load_profile("course")
 
 
 @pytest.fixture
@@ -30,3 +36,52 @@ def tmp_cache(tmp_path, monkeypatch):
 def prepared():
     """The real Rotten Tomatoes splits (fetched and verified once; idempotent)."""
     return lu.data.prepare_sentiment()
+
+
+@pytest.fixture
+def tiny_distilbert():
+    """A randomly initialised 2-layer DistilBERT classifier (another family: `transformer`, `pre_classifier`)."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=100, dim=16, n_layers=2, n_heads=4, hidden_dim=32, max_position_embeddings=64)
+    return DistilBertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture
+def tiny_electra():
+    """A randomly initialised 2-layer ELECTRA classifier whose embeddings (8) are narrower than its hidden size
+    (16), so it has an `embeddings_project` Linear between them."""
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = ElectraConfig(vocab_size=100, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, max_position_embeddings=64, num_labels=2)
+    return ElectraForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture
+def hang_guard():
+    """``with hang_guard(seconds):`` fails the test with TimeoutError instead of hanging (SIGALRM, main thread; on
+    a system without SIGALRM, such as Windows, the block simply runs)."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def guard(seconds: int = 60):
+        if not hasattr(signal, "SIGALRM"):
+            yield
+            return
+
+        def fail(*_):
+            raise TimeoutError(f"still running after {seconds} s: this call hangs")
+
+        old = signal.signal(signal.SIGALRM, fail)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+
+    return guard

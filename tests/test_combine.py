@@ -133,3 +133,57 @@ def test_budget_experiment_on_tiny_data():
         assert 0 <= big["accuracy"] <= 1 and 0 <= small["accuracy"] <= 1
     with pytest.raises(ValueError, match="densities"):
         combine.budget_experiment(data, densities=(0.0,), steps=4)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input: no hang, no NaN placed on a chart
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("budget", [float("inf"), float("nan"), -1, "1000", None])
+def test_width_search_refuses_a_budget_that_is_not_a_finite_number(budget, hang_guard):
+    with hang_guard(30), pytest.raises(ValueError, match="budget_bytes must be a finite number"):
+        combine.width_for_bytes(budget, 40, 10)  # inf used to double the width forever; NaN returned width 1
+
+
+def test_width_search_accepts_numpy_budgets_and_checks_sizes():
+    np = pytest.importorskip("numpy")
+    assert combine.width_for_bytes(np.int64(50_000), 40, 10) == combine.width_for_bytes(50_000, 40, 10)
+    with pytest.raises(ValueError, match="n_in must be a positive int"):
+        combine.width_for_bytes(50_000, 0, 10)
+    with pytest.raises(ValueError, match="hidden_layers must be a non-negative int"):
+        combine.mlp_sizes(40, 8, 10, -1)
+    assert combine.dense_int8_bytes(np.int64(3), np.int32(4)) == 3 * 4 + 4 * 3
+    with pytest.raises(ValueError, match="nnz"):
+        combine.sparse_int8_bytes(3, 4, 13)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0, -3.0])
+def test_recorded_variants_need_a_measured_teacher(bad):
+    with pytest.raises(ValueError, match="teacher_latency_ms must be a finite number > 0"):
+        combine.recorded_variants({}, bad, 90.0)
+    with pytest.raises(ValueError, match="teacher_size_mb must be"):
+        combine.recorded_variants({}, 10.0, bad)
+
+
+def test_non_finite_recorded_numbers_are_not_placed():
+    results = {"distill.kd.test_accuracy": 0.8, "distill.speedup": float("nan"), "distill.kd.size_ratio": 2.0}
+    rows = combine.recorded_variants(results, 10.0, 90.0)
+    kd = next(r for r in rows if r["key"] == "distill.kd.test_accuracy")
+    assert kd["latency_ms"] is None and not kd["on_chart"] and "no speed-up" in kd["note"]
+    with pytest.raises(TypeError, match="results must be a dict"):
+        combine.missing_variants([("distill.kd.test_accuracy", 0.8)])
+
+
+def test_budget_experiment_checks_before_training():
+    data = {"x_train": torch.randn(20, 4), "y_train": torch.randint(0, 3, (20,)),
+            "x_test": torch.randn(10, 4), "y_test": torch.randint(0, 3, (10,))}
+    with pytest.raises(ValueError, match="densities"):
+        combine.budget_experiment(data, densities="0.1")
+    with pytest.raises(ValueError, match="densities"):
+        combine.budget_experiment(data, densities=[float("nan")])
+    with pytest.raises(ValueError, match="steps must be an int >= 2"):
+        combine.budget_experiment(data, steps=1)
+    with pytest.raises(ValueError, match=r"data lacks \['x_test'\]"):
+        combine.budget_experiment({k: v for k, v in data.items() if k != "x_test"})
+    with pytest.raises(TypeError, match="scale must be one of"):
+        combine.read_results(scale=1)

@@ -120,3 +120,81 @@ def test_tables_have_sources():
     assert sizes.set_index("model").loc["GPT-3", "parameters"] == 175_000_000_000
     with pytest.raises(data.DataMissingError, match="Available: "):
         data.load_table("nope")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tok():
+    return lu.models.load_tokenizer("smoke")
+
+
+def test_fixed_batch_refuses_a_single_string_instead_of_batching_its_characters(tok):
+    with pytest.raises(TypeError, match=r"texts must be a list of strings, got the single string"):
+        data.fixed_batch(tok, "a fine film", 4, 16)
+    with pytest.raises(TypeError, match="list of strings"):
+        data.fixed_batch(tok, ["ok", 3], 4, 16)
+    with pytest.raises(ValueError, match="texts must not be empty"):
+        data.fixed_batch(tok, [], 4, 16)
+
+
+@pytest.mark.parametrize(("batch_size", "max_length", "match"), [
+    (0, 16, "batch_size must be a positive int, got 0"), (2.5, 16, "batch_size must be"),
+    (2, 1, "max_length must be an int >= 2, got 1"), (2, "16", "max_length must be")])
+def test_fixed_batch_sizes_are_checked(tok, batch_size, max_length, match):
+    with pytest.raises(ValueError, match=match):
+        data.fixed_batch(tok, ["a fine film"], batch_size, max_length)
+
+
+def test_fixed_batch_accepts_numpy_ints(tok):
+    np = pytest.importorskip("numpy")
+    batch = data.fixed_batch(tok, ["a fine film"], np.int64(3), np.int32(8))
+    assert batch["input_ids"].shape == (3, 8)
+
+
+def test_fixed_batch_needs_a_tokenizer():
+    with pytest.raises(TypeError, match="tokenizer must be a Hugging Face tokenizer"):
+        data.fixed_batch("bert", ["a"], 1, 8)
+
+
+@pytest.mark.parametrize("fractions", [(float("nan"), 0.5, 0.5), (0.8, 0.1), (0.5, 0.5, 0.5), "0.8,0.1,0.1",
+                                       (0.8, -0.1, 0.3)])
+def test_split_by_movie_refuses_bad_fractions(fractions):
+    df = pd.DataFrame({"text": ["a", "b"], "label": [0, 1], "movie": ["m", "n"]})
+    with pytest.raises(ValueError, match="fractions"):
+        data.split_by_movie(df, fractions)
+
+
+def test_split_and_clean_need_a_dataframe_with_their_columns():
+    with pytest.raises(ValueError, match=r"lacks the columns \['movie'\]"):
+        data.split_by_movie(pd.DataFrame({"text": ["a"]}))
+    with pytest.raises(TypeError, match="pandas DataFrame"):
+        data.clean_corpus([{"text": "a"}])
+
+
+def test_sha256_of_says_what_it_hashes():
+    with pytest.raises(TypeError, match="bytes or a pathlib.Path"):
+        data.sha256_of("some/file.txt")
+    assert data.sha256_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_load_table_names_the_tables_and_refuses_paths():
+    with pytest.raises(data.DataMissingError, match="Available"):
+        data.load_table("../pyproject")
+    with pytest.raises(TypeError, match="name must be a string"):
+        data.load_table(3)
+
+
+def test_loaders_and_seeds_are_checked(tok):
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        data.make_loaders({}, tok, 0)
+    with pytest.raises(ValueError, match="tokenized must not be empty"):
+        data.make_loaders({}, tok, 2)
+    with pytest.raises(TypeError, match="scale must be one of"):
+        data.load_sentiment(3)
+    with pytest.raises(ValueError, match="seed must be an int from 0 to 4294967295, got -1"):
+        data.load_mnist1d(-1)
+    with pytest.raises(ValueError, match="max_length"):
+        data.tokenize({}, tok, 0)

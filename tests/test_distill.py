@@ -133,3 +133,74 @@ def test_narrow_student_learns_a_projection(bert4):
     before = projections[0].weight.clone()
     training.train(student, [_batch()], max_steps=3, lr=1e-2, warmup=0.0, loss_fn=loss_fn, progress=False)
     assert not torch.equal(before, projections[0].weight)  # the optimiser trained the projection too
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.sampled_from([float("nan"), float("inf"), 0.0, -2.0, True, "2"]))
+def test_bad_temperatures_are_refused_everywhere(t):
+    s, y = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    with pytest.raises(ValueError, match="temperature must be"):  # NaN used to pass `t <= 0` silently
+        distill.soft_targets(s, t)
+    with pytest.raises(ValueError, match="temperature must be"):
+        distill.kd_loss(s, s, y, temperature=t)
+
+
+def test_kd_loss_checks_logits_and_labels():
+    s, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(TypeError, match="floating-point"):
+        distill.kd_loss(torch.ones(4, 3, dtype=torch.long), s, y)
+    with pytest.raises(ValueError, match="student_logits must be 2-D"):
+        distill.kd_loss(s[0], s[0], None)  # 1-D: "batchmean" would divide by the number of classes
+    with pytest.raises(ValueError, match="class indices from 0 to 2"):
+        distill.kd_loss(s, s, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        distill.kd_loss(s, torch.full((4, 3), float("nan")), y)
+    with pytest.raises(ValueError, match="alpha must be"):
+        distill.kd_loss(s, s, y, alpha=float("nan"))
+
+
+def test_masked_losses_check_the_mask():
+    h = torch.randn(3, 7, 16)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(B, L\) = \(3, 7\)"):
+        distill.hidden_cosine_loss(h, h, torch.ones(3, 6))
+    with pytest.raises(ValueError, match="marks no real token"):
+        distill.hidden_mse_loss(h, h, attention_mask=torch.zeros(3, 7))
+    scores = torch.randn(3, 4, 7, 7)
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        distill.attention_score_loss(scores, scores, torch.ones(3, 6))
+    with pytest.raises(ValueError, match="student_scores must be 4-D"):
+        distill.attention_score_loss(h, h)
+
+
+def test_layer_maps_and_students_check_their_numbers(bert4):
+    np = pytest.importorskip("numpy")
+    assert distill.uniform_layer_map(np.int64(2), np.int64(4)) == [1, 3]
+    with pytest.raises(ValueError, match="n_student must be a positive int"):
+        distill.uniform_layer_map(1.5, 6)
+    assert distill.random_student(bert4, np.int64(2)).config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="n_layers must be an int from 1 to 4"):
+        distill.random_student(bert4, 2.0)
+    student = distill.student_from_teacher(bert4, np.array([0, 2]))
+    assert student.config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="teacher_width must be a positive int"):
+        distill.add_projections(student, 0)
+
+
+def test_distillation_loss_checks_its_settings_and_the_layer_map(bert4):
+    with pytest.raises(ValueError, match="layer_map"):
+        distill.distillation_loss(bert4, layer_map=[0, 9], cosine_weight=1.0)
+    with pytest.raises(ValueError, match="cosine_weight must be"):
+        distill.distillation_loss(bert4, cosine_weight=float("nan"))
+    with pytest.raises(ValueError, match="temperature must be"):
+        distill.distillation_loss(bert4, temperature=0)
+    student = distill.student_from_teacher(bert4, [0, 2])
+    loss_fn = distill.distillation_loss(bert4, layer_map=[1, 2, 3], cosine_weight=1.0)
+    with pytest.raises(ValueError, match="layer_map has 3 entries but the student has 2 layers"):
+        loss_fn(student, _batch())

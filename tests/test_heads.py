@@ -1,10 +1,12 @@
 """Head gates, importance and removal on a tiny random BERT, against references: a gated-off head and a removed
 head give the same outputs, parameter counts follow the arithmetic, save → reload round-trips."""
 
+import json
+
 import pytest
 import torch
 
-from lecture_utils import heads, surgery
+from lecture_utils import heads, surgery, training
 from lecture_utils.measure import count_parameters
 
 HIDDEN, N_HEADS, N_LAYERS = 16, 4, 3
@@ -175,3 +177,77 @@ def test_heads_to_remove_takes_the_lowest_scores_globally_and_keeps_one_per_laye
     with pytest.raises(ValueError, match="fraction"):
         heads.heads_to_remove(scores, 1.5)
     assert sum(map(len, heads.heads_to_remove(scores, 1.0, min_per_layer=0).values())) == 9
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input and other model families
+# --------------------------------------------------------------------------------------------------------------
+
+def test_numpy_and_tensor_head_indices_are_accepted(bert):
+    np = pytest.importorskip("numpy")
+    want = heads.remove_heads(bert, {0: [1, 2]})
+    for spec in ({np.int64(0): [np.int64(1), np.int64(2)]}, {torch.tensor(0): torch.tensor([1, 2])},
+                 {0: np.array([1, 2])}):
+        got = heads.remove_heads(bert, spec)
+        assert heads.heads_per_layer(got) == heads.heads_per_layer(want)
+        assert torch.equal(_logits(got), _logits(want))
+
+
+def test_heads_to_remove_refuses_nan_scores_and_bad_settings():
+    scores = torch.rand(2, 4)
+    scores[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="scores must be finite"):  # used to rank the NaN anyway
+        heads.heads_to_remove(scores, 0.25)
+    with pytest.raises(ValueError, match="fraction must be"):
+        heads.heads_to_remove(torch.rand(2, 4), float("nan"))
+    with pytest.raises(ValueError, match="min_per_layer must be an int from 0 to 4"):
+        heads.heads_to_remove(torch.rand(2, 4), 0.25, min_per_layer=1.5)
+    np = pytest.importorskip("numpy")
+    assert heads.heads_to_remove(np.array([[0.1, 0.9], [0.8, 0.2]]), 0.5) == {0: [0], 1: [1]}
+
+
+def test_head_importance_refuses_a_single_batch_and_nan_losses(bert):
+    with pytest.raises(TypeError, match=r"wrap it as \[batch\]"):
+        heads.head_importance(bert, _batch())
+
+    def nan_loss(model, batch):
+        return training.cross_entropy_loss(model, batch) * float("nan")
+
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        heads.head_importance(bert, [_batch()], loss_fn=nan_loss)
+
+
+def test_load_pruned_refuses_a_config_naming_heads_the_model_lacks(bert, tmp_path):
+    pruned = heads.remove_heads(bert, {0: [3]})
+    pruned.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for bad in ({"0": [3, 20]}, {"-1": [3]}, {"0": [3, 3]}, {"0": [0, 1, 2, 3]}):
+        config["pruned_heads"] = bad
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ValueError, match="pruned_heads"):
+            heads.load_pruned(tmp_path)
+
+
+def test_load_pruned_wraps_shape_mismatches_and_checks_its_arguments(bert, tmp_path):
+    heads.remove_heads(bert, {0: [3]}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["pruned_heads"] = {"1": [0]}  # the weights say layer 0 lost a head, the config says layer 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        heads.load_pruned(tmp_path)
+    with pytest.raises(TypeError, match="path must be a folder"):
+        heads.load_pruned(3)
+    with pytest.raises(TypeError, match="model_class"):
+        heads.load_pruned(tmp_path, model_class=dict)
+
+
+def test_heads_on_other_families(tiny_distilbert, tiny_electra):
+    with pytest.raises(ValueError, match="has no encoder layers"):
+        heads.heads_per_layer(tiny_distilbert)
+    smaller = heads.remove_heads(tiny_electra, {0: [1]})
+    assert heads.heads_per_layer(smaller) == [3, 4]
+    assert smaller(input_ids=torch.randint(0, 100, (2, 5))).logits.shape == (2, 2)
+    with pytest.raises(ValueError, match="gates must be finite"):
+        heads.HeadGates(tiny_electra, torch.full((2, 4), float("nan")))
+    with pytest.raises(ValueError, match=r"hidden_size must be a positive int"):
+        heads.head_parameters(0, 4)

@@ -147,3 +147,76 @@ def test_run_seed_on_a_tiny_problem_returns_every_method_at_every_round():
         assert all(0 <= r["accuracy"] <= 1 for r in got)
     with pytest.raises(ValueError, match="unknown methods"):
         lt.run_seed(data, setup, 0, methods=["magic"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return lu.models.mlp([4, 6, 3])
+
+
+def test_masks_must_keep_or_remove_not_scale():
+    model = _mlp()
+    masks = {k: torch.full_like(v, 0.5, dtype=torch.float32) for k, v in lt.full_masks(model).items()}
+    with pytest.raises(ValueError, match="must hold only True/False"):
+        lt.apply_masks(model, masks)  # used to halve every weight
+    ok = {k: v.float() for k, v in lt.full_masks(model).items()}  # 0/1 floats are fine
+    lt.apply_masks(model, ok)
+    with pytest.raises(TypeError, match=r"masks must be a dict"):
+        lt.fraction_remaining([torch.ones(3, dtype=torch.bool)])
+    with pytest.raises(ValueError, match="masks must not be empty"):
+        lt.fraction_remaining({})
+
+
+@given(st.sampled_from([float("nan"), float("inf")]))
+def test_nan_weights_and_scores_cannot_be_ranked(bad):
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight[0, 0] = bad
+    with pytest.raises(ValueError, match="must be finite"):
+        lt.magnitude_masks(model, lt.full_masks(model), 0.2)
+    scores = {k: torch.rand(v.shape) for k, v in lt.full_masks(_mlp()).items()}
+    next(iter(scores.values()))[0, 0] = bad
+    with pytest.raises(ValueError, match="must be finite"):
+        lt.snip_masks(scores, 0.5)
+
+
+def test_fractions_rounds_and_setups():
+    np = pytest.importorskip("numpy")
+    assert lt.remaining_after(np.int64(2), np.float32(0.5)) == pytest.approx(0.25)
+    for bad in (float("nan"), 1.0, -0.1, True):
+        with pytest.raises(ValueError, match="prune fraction must be"):
+            lt.remaining_after(2, bad)
+    with pytest.raises(ValueError, match="keep must be"):
+        lt.snip_masks({"w": torch.rand(2, 2)}, 0.0)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        lt.LotterySetup(steps=0)
+    with pytest.raises(ValueError, match="lr must be"):
+        lt.LotterySetup(lr=float("nan"))
+    with pytest.raises(ValueError, match="sizes must list at least two"):
+        lt.LotterySetup(sizes=(40,))
+    assert lt.LotterySetup(sizes=[np.int64(4), 3]).sizes == (4, 3)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        lt.TensorBatches(torch.randn(4, 2), torch.zeros(4), 2.5)
+    with pytest.raises(TypeError, match="setup must be a lu.lottery.LotterySetup"):
+        lt.make_model({"sizes": (4, 2)}, 0)
+
+
+def test_experiment_arguments():
+    data = {"x_train": torch.randn(20, 4), "y_train": torch.randint(0, 3, (20,)),
+            "x_test": torch.randn(10, 4), "y_test": torch.randint(0, 3, (10,))}
+    setup = lt.LotterySetup(sizes=(4, 6, 3), steps=2, batch_size=5, rounds=1)
+    with pytest.raises(TypeError, match="methods must be a list of strings, got the single string"):
+        lt.run_seed(data, setup, 0, methods="ticket")
+    with pytest.raises(ValueError, match=r"data lacks \['y_test'\]"):
+        lt.run_seed({k: v for k, v in data.items() if k != "y_test"}, setup, 0)
+    with pytest.raises(ValueError, match="state does not fit the model"):
+        model = _mlp()
+        lt.rewind(model, {"0.weight": torch.zeros(6, 4)}, lt.full_masks(model))

@@ -119,3 +119,50 @@ def test_shared_weights_get_one_gradient_from_every_position(tiny_bert):
 def test_share_layers_validates_sources(tiny_bert, sources):
     with pytest.raises(ValueError, match="sources"):
         lowrank.share_layers(tiny_bert, sources)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 6), st.integers(2, 6), st.integers(0, 2**16), st.sampled_from([torch.int64, torch.int32]))
+def test_an_integer_matrix_gets_float_factors_not_rounded_ones(rows, cols, seed, dtype):
+    weight = torch.randint(-5, 6, (rows, cols), generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    rank = min(rows, cols)
+    a, b = lowrank.low_rank_factors(weight, rank)
+    assert a.dtype == b.dtype == torch.float32
+    torch.testing.assert_close(a @ b, weight.float(), atol=1e-4, rtol=1e-4)  # full rank: exact
+
+
+def test_non_finite_or_empty_weights_are_refused():
+    for bad in (float("nan"), float("inf")):
+        w = torch.randn(4, 3)
+        w[0, 0] = bad
+        with pytest.raises(ValueError, match="weight must be finite"):
+            lowrank.low_rank_factors(w, 2)
+        with pytest.raises(ValueError, match="weight must be finite"):
+            lowrank.retained_energy(w, 2)
+    with pytest.raises(ValueError, match="weight must not be empty"):
+        lowrank.low_rank_factors(torch.zeros(0, 3), 1)
+    with pytest.raises(ValueError, match="all zeros"):
+        lowrank.retained_energy(torch.zeros(3, 3), 1)  # used to report 0% kept
+    with pytest.raises(TypeError, match="weight must be a torch tensor"):
+        lowrank.low_rank_factors([[1.0, 2.0]], 1)
+
+
+def test_counts_and_layers_check_their_sizes():
+    np = pytest.importorskip("numpy")
+    assert lowrank.linear_params(np.int64(3), np.int64(4)) == 15
+    assert lowrank.factorized_params(8, 12, np.int64(2)) == 2 * 20 + 8
+    with pytest.raises(ValueError, match="out_features must be a positive int, got -3"):
+        lowrank.linear_params(-3, 4)
+    with pytest.raises(ValueError, match="in_features must be"):
+        lowrank.break_even_rank(4, 0)
+    assert lowrank.LowRankLinear.from_linear(nn.Linear(6, 4), np.int64(2)).rank == 2
+    with pytest.raises(TypeError, match="include must be a list of strings, got the single string"):
+        lowrank.factorize_linears(nn.Sequential(nn.Linear(8, 8)), 2, include="encoder")

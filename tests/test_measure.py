@@ -66,3 +66,73 @@ def test_benchmark_gathers_everything(tiny_bert):
     res = measure.benchmark(tiny_bert, {k: v for k, v in batch.items() if k != "labels"}, loader=[batch], repeats=2)
     assert set(res) >= {"params", "size_mb", "sparsity", "latency_ms", "batch_size", "threads", "accuracy"}
     assert res["params"] == lu.measure.count_parameters(tiny_bert) and 0 <= res["accuracy"] <= 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Other model families and bad input
+# --------------------------------------------------------------------------------------------------------------
+
+def _sum(model, words):
+    return sum(p.numel() for n, p in model.named_parameters() if any(w in n.split(".") for w in words))
+
+
+def test_parameters_by_component_on_distilbert(tiny_distilbert):
+    parts = measure.parameters_by_component(tiny_distilbert)
+    assert parts["encoder"] == _sum(tiny_distilbert, ["transformer"]) > 0  # was 0: DistilBERT has no `encoder`
+    assert parts["embeddings"] == _sum(tiny_distilbert, ["embeddings"])
+    assert parts["head"] == _sum(tiny_distilbert, ["pre_classifier", "classifier"])
+    assert parts["total"] == measure.count_parameters(tiny_distilbert)
+
+
+def test_parameters_by_component_puts_electras_embedding_projection_with_the_embeddings(tiny_electra):
+    parts = measure.parameters_by_component(tiny_electra)
+    projection = tiny_electra.electra.embeddings_project
+    assert parts["embeddings"] == _sum(tiny_electra, ["embeddings"]) + sum(p.numel() for p in projection.parameters())
+    assert parts["head"] == sum(p.numel() for p in tiny_electra.classifier.parameters())
+    assert parts["total"] == measure.count_parameters(tiny_electra)
+
+
+def test_parameters_by_component_names_what_it_cannot_place():
+    with pytest.raises(ValueError, match=r"cannot place 4 parameters of Sequential.*'0.weight'"):
+        measure.parameters_by_component(lu.models.mlp([3, 4, 2]))
+    with pytest.raises(TypeError, match="model must be a torch nn.Module"):
+        measure.parameters_by_component({"a": 1})
+
+
+def test_benchmark_reports_an_unknown_sparsity_as_none_not_zero():
+    no_matrices = nn.Sequential(nn.LayerNorm(4))
+    assert measure.benchmark(no_matrices)["sparsity"] is None
+    int8 = lu.quantize.dynamic_int8(lu.models.mlp([8, 8, 2]))  # packed weights that weight_matrices cannot read
+    assert measure.benchmark(int8)["sparsity"] is None
+    with pytest.raises(ValueError, match="packed weights cannot be read"):
+        measure.sparsity(int8)  # used to answer with the other matrices only
+    dense = lu.models.mlp([8, 8, 2])
+    assert measure.benchmark(dense)["sparsity"] == measure.sparsity(dense)
+
+
+@pytest.mark.parametrize(("inputs", "kwargs", "match"), [
+    ({}, {}, "non-empty dict of batched tensors"), ([1, 2], {}, "inputs must be a batch dict"),
+    (torch.zeros(2, 4), {"repeats": 0}, "repeats must be a positive int, got 0"),
+    (torch.zeros(2, 4), {"warmup": -1}, "warmup must be a non-negative int"),
+    (torch.zeros(2, 4), {"repeats": 2.5}, "repeats must be"),
+])
+def test_latency_arguments_are_checked(inputs, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        measure.latency_ms(nn.Linear(4, 2), inputs, **kwargs)
+
+
+def test_latency_accepts_numpy_repeats_and_compare_needs_a_dict_of_models():
+    np = pytest.importorskip("numpy")
+    assert measure.latency_ms(nn.Linear(4, 2), torch.zeros(2, 4), repeats=np.int64(2), warmup=0)["batch_size"] == 2
+    with pytest.raises(TypeError, match=r"models must be a dict \{name: model\}"):
+        measure.compare_latency([nn.Linear(4, 2)], torch.zeros(2, 4))
+    with pytest.raises(TypeError, match=r"models\['b'\] must be a torch nn.Module"):
+        measure.compare_latency({"a": nn.Linear(4, 2), "b": "model"}, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="models must not be empty"):
+        measure.compare_latency({}, torch.zeros(2, 4))
+
+
+def test_measures_refuse_what_is_not_a_model():
+    for fn in (measure.count_parameters, measure.size_mb, measure.sparsity, measure.weight_matrices):
+        with pytest.raises(TypeError, match="nn.Module"):
+            fn("bert")

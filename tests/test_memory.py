@@ -43,3 +43,35 @@ def test_fits():
     assert memory.fits(seven_b, 8, "int4")["fits"]  # 3.5 GB
     assert memory.fits(seven_b, 16, "fp16")["needed_gb"] == pytest.approx(14)
     assert "does not fit" in memory.describe_fit(seven_b, 8, "fp16")
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.sampled_from([float("nan"), float("inf"), -1.0, True, "7e9", None]))
+def test_non_finite_or_non_numeric_parameter_counts_are_refused(n):
+    with pytest.raises(ValueError, match="n_params must be"):  # BadType is a ValueError too
+        memory.weights_bytes(n)
+    with pytest.raises(ValueError, match="n_params must be"):
+        memory.fits(n, 16)
+
+
+@given(st.integers(0, 10**12))
+def test_numpy_parameter_counts_give_the_same_bytes(n):
+    np = pytest.importorskip("numpy")
+    assert memory.weights_bytes(np.int64(n), "fp16") == memory.weights_bytes(n, "fp16") == 2 * n
+    assert memory.training_bytes(np.int64(n)) == memory.training_bytes(n)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: memory.fits(1e9, float("nan")), "device_gb must be a finite number > 0"),
+    (lambda: memory.fits(1e9, 0), "device_gb must be"), (lambda: memory.fits(1e9, 16, mode="train"), "Allowed"),
+    (lambda: memory.weights_bytes(1e9, ["fp32"]), "dtype must be one of"),
+    (lambda: memory.weights_bytes(1e9, sparsity=float("nan")), "sparsity must be"),
+    (lambda: memory.weights_bytes(1e9, sparsity=True), "sparsity must be"),
+    (lambda: memory.training_bytes(1e9, optimizer=None), "optimizer must be one of"),
+])
+def test_other_bad_arguments_name_themselves(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

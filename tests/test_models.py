@@ -83,3 +83,28 @@ def test_full_scale_loading_code_with_a_local_folder_standing_in_for_the_hub(tmp
     with torch.no_grad():
         logits = model(**tok(["w1 w2"], return_tensors="pt")).logits
     assert logits.shape == (1, 2)
+
+
+def test_mlp_accepts_numpy_sizes_and_refuses_bad_ones():
+    np = pytest.importorskip("numpy")
+    net = models.mlp(np.array([3, 5, 2]))
+    assert [m.out_features for m in net if isinstance(m, torch.nn.Linear)] == [5, 2]
+    with pytest.raises(TypeError, match="sizes must be a list of ints"):
+        models.mlp("3,5,2")
+    with pytest.raises(ValueError, match=r"sizes\[1\] must be a positive int, got 0"):
+        models.mlp([3, 0, 2])
+    with pytest.raises(TypeError, match="not an instance"):
+        models.mlp([3, 2], activation=torch.nn.ReLU())
+
+
+def test_loading_arguments_are_checked_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="num_labels must be a positive int, got 0"):
+        models.load_classifier("smoke", num_labels=0)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        models.load_tokenizer("smoke", path=str(tmp_path / "missing"))
+    with pytest.raises(TypeError, match="scale must be one of"):
+        models.teacher_meta(3)
+    with pytest.raises(ValueError, match="device name"):
+        models.finetuned_teacher("smoke", device="gpu")  # refused at entry, before any training
+    with pytest.raises(TypeError, match="rebuild must be True or False"):
+        models.finetuned_teacher("smoke", rebuild="yes")

@@ -81,3 +81,63 @@ def test_layer_similarity_ignores_padding():
     assert sims == pytest.approx([1.0, 0.0])
     with pytest.raises(ValueError):
         op.layer_similarity([a], torch.tensor([[1, 1]]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=8).filter(lambda v: max(v) > 0),
+       st.sampled_from([float("nan"), float("inf"), -1.0]))
+def test_effective_rank_refuses_non_finite_or_negative_values(values, bad):
+    with pytest.raises(ValueError, match="singular_values"):
+        op.effective_rank(torch.tensor([*values, bad]), 0.9)
+
+
+def test_effective_rank_refuses_all_zeros_bad_energy_and_text():
+    with pytest.raises(ValueError, match="all zero"):
+        op.effective_rank(torch.zeros(4), 0.9)  # used to answer 1
+    for energy in (0, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="energy must be"):
+            op.effective_rank(torch.ones(3), energy)
+    with pytest.raises(TypeError, match="1-D tensor of numbers"):
+        op.effective_rank("1 2 3", 0.9)
+    assert op.effective_rank([3.0, 4.0], 0.5) == op.effective_rank(torch.tensor([3.0, 4.0]), 0.5)
+
+
+def test_layer_similarity_refuses_an_empty_mask_and_mismatched_shapes():
+    h = [torch.randn(2, 5, 4) for _ in range(3)]
+    with pytest.raises(ValueError, match="marks no real token"):
+        op.layer_similarity(h, torch.zeros(2, 5))  # used to return NaN
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(B, T\) = \(2, 5\)"):
+        op.layer_similarity(h, torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"hidden_states\[1\] has shape"):
+        op.layer_similarity([h[0], torch.randn(2, 5, 3)], torch.ones(2, 5))
+
+
+def test_xor_and_wilson_arguments():
+    np = pytest.importorskip("numpy")
+    assert op.ParallelMLP(np.int64(3), np.arange(2)).w1.shape == (2, 2, 3)
+    with pytest.raises(TypeError, match="seeds must be a list of ints"):
+        op.ParallelMLP(3, 5)
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        op.train_xor(0, [0], 5)
+    with pytest.raises(ValueError, match="lr must be"):
+        op.train_xor(2, [0], 5, lr=float("nan"))
+    with pytest.raises(ValueError, match="successes must be"):
+        op.wilson_interval(2.5, 10)
+    with pytest.raises(ValueError, match="z must be"):
+        op.wilson_interval(2, 10, z=float("nan"))
+    assert op.wilson_interval(np.int64(3), np.int64(10)) == op.wilson_interval(3, 10)
+    with pytest.raises(ValueError, match="widths must not be empty"):
+        op.xor_sweep([], 2, 5)
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        op.xor_success(torch.tensor([float("nan"), 1.0, 1.0, -1.0]), torch.tensor([0.0, 1, 1, 0]))
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        op.singular_values(torch.ones(3))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        op.singular_values(torch.full((2, 2), float("nan")))

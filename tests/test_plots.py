@@ -137,3 +137,63 @@ def test_head_heatmap_draws_one_cell_per_head_and_marks_removed_ones():
     with pytest.raises(ValueError, match="shape"):
         lu.plots.head_heatmap(torch.ones(4))
     plt.close("all")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input: an error before drawing, not a half-drawn chart or a message from matplotlib
+# --------------------------------------------------------------------------------------------------------------
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+_ROW = {"name": "a", "latency_ms": 10.0, "accuracy": 0.8, "size_mb": 90.0}
+
+
+@pytest.mark.parametrize(("variants", "match"), [
+    ([], "needs at least one variant"), ("a", "variants must be a list"),
+    ([{**_ROW, "size_mb": 0}], r"size_mb'\] must be a finite number > 0"),
+    ([{**_ROW, "latency_ms": float("nan")}], "latency_ms"), ([{**_ROW, "accuracy": 80}], "accuracy"),
+    ([{"name": "a", "latency_ms": 1.0}], "lack accuracy, size_mb"),
+])
+def test_variant_charts_check_every_variant(variants, match):
+    for chart in (lu.plots.tradeoff_chart, lu.plots.course_chart):
+        with pytest.raises(ValueError, match=match):
+            chart(variants)
+    plt.close("all")
+
+
+def test_component_bars_need_positive_counts():
+    with pytest.raises(ValueError, match="besides 'total'"):
+        lu.plots.component_bars({"total": 5})
+    with pytest.raises(ValueError, match="positive number of parameters"):
+        lu.plots.component_bars({"encoder": 0, "head": 0})
+    with pytest.raises(ValueError, match=r"parts\[0\] must be a finite number >= 0"):
+        lu.plots.component_bars({"encoder": -5, "head": 10})
+
+
+def test_tables_must_be_dataframes_with_rows_and_numbers():
+    with pytest.raises(TypeError, match="rows must be a pandas DataFrame"):
+        lu.plots.accuracy_vs_sparsity([{"method": "a", "sparsity": 0.5, "accuracy": 0.8}])
+    with pytest.raises(ValueError, match="rows has no rows"):
+        lu.plots.accuracy_vs_remaining(pd.DataFrame(columns=["method", "remaining", "accuracy", "seed"]))
+    with pytest.raises(ValueError, match="finite"):
+        lu.plots.budget_chart(pd.DataFrame({"model": ["a"], "bytes": [float("nan")], "accuracy": [0.5],
+                                            "budget_bytes": [None]}))
+    with pytest.raises(ValueError, match="low <= rate <= high"):
+        lu.plots.success_rates(pd.DataFrame({"width": [2], "rate": [0.5], "low": [0.6], "high": [0.9]}))
+    with pytest.raises(TypeError, match="labels must be a list of strings, got the single string"):
+        lu.plots.size_trend(lu.data.load_table("model_sizes"), labels="GPT-3")
+
+
+def test_matrices_and_head_marks_are_checked():
+    with pytest.raises(ValueError, match="before must be a non-empty 2-D"):
+        lu.plots.weight_block(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        lu.plots.head_heatmap(torch.tensor([[0.1, float("nan")]]))
+    with pytest.raises(ValueError, match=r"removed\[0\]: head must be an int from 0 to 1, got 5"):
+        lu.plots.head_heatmap(torch.rand(2, 2), removed={0: [5]})  # used to draw a cross outside the map
+    ax = lu.plots.weight_block([[1.0, 0.0], [0.0, -1.0]], [[1.0, 0.0], [0.0, 0.0]])  # nested lists are fine
+    assert len(ax) == 2
+    with pytest.raises(TypeError, match="ax must be a matplotlib Axes"):
+        lu.plots.component_bars({"encoder": 5}, ax="left")
+    plt.close("all")

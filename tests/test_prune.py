@@ -197,3 +197,56 @@ def test_head_can_be_left_dense(tiny_bert):
     loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}]
     rows = P.iterative_prune(tiny_bert, [0.5], loader, steps_per_round=1, exclude=P.HEAD)
     assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1e-3) and not P.is_pruned(tiny_bert.classifier)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Other model families and bad input
+# --------------------------------------------------------------------------------------------------------------
+
+def test_electras_embedding_projection_is_not_an_encoder_target(tiny_electra):
+    targets = P.linear_targets(tiny_electra)
+    assert "electra.embeddings_project" not in targets
+    assert any(name.startswith("electra.encoder.layer.0") for name in targets)
+    P.prune_global(tiny_electra, 0.5)
+    assert not P.is_pruned(tiny_electra.electra.embeddings_project)
+
+
+def test_head_exclusion_also_leaves_distilberts_pre_classifier_dense(tiny_distilbert):
+    targets = P.linear_targets(tiny_distilbert, exclude=P.HEAD)
+    assert targets and all(name.startswith("distilbert.transformer.layer") for name in targets)
+
+
+def test_nan_weights_cannot_be_ranked_by_magnitude():
+    model = lu.models.mlp([4, 8, 2])
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    for method in P.METHODS:
+        with pytest.raises(ValueError, match=r"weight of '0' must be finite"):
+            P.prune_model(copy.deepcopy(model), 0.5, method)
+
+
+def test_pruning_arguments_are_explained():
+    np = pytest.importorskip("numpy")
+    model = lu.models.mlp([4, 8, 2])
+    P.prune_global(model, np.float32(0.5))  # NumPy fractions are fine
+    with pytest.raises(ValueError, match="model already carries pruning masks"):
+        P.pruned_copy(model, 0.6)  # used to fail inside copy.deepcopy
+    dense = lu.models.mlp([4, 8, 2])
+    with pytest.raises(TypeError, match="exclude must be a list of strings, got the single string"):
+        P.linear_targets(dense, exclude="embeddings")
+    with pytest.raises(ValueError, match="method must be one of"):
+        P.prune_model(dense, 0.5, "random")
+    with pytest.raises(ValueError, match=r"targets\['x'\] must be a module of this model"):
+        P.prune_global(dense, 0.5, targets={"x": nn.Linear(2, 2)})
+    with pytest.raises(ValueError, match="sparsities must not be empty"):
+        P.iterative_prune(dense, [], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 1)
+    with pytest.raises(ValueError, match="steps_per_round must be a positive int"):
+        P.iterative_prune(dense, [0.5], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 0)
+    with pytest.raises(ValueError, match="loader is empty"):
+        P.iterative_prune(dense, [0.5], [], 1)
+    with pytest.raises(ValueError, match="index_dtype"):
+        P.csr_bytes(torch.eye(3), torch.float32)
+    with pytest.raises(ValueError, match="level must be an int from 0 to 9"):
+        P.compressed_bytes([torch.eye(3)], level=12)
+    with pytest.raises(TypeError, match="weights must be a list of tensors"):
+        P.compressed_bytes(torch.eye(3).numpy())

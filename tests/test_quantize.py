@@ -143,3 +143,93 @@ def test_compare_latency_times_every_model(tiny_bert):
     batch = {"input_ids": torch.randint(0, 100, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
     res = lu.measure.compare_latency({"a": tiny_bert, "b": Q.dynamic_int8(tiny_bert)}, batch, repeats=3)
     assert set(res) == {"a", "b"} and all(r["median_ms"] > 0 and r["batch_size"] == 2 for r in res.values())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input: no silent wrong scales or integers
+# --------------------------------------------------------------------------------------------------------------
+
+@given(st.floats(-100, 100), st.floats(0.001, 100))
+def test_x_min_above_x_max_is_refused_before_the_range_is_widened(x, gap):
+    # both positive or both negative used to pass: widening to include 0 hid the swap
+    with pytest.raises(ValueError, match="x_min must not exceed x_max"):
+        Q.qparams(x + gap, x)
+
+
+@given(st.sampled_from([float("nan"), float("inf"), -float("inf")]), st.booleans())
+def test_non_finite_ranges_and_tensors_are_refused(bad, per_channel):
+    with pytest.raises(ValueError, match="finite"):
+        Q.qparams(bad, 1.0)
+    x = torch.randn(4, 3)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="x must be finite"):
+        Q.tensor_qparams(x, per_channel=per_channel)
+    with pytest.raises(ValueError, match="x must be finite"):
+        Q.fake_quantize(x)
+    with pytest.raises(ValueError, match="x must be finite"):
+        Q.quantize(x, 0.1, 0)
+
+
+@given(st.sampled_from([0.0, -0.1, float("nan"), float("inf")]))
+def test_quantize_refuses_a_scale_that_is_not_positive_and_finite(scale):
+    with pytest.raises(ValueError, match="scale must be"):
+        Q.quantize(torch.randn(5), scale, 0)
+    with pytest.raises(ValueError, match="scale must be"):
+        Q.quantize(torch.randn(5), torch.tensor([scale]), 0)
+    with pytest.raises(ValueError, match="scale must be"):
+        Q.dequantize(torch.arange(5), scale, 0)
+
+
+@given(st.integers(8, 10), st.booleans(), st.integers(1, 300))
+def test_zero_points_outside_the_integer_range_are_refused(bits, signed, beyond):
+    qmin, qmax = Q.qrange(bits, signed)
+    for zp in (qmin - beyond, qmax + beyond):
+        with pytest.raises(ValueError, match=rf"zero_point must lie in the integer range \[{qmin}, {qmax}\]"):
+            Q.quantize(torch.randn(5), 0.1, zp, bits, signed)
+        with pytest.raises(ValueError, match="zero_point must lie"):
+            Q.quantize(torch.randn(5), 0.1, torch.tensor(zp), bits, signed)
+
+
+def test_fractional_zero_points_levels_and_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match="zero_point must hold whole numbers"):
+        Q.quantize(torch.randn(5), 0.1, 3.5)
+    with pytest.raises(ValueError, match="q must hold integer levels"):
+        Q.dequantize(torch.tensor([0.5, 1.0]), 0.1, 0)
+    with pytest.raises(ValueError, match="does not broadcast to the tensor's shape"):
+        Q.quantize(torch.randn(4, 3), torch.full((3, 1), 0.1), 0)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        Q.quantize(torch.randn(4), torch.full((2, 4), 0.1), 0)  # would silently return a (2, 4) tensor
+    with pytest.raises(ValueError, match="x_min and x_max must have one shape"):
+        Q.qparams(torch.zeros(3), torch.ones(4))
+    with pytest.raises(ValueError, match="x must not be empty"):
+        Q.tensor_qparams(torch.zeros(0))
+
+
+def test_numpy_bits_and_numbers_are_accepted_with_the_same_result():
+    np = pytest.importorskip("numpy")
+    x = torch.randn(6, 4)
+    s, z = Q.tensor_qparams(x, np.int64(4), per_channel=True)
+    s2, z2 = Q.tensor_qparams(x, 4, per_channel=True)
+    assert torch.equal(s, s2) and torch.equal(z, z2)
+    assert torch.equal(Q.quantize(x, np.float32(0.1), np.int64(3)), Q.quantize(x, 0.1, 3))
+    assert Q.qrange(np.int32(8), True) == (-128, 127)
+    with pytest.raises(TypeError, match="signed must be True or False"):
+        Q.qrange(8, "yes")
+    with pytest.raises(ValueError, match="bits must be an int from 2 to 16"):
+        Q.qrange(np.int64(1), True)
+
+
+def test_model_level_arguments():
+    model = lu.models.mlp([4, 8, 2])
+    with pytest.raises(TypeError, match="skip must be a list of strings, got the single string"):
+        Q.fake_quantize_linears(model, 4, skip="classifier")  # used to skip every name containing c, l, a, ...
+    with pytest.raises(ValueError, match="no FakeQuantLinear layers to freeze"):
+        Q.freeze_fake_quant(model)
+    with pytest.raises(TypeError, match="embeddings must be True or False"):
+        Q.dynamic_int8(model, embeddings="no")
+    with pytest.raises(ValueError, match="no nn.Linear layers to quantize"):
+        Q.dynamic_int8(Q.dynamic_int8(model))
+    with pytest.raises(ValueError, match="in_features must be a positive int"):
+        Q.FakeQuantLinear(0, 4)
+    with pytest.raises(TypeError, match="floating-point"):
+        Q.fake_quantize(torch.arange(6).reshape(2, 3))

@@ -29,3 +29,33 @@ def test_record_rejects_non_numbers():
         lu.record("a.b", True)
     with pytest.raises(ValueError, match="finite"):
         lu.record("a.b", float("nan"))
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+       st.sampled_from([float, "numpy", "tensor"]))
+def test_record_refuses_non_finite_values_in_any_wrapping(x, kind):
+    import numpy as np
+    import torch
+
+    value = {float: x, "numpy": np.float32(x), "tensor": torch.tensor(x)}[kind]
+    with pytest.raises(ValueError, match="must be finite"):
+        lu.record("test.value", value, quiet=True)
+    assert "test.value" not in lu.results.recorded()
+
+
+def test_record_refuses_many_numbers_complex_and_bools():
+    import numpy as np
+    import torch
+
+    with pytest.raises(TypeError, match="one real number, got Tensor with 3 elements"):
+        lu.record("test.value", torch.tensor([0.1, 0.2, 0.3]), quiet=True)
+    with pytest.raises(TypeError, match="one real number"):
+        lu.record("test.value", np.complex64(1 + 2j), quiet=True)
+    with pytest.raises(TypeError, match="one real number"):
+        lu.record("test.value", True, quiet=True)
+    with pytest.raises(TypeError, match="quiet must be True or False"):
+        lu.record("test.value", 0.5, quiet="yes")

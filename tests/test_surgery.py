@@ -122,3 +122,46 @@ def test_keep_layers_carries_the_record_of_removed_heads(bert4):
     bert4.config.pruned_heads = {"1": [0], "3": [1, 2]}  # as it reads back from config.json
     student = surgery.keep_layers(bert4, [3, 0, 1])
     assert student.config.pruned_heads == {0: [1, 2], 2: [0]}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input and other model families
+# --------------------------------------------------------------------------------------------------------------
+
+def test_numpy_and_tensor_layer_indices_are_accepted(bert4):
+    np = pytest.importorskip("numpy")
+    for keep in ([np.int64(0), np.int64(2)], np.array([0, 2]), torch.tensor([0, 2]), [torch.tensor(0), 2]):
+        student = surgery.keep_layers(bert4, keep)
+        assert student.config.num_hidden_layers == 2
+    assert surgery.drop_layers(bert4, [np.int32(3)]).config.num_hidden_layers == 3
+    assert surgery.layers_to_drop("top", np.int64(6), np.int64(2)) == [4, 5]
+
+
+@pytest.mark.parametrize("bad", ["02", 1, {0: 1}, [0.0, 1.0], [None]])
+def test_layer_lists_of_the_wrong_kind_are_explained(bert4, bad):
+    with pytest.raises(ValueError, match="keep"):  # BadType is a ValueError too
+        surgery.keep_layers(bert4, bad)
+
+
+@pytest.mark.parametrize("sims", [[0.1, float("nan"), 0.3, 0.2], [0.1, float("inf"), 0.3, 0.2], "0.1 0.2"])
+def test_contribution_dropping_refuses_non_finite_similarities(sims):
+    with pytest.raises(ValueError, match="similarities"):
+        surgery.layers_to_drop("contribution", 4, 1, sims)
+
+
+def test_layer_contributions_wants_a_list_of_batch_dicts(bert4):
+    with pytest.raises(TypeError, match=r"wrap it as \[batch\]"):
+        surgery.layer_contributions(bert4, _batch())
+    with pytest.raises(TypeError, match="input_ids and attention_mask"):
+        surgery.layer_contributions(bert4, [{"input_ids": _batch()["input_ids"]}])
+    with pytest.raises(ValueError, match="batches is empty"):
+        surgery.layer_contributions(bert4, [])
+
+
+def test_other_families(tiny_distilbert, tiny_electra):
+    with pytest.raises(ValueError, match="DistilBertForSequenceClassification has no encoder layers"):
+        surgery.keep_layers(tiny_distilbert, [0])
+    student = surgery.keep_layers(tiny_electra, [1])
+    assert student.config.num_hidden_layers == 1
+    ids = torch.randint(0, 100, (2, 5))
+    assert student(input_ids=ids).logits.shape == (2, 2)
