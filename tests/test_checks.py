@@ -1,6 +1,7 @@
 """Every check passes a correct answer, fails wrong ones with feedback, and never crashes."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -244,3 +245,86 @@ def test_use_returns_the_students_function_only_after_its_check_passed(capsys):
     assert checks.use(_not_done, abs) is abs
     with pytest.raises(TypeError, match="reference"):
         checks.use(speed, 3)
+
+
+# --- graded mode, time limits, unusable results, inputs changed in place ------------------------------------------
+
+def test_graded_mode_is_on_while_nbgrader_executes(monkeypatch):
+    monkeypatch.setenv(checks.NBGRADER_ENV, "autograde")  # what nbgrader 0.9's autograde sets in the kernel
+    with pytest.raises(checks.CheckFailed, match="not implemented"):
+        checks.speedup(_not_done)
+    monkeypatch.setenv(checks.NBGRADER_ENV, "validate")  # what `nbgrader validate` (the Validate button) sets
+    with pytest.raises(checks.CheckFailed):
+        checks.weight_bytes(WRONG["weight_bytes"][0])
+    assert checks.speedup(CORRECT["speedup"])  # a right answer still passes quietly
+    monkeypatch.setenv(checks.STRICT_ENV, "0")  # an explicit 0 wins
+    assert not checks.speedup(_not_done)
+    monkeypatch.delenv(checks.NBGRADER_ENV)
+    monkeypatch.delenv(checks.STRICT_ENV)
+    assert not checks.speedup(_not_done)  # interactive: feedback only
+
+
+def _forever(*_args):
+    while True:
+        pass
+
+
+def test_a_function_that_never_returns_is_given_up_on(monkeypatch, capsys):
+    monkeypatch.setattr(checks, "CASE_TIMEOUT_S", 0.3)
+    assert not checks.accuracy(_forever)
+    out = capsys.readouterr().out
+    assert "did not return within 0.3 s" in out and "Hint:" in out
+    assert checks.accuracy(CORRECT["accuracy"])  # the timer is gone: a later check runs normally
+
+
+def test_the_time_limit_also_works_outside_the_main_thread(monkeypatch, capsys):
+    import threading
+
+    monkeypatch.setattr(checks, "CASE_TIMEOUT_S", 0.3)
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(result=checks.speedup(lambda a, b: time.sleep(5))))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and not box["result"]
+    assert "did not return within" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", list(CORRECT))
+def test_numpy_and_meta_results_are_feedback_not_a_crash(name, capsys):
+    import numpy as np
+
+    for returned in (np.zeros((3, 2)), np.float64("nan"), torch.empty(3, 2, device="meta"),
+                     (torch.empty(2, device="meta"), torch.empty(2, device="meta")), [np.ones(2), np.ones(2)]):
+        result = getattr(checks, name)(lambda *_a, r=returned: r)
+        assert result.passed is False
+        assert "❌" in capsys.readouterr().out
+
+
+def test_meta_and_numpy_messages_say_what_to_return(capsys):
+    checks.quantize_dequantize(lambda x, *_: torch.empty_like(x, device="meta"))
+    assert "'meta' device" in capsys.readouterr().out
+    checks.symmetric_scales(lambda w, bits: (2 * w.abs().amax(dim=1) / (2**bits - 1)).numpy())
+    assert "numpy array" in capsys.readouterr().out
+
+
+def test_changing_the_input_in_place_cannot_make_a_wrong_answer_pass(capsys):
+    def zero_everything(model):  # makes the model 100% sparse, then reports it
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return 1.0
+
+    assert not checks.matrix_sparsity(zero_everything)
+
+    def overwrite_labels(logits, labels):  # makes every prediction "right"
+        labels.copy_(logits.argmax(-1))
+        return 1.0
+
+    assert not checks.accuracy(overwrite_labels)
+
+    def flatten_singular_values(s, energy):
+        s.fill_(1.0)
+        return CORRECT["effective_rank"](s, energy)
+
+    assert not checks.effective_rank(flatten_singular_values)
+    capsys.readouterr()
