@@ -328,3 +328,40 @@ def test_changing_the_input_in_place_cannot_make_a_wrong_answer_pass(capsys):
 
     assert not checks.effective_rank(flatten_singular_values)
     capsys.readouterr()
+
+
+REFERENCES = {  # the course's reference for each exercise whose function later cells use (through lu.checks.use)
+    "accuracy": lu.measure.accuracy, "predicted_size_mb": lu.memory.megabytes, "speedup": lu.measure.speedup,
+    "weight_bytes": lu.memory.bytes_at_bits, "adam_training_bytes": lu.memory.training_bytes,
+    "embedding_share": lu.measure.embedding_share, "xor_success": lu.overparam.xor_success,
+    "effective_rank": lu.overparam.effective_rank, "magnitude_mask": lu.prune.magnitude_mask,
+    "matrix_sparsity": lu.measure.sparsity, "csr_nbytes": lu.prune.csr_nbytes,
+    "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,
+    "quantize_dequantize": lu.quantize.quantize_dequantize, "imp_round": lu.lottery.prune_and_rewind,
+    "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
+    "sparse_int8_bytes": lu.combine.sparse_int8_bytes,
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_the_course_reference_passes_its_check(name, capsys):
+    assert getattr(checks, name)(REFERENCES[name]).passed, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call", [
+    lambda: lu.memory.megabytes(-1, 4), lambda: lu.memory.megabytes(10, 0), lambda: lu.memory.bytes_at_bits(10, 0),
+    lambda: lu.measure.accuracy(torch.zeros(3), torch.zeros(3)),
+    lambda: lu.measure.accuracy(torch.zeros(3, 2), torch.zeros(4)), lambda: lu.measure.speedup(1.0, 0),
+    lambda: lu.measure.embedding_share(torch.nn.ReLU()), lambda: lu.prune.magnitude_mask(torch.ones(3, 3), 1.5),
+    lambda: lu.prune.csr_nbytes(2, 2, 5, 4, 4), lambda: lu.prune.csr_nbytes(2, 2, -1, 4, 4),
+    lambda: lu.surgery.predicted_speedup(1.2, 0.5), lambda: lu.surgery.predicted_speedup(1.0, 0.0),
+    lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.0, 0, 8),
+    lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 300, 8),
+    lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 1.5, 8),
+    lambda: lu.lottery.prune_and_rewind(torch.ones(2, 2), torch.ones(2, 3), torch.ones(2, 2, dtype=torch.bool), 0.2),
+    lambda: lu.lottery.global_snip_masks([torch.ones(2)], [], 0.5),
+    lambda: lu.lottery.global_snip_masks([torch.ones(2)], [torch.ones(2)], 0.0),
+])
+def test_references_reject_bad_input_with_a_clear_error(call):
+    with pytest.raises(ValueError, match="must"):
+        call()
