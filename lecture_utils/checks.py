@@ -192,6 +192,7 @@ def _failed(title: str, problem: str, hint: str) -> CheckResult:
 
 def _mark(passed: bool) -> None:
     """Remember whether the functions the finished check called passed it (for :func:`use`)."""
+    _NOTED.clear()  # a new verdict: announce the fallback again
     for fn in _CALLED:
         try:
             (_PASSED.add if passed else _PASSED.discard)(fn)
@@ -216,11 +217,27 @@ def use(fn: Callable, reference: Callable) -> Callable:
         raise TypeError(f"reference must be a function, got {type(reference).__name__}")
     if callable(fn) and fn in _PASSED:
         return fn
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    ref = ".".join(p for p in (getattr(reference, "__module__", None), getattr(reference, "__qualname__", None))
-                   if p and p != "builtins") or repr(reference)
-    print(f"ℹ️  `{name}` has not passed its check yet, so the cells below use the course's `{ref}` instead.")
+    note = (id(fn), id(reference), _execution_count())
+    if note not in _NOTED:  # once per cell run, also when the cell calls use() in a loop
+        _NOTED.add(note)
+        name = getattr(fn, "__name__", None) or type(fn).__name__
+        ref = ".".join(p for p in (getattr(reference, "__module__", None), getattr(reference, "__qualname__", None))
+                       if p and p != "builtins") or repr(reference)
+        print(f"ℹ️  `{name}` has not passed its check yet, so the cells below use the course's `{ref}` instead.")
     return reference
+
+
+_NOTED: set = set()  # (function, reference, cell run) already announced by use()
+
+
+def _execution_count() -> int | None:
+    """The running cell's number in IPython (None elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None) if shell is not None else None
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -365,3 +365,14 @@ def test_the_course_reference_passes_its_check(name, capsys):
 def test_references_reject_bad_input_with_a_clear_error(call):
     with pytest.raises(ValueError, match="must"):
         call()
+
+
+def test_use_announces_the_fallback_once_per_cell_run_even_in_a_loop(capsys):
+    def mine(a, b):
+        raise NotImplementedError()
+
+    checks.speedup(mine)
+    capsys.readouterr()
+    assert [checks.use(mine, lu.measure.speedup)(4.0, 2.0) for _ in range(3)] == [2.0, 2.0, 2.0]
+    out = capsys.readouterr().out
+    assert out.count("has not passed its check") == 1 and "`lecture_utils.measure.speedup`" in out
