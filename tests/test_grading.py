@@ -119,6 +119,8 @@ def nbgrader_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("LECTURE_UTILS_STRICT_CHECKS", "NBGRADER_EXECUTION")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["LECTURE_UTILS_SCALE"] = "smoke"
+    # nbgrader runs the `alembic` command of its environment: the venv's bin/ must be on PATH (an activated venv)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return env
 
 
