@@ -73,7 +73,7 @@ def lab(tmp_path_factory, prepared):
     log = open(home / "lab.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                             "--ServerApp.open_browser=False"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--ServerApp.open_browser=False", "--allow-root"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
