@@ -69,11 +69,13 @@ def lab(tmp_path_factory, prepared):
     env = {k: v for k, v in os.environ.items() if k not in (STRICT_ENV, NBGRADER_ENV, "TQDM_DISABLE")}
     env.update(LECTURE_UTILS_SCALE="smoke", JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+               JUPYTER_DATA_DIR=str(home / "data"),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     log = open(home / "lab.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                             "--ServerApp.open_browser=False", "--allow-root"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--LabApp.expose_app_in_browser=True", "--allow-root"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -103,29 +105,29 @@ def browser():
         b.close()
 
 
+NOTEBOOK_PANEL = "window.jupyterapp.shell.currentWidget"
+
+
 def _run_all(page) -> None:
-    page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
-    page.wait_for_function("document.querySelector('.jp-Notebook .jp-Cell') !== null", timeout=120_000)
-    # wait until the kernel is ready (the toolbar's kernel status reads Idle)
-    page.wait_for_function("""() => [...document.querySelectorAll('.jp-Notebook-ExecutionIndicator, \
-.jp-KernelStatus, .jp-Toolbar-kernelStatus')].some(e => /idle/i.test(e.getAttribute('data-status') || \
-e.getAttribute('title') || e.textContent))""", timeout=180_000)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    # every code cell gets a number; none is queued or running ([*])
-    page.wait_for_function("""() => {
-        const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
-        return prompts.length > 0 && prompts.every(t => /\\[\\d+\\]/.test(t));
-    }""", timeout=RUN_GUARD_S * 1000, polling=2000)
+    """Wait for the notebook's kernel, run every cell (the Run menu's command), wait until all have run."""
+    page.wait_for_function(f"""() => window.jupyterapp && {NOTEBOOK_PANEL} && {NOTEBOOK_PANEL}.sessionContext
+        && {NOTEBOOK_PANEL}.sessionContext.session && {NOTEBOOK_PANEL}.sessionContext.session.kernel
+        && {NOTEBOOK_PANEL}.sessionContext.session.kernel.status === 'idle'""", timeout=180_000, polling=1000)
+    assert page.evaluate(f"{NOTEBOOK_PANEL}.sessionContext.session.kernel.name") == "compressing-nn"
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # done: every code cell has an execution count and none is queued or running ([*]), and the kernel is idle
+    page.wait_for_function(f"""() => {{
+        const panel = {NOTEBOOK_PANEL};
+        const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+        const prompts = [...panel.node.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
+        return cells.every(c => c.model.executionCount !== null) && !prompts.some(t => t.includes('*'))
+            && panel.sessionContext.session.kernel.status === 'idle';
+    }}""", timeout=RUN_GUARD_S * 1000, polling=2000)
 
 
 def _save_and_read(page, path: Path) -> nbformat.NotebookNode:
-    before = path.stat().st_mtime
-    page.locator(".jp-Notebook").first.click()
-    page.keyboard.press("Control+s")
-    deadline = time.monotonic() + 60
-    while path.stat().st_mtime == before and time.monotonic() < deadline:
-        time.sleep(0.5)
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function(f"!{NOTEBOOK_PANEL}.context.model.dirty", timeout=60_000)
     return nbformat.read(path, as_version=4)
 
 
@@ -164,6 +166,7 @@ def test_lesson_runs_in_jupyterlab_and_its_widgets_work(lesson, lab, browser):
     page.set_default_timeout(60_000)
     try:
         page.goto(f"{lab['base']}/lab/tree/{lesson}.ipynb?token={lab['token']}")
+        page.wait_for_function("window.jupyterapp !== undefined", timeout=180_000)
         _run_all(page)
         saved = _save_and_read(page, lab["root"] / f"{lesson}.ipynb")
         errors = [(i, c.source.splitlines()[0], o.get("ename"), o.get("evalue")) for i, c in enumerate(saved.cells)
@@ -172,14 +175,28 @@ def test_lesson_runs_in_jupyterlab_and_its_widgets_work(lesson, lab, browser):
         assert saved.metadata.kernelspec.name == "compressing-nn"
         text = page.locator(".jp-Notebook").inner_text()
         assert "Error displaying widget" not in text and "model not found" not in text
-        views = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.widget-view+json"]')
-        assert views.count() >= 1, "the lesson shows no widget"
-        for i in range(views.count()):  # each widget output holds a rendered control
-            assert views.nth(i).locator(".jupyter-widgets").count() > 0, f"widget output {i} is not a control"
+        views = page.evaluate(f"""() => {{  // every widget output of the notebook model and what its view shows
+            const found = [];
+            {NOTEBOOK_PANEL}.content.widgets.forEach((cell, i) => {{
+                if (cell.model.type !== 'code') return;
+                for (let j = 0; j < cell.model.outputs.length; j++) {{
+                    if (!cell.model.outputs.get(j).data['application/vnd.jupyter.widget-view+json']) continue;
+                    const node = cell.outputArea.widgets[j] && cell.outputArea.widgets[j].node;
+                    found.push({{cell: i, control: !!(node && node.querySelector(
+                        '.jupyter-widgets input, .jupyter-widgets select, .jupyter-widgets button'))}});
+                }}
+            }});
+            return found;
+        }}""")
+        assert views, "the lesson shows no widget"
+        assert all(v["control"] for v in views), f"widget outputs without a control: {views}"
         cut = page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output .widget-label, \
 .jp-OutputArea-output .widget-checkbox label, .jp-OutputArea-output .widget-label-basic')]
             .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
         assert not cut, f"widget labels cut off: {cut}"
         assert not _widget_outputs_change(page)
+    except Exception:
+        page.screenshot(path=str(lab["root"].parent / f"{lesson}-failure.png"), full_page=True)
+        raise
     finally:
         page.close()
