@@ -131,10 +131,10 @@ def _save_and_read(page, path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
 
 
-def _widget_outputs_change(page) -> list[str]:
+def _widget_outputs_change(page, panel) -> list[str]:
     """For every widget box with an Output area: change one control, wait for the output text to change.
     Returns a description of each widget that did not react."""
-    boxes = page.locator(".jp-OutputArea-output .widget-vbox:has(.widget-output)")
+    boxes = panel.locator(".jp-OutputArea-output .widget-vbox:has(.widget-output)")
     stuck = []
     for i in range(boxes.count()):
         box = boxes.nth(i)
@@ -165,7 +165,7 @@ def test_lesson_runs_in_jupyterlab_and_its_widgets_work(lesson, lab, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     try:
-        page.goto(f"{lab['base']}/lab/tree/{lesson}.ipynb?token={lab['token']}")
+        page.goto(f"{lab['base']}/lab/tree/{lesson}.ipynb?token={lab['token']}&reset")  # only this lesson open
         page.wait_for_function("window.jupyterapp !== undefined", timeout=180_000)
         _run_all(page)
         saved = _save_and_read(page, lab["root"] / f"{lesson}.ipynb")
@@ -173,7 +173,8 @@ def test_lesson_runs_in_jupyterlab_and_its_widgets_work(lesson, lab, browser):
                   for o in c.get("outputs", []) if o.output_type == "error"]
         assert not errors, errors
         assert saved.metadata.kernelspec.name == "compressing-nn"
-        text = page.locator(".jp-Notebook").inner_text()
+        panel = page.locator(f"[id='{page.evaluate(f'{NOTEBOOK_PANEL}.id')}']")
+        text = panel.inner_text()
         assert "Error displaying widget" not in text and "model not found" not in text
         views = page.evaluate(f"""() => {{  // every widget output of the notebook model and what its view shows
             const found = [];
@@ -190,11 +191,11 @@ def test_lesson_runs_in_jupyterlab_and_its_widgets_work(lesson, lab, browser):
         }}""")
         assert views, "the lesson shows no widget"
         assert all(v["control"] for v in views), f"widget outputs without a control: {views}"
-        cut = page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output .widget-label, \
+        cut = page.evaluate(f"""() => [...{NOTEBOOK_PANEL}.node.querySelectorAll('.jp-OutputArea-output .widget-label, \
 .jp-OutputArea-output .widget-checkbox label, .jp-OutputArea-output .widget-label-basic')]
             .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
         assert not cut, f"widget labels cut off: {cut}"
-        assert not _widget_outputs_change(page)
+        assert not _widget_outputs_change(page, panel)
     except Exception:
         page.screenshot(path=str(lab["root"].parent / f"{lesson}-failure.png"), full_page=True)
         raise
