@@ -33,7 +33,11 @@ CASE_TIMEOUT_S = 10.0  # seconds one call of the learner's function may take bef
 
 
 class CheckFailed(AssertionError):
-    """Raised by a failed check in test mode."""
+    """Raised by a failed check in graded mode."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (and so nbgrader's feedback and Validate) shows: the verdict, without a traceback."""
+        return [f"❌ CheckFailed: {self}"]
 
 
 @dataclass(frozen=True)

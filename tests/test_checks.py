@@ -376,3 +376,11 @@ def test_use_announces_the_fallback_once_per_cell_run_even_in_a_loop(capsys):
     assert [checks.use(mine, lu.measure.speedup)(4.0, 2.0) for _ in range(3)] == [2.0, 2.0, 2.0]
     out = capsys.readouterr().out
     assert out.count("has not passed its check") == 1 and "`lecture_utils.measure.speedup`" in out
+
+
+def test_a_graded_failure_shows_the_verdict_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv(checks.STRICT_ENV, "1")
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.weight_bytes(_not_done)
+    assert info.value._render_traceback_() == ["❌ CheckFailed: weight_bytes: hidden case 1 of 5: not implemented yet: "
+                                               "replace `raise NotImplementedError()` with your code."]
