@@ -1,16 +1,24 @@
 """Exercise checks. After each exercise a cell calls ``lu.checks.<name>(your_function)``.
 
 A check runs hidden cases against a reference, prints ✅ or ❌ with a hint that points the way without giving the
-answer, and returns a :class:`CheckResult` that is truthy when every case passed. It never crashes on a wrong
-answer: a ``NotImplementedError``, an exception in your code, or a value of the wrong type or shape becomes
-feedback. In test mode (``LECTURE_UTILS_STRICT_CHECKS=1``, set by the course runner and the tests) a failed check
-raises :class:`CheckFailed`, so an executed notebook whose solution is wrong fails loudly.
+answer, and returns a :class:`CheckResult` that is truthy when every case passed. It never crashes and never hangs
+on a wrong answer: a ``NotImplementedError``, an exception in your code, a value of the wrong type, shape or device,
+or a function that runs longer than :data:`CASE_TIMEOUT_S` seconds on one case becomes feedback. Your function gets
+copies of the check's inputs, so changing them in place cannot change the expected answer.
+
+In graded mode a failed check raises :class:`CheckFailed`, so its test cell earns no points and an executed notebook
+whose solution is wrong fails loudly. Graded mode is on while nbgrader grades or validates a notebook (it sets
+``NBGRADER_EXECUTION`` in the kernel's environment) and when ``LECTURE_UTILS_STRICT_CHECKS=1`` (set by the course
+runner and the tests); ``LECTURE_UTILS_STRICT_CHECKS=0`` switches it off even under nbgrader.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import signal
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +26,17 @@ from dataclasses import dataclass
 import torch
 
 from . import memory
-
-STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"
+from .config import STRICT_ENV
+NBGRADER_ENV = "NBGRADER_EXECUTION"  # nbgrader 0.9 sets it to "autograde" or "validate" while it executes a notebook
+CASE_TIMEOUT_S = 10.0  # seconds one call of the learner's function may take before the check gives up on it
 
 
 class CheckFailed(AssertionError):
-    """Raised by a failed check in test mode."""
+    """Raised by a failed check in graded mode."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (and so nbgrader's feedback and Validate) shows: the verdict, without a traceback."""
+        return [f"❌ CheckFailed: {self}"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class CheckResult:
     passed: bool
     message: str
 
-    def __bool__(self) -> CheckResult:
+    def __bool__(self) -> bool:
         return self.passed
 
     def _ipython_display_(self) -> None:
@@ -45,8 +58,59 @@ class _Wrong(Exception):
     """One hidden case failed; the message is what the learner sees."""
 
 
-def _strict() -> CheckResult:
-    return os.environ.get(STRICT_ENV, "") == "1"
+def _strict() -> bool:
+    """Graded mode: ``LECTURE_UTILS_STRICT_CHECKS`` if set to 1 or 0, else on while nbgrader executes."""
+    explicit = os.environ.get(STRICT_ENV, "").strip()
+    if explicit in ("0", "1"):
+        return explicit == "1"
+    return bool(os.environ.get(NBGRADER_ENV))
+
+
+class _TimedOut(BaseException):
+    """The learner's function ran past its time limit (a BaseException, so their ``except Exception`` lets it by)."""
+
+
+def _copied(value):
+    """A deep copy of a check's input, so the learner's function cannot change what the reference sees."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # noqa: BLE001 - an uncopyable input is passed as it is
+        return value
+
+
+def _with_time_limit(fn: Callable, args: tuple, seconds: float):
+    """``fn(*args)``, interrupted with :class:`_TimedOut` after ``seconds``.
+
+    In the main thread of a POSIX process (a Jupyter kernel, pytest) a timer signal interrupts the function where it
+    is. Elsewhere the function runs in a daemon thread that is abandoned when it overruns.
+    """
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        def on_alarm(_signum, _frame):
+            raise _TimedOut()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _TimedOut()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 # Functions whose most recent check passed (weakly held: a redefined function starts unchecked).
@@ -56,17 +120,33 @@ _CALLED: list = []
 
 
 def _call(fn: Callable, *args):
-    """Call the learner's function, turning its failures into feedback."""
-    if callable(fn):
-        _CALLED.append(fn)
+    """Call the learner's function on copies of ``args``, turning its failures into feedback."""
     if not callable(fn):
         raise _Wrong(f"expected a function, got {type(fn).__name__}. Pass the function itself, without calling it.")
+    _CALLED.append(fn)
     try:
-        return fn(*args)
+        result = _with_time_limit(fn, tuple(_copied(a) for a in args), CASE_TIMEOUT_S)
+    except _TimedOut:
+        raise _Wrong(f"your function did not return within {CASE_TIMEOUT_S:g} s on this case, so the check gave up "
+                     "on it. Look for a loop that never ends (or one far longer than it needs to be).") from None
     except NotImplementedError:
         raise _Wrong("not implemented yet: replace `raise NotImplementedError()` with your code.") from None
     except Exception as exc:  # noqa: BLE001 - any error in the learner's code is feedback, not a crash
         raise _Wrong(f"your code raised {type(exc).__name__}: {exc}") from None
+    _check_returned(result)
+    return result
+
+
+def _check_returned(value) -> None:
+    """Reject results that hold no usable values: meta tensors and numpy arrays (also inside a tuple or list)."""
+    items = value if isinstance(value, (tuple, list)) else [value]
+    for item in items:
+        if torch.is_tensor(item) and item.is_meta:
+            raise _Wrong("you returned a tensor on the 'meta' device, which has a shape but no values. Compute it "
+                         "from the inputs (on the CPU) instead of creating it with device='meta'.")
+        if type(item).__module__ == "numpy" and getattr(item, "ndim", 0) > 0:
+            raise _Wrong(f"you returned a numpy array of shape {tuple(item.shape)}; return a torch tensor "
+                         "(torch.from_numpy(array) converts one, or stay in torch all the way).")
 
 
 def _number(value, what: str) -> float:
@@ -76,7 +156,10 @@ def _number(value, what: str) -> float:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise _Wrong(f"{what} should be a number, got {type(value).__name__}.")
-    return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _Wrong(f"{what} should be a number, got {type(value).__name__} ({exc}).") from None
 
 
 def _close(got: float, want: float, what: str, rel: float = 1e-6, abs_tol: float = 1e-9) -> None:
@@ -85,26 +168,34 @@ def _close(got: float, want: float, what: str, rel: float = 1e-6, abs_tol: float
 
 
 def _run(title: str, cases: list[Callable[[], None]], hint: str) -> CheckResult:
-    """Run every case; report the first failure with the hint."""
+    """Run every case; report the first failure with the hint. Raises :class:`CheckFailed` in graded mode."""
     _CALLED.clear()
     for i, case in enumerate(cases, start=1):
         try:
             case()
         except _Wrong as wrong:
-            message = f"❌ {title} — hidden case {i} of {len(cases)}: {wrong}\n   Hint: {hint}"
-            print(message)
-            _mark(passed=False)
-            if _strict():
-                raise CheckFailed(f"{title}: {wrong}") from None
-            return CheckResult(title, False, message)
+            return _failed(title, f"hidden case {i} of {len(cases)}: {wrong}", hint)
+        except Exception as exc:  # noqa: BLE001 - a result the check cannot compare is feedback, not a crash
+            return _failed(title, f"hidden case {i} of {len(cases)}: the check could not compare your result "
+                                  f"({type(exc).__name__}: {exc}).", hint)
     message = f"✅ {title} — all {len(cases)} hidden cases pass."
     print(message)
     _mark(passed=True)
     return CheckResult(title, True, message)
 
 
+def _failed(title: str, problem: str, hint: str) -> CheckResult:
+    message = f"❌ {title} — {problem}\n   Hint: {hint}"
+    print(message)
+    _mark(passed=False)
+    if _strict():
+        raise CheckFailed(f"{title}: {problem}") from None
+    return CheckResult(title, False, message)
+
+
 def _mark(passed: bool) -> None:
     """Remember whether the functions the finished check called passed it (for :func:`use`)."""
+    _NOTED.clear()  # a new verdict: announce the fallback again
     for fn in _CALLED:
         try:
             (_PASSED.add if passed else _PASSED.discard)(fn)
@@ -116,25 +207,40 @@ def _mark(passed: bool) -> None:
 def use(fn: Callable, reference: Callable) -> Callable:
     """The function the rest of a lesson should use: ``fn`` if its check passed, else the course's ``reference``.
 
-    A student copy runs top to bottom: cells after an unfinished exercise say so once and carry on with the
+    A student copy runs top to bottom: cells after an unfinished exercise say so in one line and carry on with the
     reference implementation instead of raising ``NotImplementedError``.
 
     Examples:
         >>> def mine(x): raise NotImplementedError()
-        >>> use(mine, abs) is abs  # never checked (or failed): the reference, with a note  # doctest: +ELLIPSIS
-        ℹ️  `mine` has not passed its check yet, so the cells below use the course's reference `abs`. Finish ...
+        >>> use(mine, abs) is abs  # never checked (or failed): the reference, with a note
+        ℹ️  `mine` has not passed its check yet, so the cells below use the course's `abs` instead.
         True
     """
     if not callable(reference):
         raise TypeError(f"reference must be a function, got {type(reference).__name__}")
     if callable(fn) and fn in _PASSED:
         return fn
-    name = getattr(fn, "__name__", repr(fn))
-    ref = ".".join(p for p in (getattr(reference, "__module__", None), reference.__qualname__)
-                   if p and p != "builtins")
-    print(f"ℹ️  `{name}` has not passed its check yet, so the cells below use the course's reference `{ref}`. "
-          "Finish the exercise and rerun its check to use yours.")
+    note = (id(fn), id(reference), _execution_count())
+    if note not in _NOTED:  # once per cell run, also when the cell calls use() in a loop
+        _NOTED.add(note)
+        name = getattr(fn, "__name__", None) or type(fn).__name__
+        ref = ".".join(p for p in (getattr(reference, "__module__", None), getattr(reference, "__qualname__", None))
+                       if p and p != "builtins") or repr(reference)
+        print(f"ℹ️  `{name}` has not passed its check yet, so the cells below use the course's `{ref}` instead.")
     return reference
+
+
+_NOTED: set = set()  # (function, reference, cell run) already announced by use()
+
+
+def _execution_count() -> int | None:
+    """The running cell's number in IPython (None elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None) if shell is not None else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -518,8 +624,8 @@ def matrix_sparsity(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
                 for m in (model[1], model[3]):
                     m.weight[torch.rand_like(m.weight) < frac] = 0
                     m.bias.zero_()  # zero biases must not count
+            want = sparsity(model)  # before the learner's function runs
             got = _number(_call(fn, model), "sparsity")
-            want = sparsity(model)
             if 1 < got <= 100:
                 raise _Wrong(f"got {got:.4g}: return a fraction in [0, 1], not a percentage.")
             _close(got, want, f"a small model with {100 * frac:.0f}% of its Linear weights set to 0", rel=1e-5)

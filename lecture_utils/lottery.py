@@ -351,3 +351,35 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
         # the ticket itself is trained last: the next round prunes these trained weights
         rows.append({**row, "method": "ticket", "accuracy": train_masked(model, masks, data, setup, seed)})
     return rows
+
+
+# Reference answers of lesson 07's exercises (used by the student copy until the learner's pass their check).
+
+def prune_and_rewind(trained: torch.Tensor, init: torch.Tensor, mask: torch.Tensor,
+                     fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One IMP round for one weight matrix: remove ``round(fraction × survivors)`` of the surviving weights with the
+    smallest ``|trained|``; returns ``(new_mask, init × new_mask)``."""
+    fraction = _check_fraction(fraction)
+    if not (torch.is_tensor(trained) and torch.is_tensor(init) and torch.is_tensor(mask)):
+        raise TypeError("trained, init and mask must be tensors")
+    if not trained.shape == init.shape == mask.shape:
+        raise ValueError(f"trained, init and mask must have one shape, got {tuple(trained.shape)}, "
+                         f"{tuple(init.shape)} and {tuple(mask.shape)}")
+    alive = mask.bool()
+    keep = int(alive.sum()) - round(fraction * int(alive.sum()))
+    new = _top_k_mask(trained.detach().abs(), alive, keep)
+    return new, init * new
+
+
+def global_snip_masks(weights: list[torch.Tensor], grads: list[torch.Tensor], keep: float) -> list[torch.Tensor]:
+    """Global SNIP over lists of tensors (one per layer): keep the ``round(keep × total)`` connections with the
+    largest ``|grad × weight|`` over all layers together; one bool mask per layer."""
+    if len(weights) != len(grads) or not weights:
+        raise ValueError(f"weights and grads must be non-empty lists of one length, got {len(weights)} and "
+                         f"{len(grads)}")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    scores = [(g * w).abs().detach() for g, w in zip(grads, weights, strict=True)]
+    flat = torch.cat([s.flatten() for s in scores])
+    kept = _top_k_mask(flat, torch.ones_like(flat, dtype=torch.bool), round(keep * flat.numel()))
+    return [m.view_as(s) for m, s in zip(kept.split([s.numel() for s in scores]), scores, strict=True)]

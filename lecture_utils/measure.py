@@ -235,3 +235,32 @@ def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor |
     if loader is not None:
         out["accuracy"] = evaluate(model, loader, progress=False)["accuracy"]
     return out
+
+
+# Reference answers of lesson 00's and 01's exercises (used by the student copy until the learner's pass their check).
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction in [0, 1] of the rows of ``logits`` (N, C) whose largest entry is at the index in ``labels`` (N,)."""
+    if not torch.is_tensor(logits) or logits.dim() != 2:
+        raise ValueError(f"logits must be a 2-D tensor (N, C), got {getattr(logits, 'shape', type(logits).__name__)}")
+    if not torch.is_tensor(labels) or labels.shape != logits.shape[:1] or labels.numel() == 0:
+        raise ValueError(f"labels must be a non-empty tensor of shape ({logits.shape[0]},), got "
+                         f"{getattr(labels, 'shape', type(labels).__name__)}")
+    return (logits.argmax(dim=-1) == labels).float().mean().item()
+
+
+def speedup(baseline_ms: float, variant_ms: float) -> float:
+    """How many times faster the variant is: ``baseline_ms / variant_ms`` (> 1 means faster)."""
+    for name, value in (("baseline_ms", baseline_ms), ("variant_ms", variant_ms)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive time in milliseconds, got {value!r}")
+    return baseline_ms / variant_ms
+
+
+def embedding_share(model: nn.Module) -> float:
+    """Fraction of the model's parameters in modules named ``embeddings`` (word, position, token type, LayerNorm)."""
+    total = sum(p.numel() for p in model.parameters())
+    if total == 0:
+        raise ValueError("model must have parameters, got one with none")
+    emb = sum(p.numel() for name, p in model.named_parameters() if "embeddings" in name.split("."))
+    return emb / total

@@ -73,3 +73,23 @@ def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: s
     verdict = "fits ✅" if r["fits"] else "does not fit ❌"
     return (f"{n_params / 1e9:,.3g} B parameters, {mode} in {dtype}: needs {r['needed_gb']:,.1f} GB of "
             f"{r['device_gb']:,.0f} GB ({100 * r['share']:,.0f}%) → {verdict}")
+
+
+# Reference answers of lesson 00's and 01's exercises (used by the student copy until the learner's pass their check).
+
+def megabytes(n_params: float, bytes_per_param: float) -> float:
+    """MB (10^6 bytes) needed to store ``n_params`` values of ``bytes_per_param`` bytes each."""
+    if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params < 0:
+        raise ValueError(f"n_params must be a non-negative number of parameters, got {n_params!r}")
+    if isinstance(bytes_per_param, bool) or not isinstance(bytes_per_param, (int, float)) or bytes_per_param <= 0:
+        raise ValueError(f"bytes_per_param must be a positive number of bytes, got {bytes_per_param!r}")
+    return n_params * bytes_per_param / 1e6
+
+
+def bytes_at_bits(n_params: float, bits: int) -> float:
+    """Bytes to store ``n_params`` weights of ``bits`` bits each (8 bits per byte)."""
+    if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params < 0:
+        raise ValueError(f"n_params must be a non-negative number of parameters, got {n_params!r}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits <= 0:
+        raise ValueError(f"bits must be a positive int, got {bits!r}")
+    return n_params * bits / 8

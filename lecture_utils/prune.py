@@ -292,3 +292,27 @@ def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Itera
             row["accuracy"] = evaluate(model, eval_loader, progress=False)["accuracy"]
         rows.append(row)
     return rows
+
+
+# Reference answers of lesson 04's exercises (used by the student copy until the learner's pass their check).
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Bool mask of ``weight``'s shape: False at the ``round(sparsity × numel)`` entries with the smallest ``|w|``
+    (the mask of ``torch.nn.utils.prune.l1_unstructured``), True elsewhere."""
+    if not torch.is_tensor(weight):
+        raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
+    layer = nn.Linear(1, 1, bias=False)
+    layer.weight = nn.Parameter(weight.detach().clone())
+    return prune.l1_unstructured(layer, "weight", amount=check_sparsity(sparsity)).weight_mask.bool()
+
+
+def csr_nbytes(rows: int, cols: int, nnz: int, value_bytes: int, index_bytes: int) -> int:
+    """Bytes of a (rows, cols) matrix with ``nnz`` non-zeros in CSR: values, column indices, ``rows + 1`` row
+    pointers (the number of columns does not appear)."""
+    for name, value in (("rows", rows), ("cols", cols), ("nnz", nnz), ("value_bytes", value_bytes),
+                        ("index_bytes", index_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if nnz > rows * cols:
+        raise ValueError(f"nnz must be at most rows × cols = {rows * cols}, got {nnz}")
+    return nnz * value_bytes + nnz * index_bytes + (rows + 1) * index_bytes

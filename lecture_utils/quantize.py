@@ -18,6 +18,7 @@ quantization computes one (s, z) per row (output channel).
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import torch
@@ -317,3 +318,29 @@ def torchao_int8(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
     return model
+
+
+# Reference answers of lesson 06's exercises (used by the student copy until the learner's pass their check).
+
+def affine_qparams(x_min: float, x_max: float, bits: int) -> tuple[float, int]:
+    """``(scale, zero_point)`` of unsigned affine quantization for values in [x_min, x_max], as Python numbers."""
+    scale, zero_point = qparams(x_min, x_max, bits, "affine")
+    return scale.item(), int(zero_point.item())
+
+
+def quantize_dequantize(x: torch.Tensor, scale: float, zero_point: int, bits: int) -> torch.Tensor:
+    """The unsigned affine round trip: ``(clamp(round(x / s) + z, 0, 2^bits − 1) − z) × s``, in float units."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    try:
+        scale, zp = float(scale), float(zero_point)
+    except (TypeError, ValueError):
+        raise TypeError(f"scale and zero_point must be numbers, got {scale!r} and {zero_point!r}") from None
+    if not scale > 0 or not math.isfinite(scale):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    qmin, qmax = qrange(bits, signed=False)
+    if not zp.is_integer() or not qmin <= zp <= qmax:
+        raise ValueError(f"zero_point must be a whole number in [{qmin}, {qmax}], got {zero_point!r}")
+    zero_point = int(zp)
+    s, z = torch.tensor(float(scale)), torch.tensor(zero_point)
+    return dequantize(quantize(x, s, z, bits, signed=False), s, z)

@@ -115,17 +115,41 @@ def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
+RELEASE_MARK = "lecture_utils_student_release"  # notebook metadata key: this file was written by build_student
+
+
 def build_student(src: Path | str = "notebooks", dest: Path | str = "build/student") -> list[Path]:
-    """Write the student release of every notebook in ``src`` to ``dest``; returns the written paths."""
+    """Write the student release of every notebook in ``src`` to ``dest``; returns the written paths.
+
+    Refuses (:class:`ReleaseError`) a ``dest`` equal to or inside ``src``, and never replaces a notebook in ``dest``
+    that an earlier release did not write (it would be someone's work, or the solutions).
+    """
     src, dest = Path(src), Path(dest)
+    src_r, dest_r = src.resolve(), dest.resolve()
+    if dest_r == src_r or src_r in dest_r.parents:
+        raise ReleaseError(f"dest must be outside src: got src={str(src)!r} and dest={str(dest)!r}; writing there "
+                           "would replace or mix with the instructor's notebooks. Use e.g. dest='build/student'.")
     paths = sorted(src.glob("*.ipynb"))
     if not paths:
         raise ReleaseError(f"No notebooks in {src}")
+    foreign = [dest / p.name for p in paths if (dest / p.name).exists() and not _written_by_release(dest / p.name)]
+    if foreign:
+        raise ReleaseError(f"dest {str(dest)!r} already holds notebooks that no student release wrote: "
+                           f"{', '.join(f.name for f in foreign)}. Move them away or choose another dest; "
+                           "nothing was written.")
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
+        student = student_notebook(nbformat.read(path, as_version=4))
+        student.metadata[RELEASE_MARK] = True
         target = dest / path.name
-        nbformat.write(student_notebook(nb), target)
+        nbformat.write(student, target)
         written.append(target)
     return written
+
+
+def _written_by_release(path: Path) -> bool:
+    try:
+        return bool(nbformat.read(path, as_version=4).metadata.get(RELEASE_MARK))
+    except Exception:  # noqa: BLE001 - unreadable: not ours
+        return False

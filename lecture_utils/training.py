@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import validate as check
+from .progress import bar as progress_bar
 
 Batch = Mapping | tuple | list
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
@@ -75,9 +75,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _bar(iterable: Iterable, progress: bool, **kwargs) -> tqdm:
-    """A ``tqdm.auto`` progress bar, off when ``progress`` is False or ``$TQDM_DISABLE`` is 1 (the course runner
+    """A progress bar (:func:`.progress.bar`), off when ``progress`` is False or ``$TQDM_DISABLE`` is 1 (the runner
     sets it: a bar saved in an executed notebook would show 0% forever)."""
-    return tqdm(iterable, disable=not progress or os.environ.get("TQDM_DISABLE") == "1", leave=False, **kwargs)
+    return progress_bar(iterable, enabled=progress, leave=False, **kwargs)
 
 
 def _cycle(loader: Iterable, steps: int):

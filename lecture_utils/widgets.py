@@ -93,7 +93,9 @@ def quantization_widget(weight):
         return None
     bits = w.IntSlider(value=8, min=2, max=8, description="bits")
     scheme = w.ToggleButtons(options=["affine", "symmetric"], description="scheme")
-    per_channel = w.Checkbox(value=False, description="per-channel (one scale per row)")
+    # a checkbox's description sits in a fixed-width label unless told otherwise: let the whole text show
+    per_channel = w.Checkbox(value=False, description="per-channel (one scale per row)", indent=False,
+                             style={"description_width": "initial"}, layout=w.Layout(width="auto"))
     out = w.Output()
 
     def update(_=None):

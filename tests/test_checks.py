@@ -1,6 +1,7 @@
 """Every check passes a correct answer, fails wrong ones with feedback, and never crashes."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -244,3 +245,142 @@ def test_use_returns_the_students_function_only_after_its_check_passed(capsys):
     assert checks.use(_not_done, abs) is abs
     with pytest.raises(TypeError, match="reference"):
         checks.use(speed, 3)
+
+
+# --- graded mode, time limits, unusable results, inputs changed in place ------------------------------------------
+
+def test_graded_mode_is_on_while_nbgrader_executes(monkeypatch):
+    monkeypatch.setenv(checks.NBGRADER_ENV, "autograde")  # what nbgrader 0.9's autograde sets in the kernel
+    with pytest.raises(checks.CheckFailed, match="not implemented"):
+        checks.speedup(_not_done)
+    monkeypatch.setenv(checks.NBGRADER_ENV, "validate")  # what `nbgrader validate` (the Validate button) sets
+    with pytest.raises(checks.CheckFailed):
+        checks.weight_bytes(WRONG["weight_bytes"][0])
+    assert checks.speedup(CORRECT["speedup"])  # a right answer still passes quietly
+    monkeypatch.setenv(checks.STRICT_ENV, "0")  # an explicit 0 wins
+    assert not checks.speedup(_not_done)
+    monkeypatch.delenv(checks.NBGRADER_ENV)
+    monkeypatch.delenv(checks.STRICT_ENV)
+    assert not checks.speedup(_not_done)  # interactive: feedback only
+
+
+def _forever(*_args):
+    while True:
+        pass
+
+
+def test_a_function_that_never_returns_is_given_up_on(monkeypatch, capsys):
+    monkeypatch.setattr(checks, "CASE_TIMEOUT_S", 0.3)
+    assert not checks.accuracy(_forever)
+    out = capsys.readouterr().out
+    assert "did not return within 0.3 s" in out and "Hint:" in out
+    assert checks.accuracy(CORRECT["accuracy"])  # the timer is gone: a later check runs normally
+
+
+def test_the_time_limit_also_works_outside_the_main_thread(monkeypatch, capsys):
+    import threading
+
+    monkeypatch.setattr(checks, "CASE_TIMEOUT_S", 0.3)
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(result=checks.speedup(lambda a, b: time.sleep(5))))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and not box["result"]
+    assert "did not return within" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", list(CORRECT))
+def test_numpy_and_meta_results_are_feedback_not_a_crash(name, capsys):
+    import numpy as np
+
+    for returned in (np.zeros((3, 2)), np.float64("nan"), torch.empty(3, 2, device="meta"),
+                     (torch.empty(2, device="meta"), torch.empty(2, device="meta")), [np.ones(2), np.ones(2)]):
+        result = getattr(checks, name)(lambda *_a, r=returned: r)
+        assert result.passed is False
+        assert "❌" in capsys.readouterr().out
+
+
+def test_meta_and_numpy_messages_say_what_to_return(capsys):
+    checks.quantize_dequantize(lambda x, *_: torch.empty_like(x, device="meta"))
+    assert "'meta' device" in capsys.readouterr().out
+    checks.symmetric_scales(lambda w, bits: (2 * w.abs().amax(dim=1) / (2**bits - 1)).numpy())
+    assert "numpy array" in capsys.readouterr().out
+
+
+def test_changing_the_input_in_place_cannot_make_a_wrong_answer_pass(capsys):
+    def zero_everything(model):  # makes the model 100% sparse, then reports it
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return 1.0
+
+    assert not checks.matrix_sparsity(zero_everything)
+
+    def overwrite_labels(logits, labels):  # makes every prediction "right"
+        labels.copy_(logits.argmax(-1))
+        return 1.0
+
+    assert not checks.accuracy(overwrite_labels)
+
+    def flatten_singular_values(s, energy):
+        s.fill_(1.0)
+        return CORRECT["effective_rank"](s, energy)
+
+    assert not checks.effective_rank(flatten_singular_values)
+    capsys.readouterr()
+
+
+REFERENCES = {  # the course's reference for each exercise whose function later cells use (through lu.checks.use)
+    "accuracy": lu.measure.accuracy, "predicted_size_mb": lu.memory.megabytes, "speedup": lu.measure.speedup,
+    "weight_bytes": lu.memory.bytes_at_bits, "adam_training_bytes": lu.memory.training_bytes,
+    "embedding_share": lu.measure.embedding_share, "xor_success": lu.overparam.xor_success,
+    "effective_rank": lu.overparam.effective_rank, "magnitude_mask": lu.prune.magnitude_mask,
+    "matrix_sparsity": lu.measure.sparsity, "csr_nbytes": lu.prune.csr_nbytes,
+    "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,
+    "quantize_dequantize": lu.quantize.quantize_dequantize, "imp_round": lu.lottery.prune_and_rewind,
+    "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
+    "sparse_int8_bytes": lu.combine.sparse_int8_bytes,
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCES))
+def test_the_course_reference_passes_its_check(name, capsys):
+    assert getattr(checks, name)(REFERENCES[name]).passed, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call", [
+    lambda: lu.memory.megabytes(-1, 4), lambda: lu.memory.megabytes(10, 0), lambda: lu.memory.bytes_at_bits(10, 0),
+    lambda: lu.measure.accuracy(torch.zeros(3), torch.zeros(3)),
+    lambda: lu.measure.accuracy(torch.zeros(3, 2), torch.zeros(4)), lambda: lu.measure.speedup(1.0, 0),
+    lambda: lu.measure.embedding_share(torch.nn.ReLU()), lambda: lu.prune.magnitude_mask(torch.ones(3, 3), 1.5),
+    lambda: lu.prune.csr_nbytes(2, 2, 5, 4, 4), lambda: lu.prune.csr_nbytes(2, 2, -1, 4, 4),
+    lambda: lu.surgery.predicted_speedup(1.2, 0.5), lambda: lu.surgery.predicted_speedup(1.0, 0.0),
+    lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.0, 0, 8),
+    lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 300, 8),
+    lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 1.5, 8),
+    lambda: lu.lottery.prune_and_rewind(torch.ones(2, 2), torch.ones(2, 3), torch.ones(2, 2, dtype=torch.bool), 0.2),
+    lambda: lu.lottery.global_snip_masks([torch.ones(2)], [], 0.5),
+    lambda: lu.lottery.global_snip_masks([torch.ones(2)], [torch.ones(2)], 0.0),
+])
+def test_references_reject_bad_input_with_a_clear_error(call):
+    with pytest.raises(ValueError, match="must"):
+        call()
+
+
+def test_use_announces_the_fallback_once_per_cell_run_even_in_a_loop(capsys):
+    def mine(a, b):
+        raise NotImplementedError()
+
+    checks.speedup(mine)
+    capsys.readouterr()
+    assert [checks.use(mine, lu.measure.speedup)(4.0, 2.0) for _ in range(3)] == [2.0, 2.0, 2.0]
+    out = capsys.readouterr().out
+    assert out.count("has not passed its check") == 1 and "`lecture_utils.measure.speedup`" in out
+
+
+def test_a_graded_failure_shows_the_verdict_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv(checks.STRICT_ENV, "1")
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.weight_bytes(_not_done)
+    assert info.value._render_traceback_() == ["❌ CheckFailed: weight_bytes: hidden case 1 of 5: not implemented yet: "
+                                               "replace `raise NotImplementedError()` with your code."]

@@ -138,3 +138,35 @@ def test_marker_words_in_prose_are_refused_like_nbgrader_would():
     nb = new_notebook(cells=[new_markdown_cell("Solutions sit after BEGIN SOLUTION markers.")])
     with pytest.raises(release.ReleaseError, match="metadata"):
         release.student_notebook(nb)
+
+
+def _source_dir(tmp_path):
+    src = tmp_path / "course"
+    src.mkdir()
+    nbformat.write(_exercise_notebook(), src / "01_lesson.ipynb")
+    return src
+
+
+@pytest.mark.parametrize("where", [".", "student", "student/deeper"])
+def test_build_student_refuses_a_destination_in_the_sources(tmp_path, where):
+    src = _source_dir(tmp_path)
+    before = (src / "01_lesson.ipynb").read_bytes()
+    with pytest.raises(release.ReleaseError, match="dest must be outside src"):
+        release.build_student(src, src / where)
+    assert (src / "01_lesson.ipynb").read_bytes() == before  # the solutions are intact
+    assert not (src / "student").exists()
+
+
+def test_build_student_never_overwrites_notebooks_it_did_not_write(tmp_path):
+    src, dest = _source_dir(tmp_path), tmp_path / "out"
+    dest.mkdir()
+    mine = dest / "01_lesson.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("my work")]), mine)
+    before = mine.read_bytes()
+    with pytest.raises(release.ReleaseError, match="no student release wrote: 01_lesson.ipynb"):
+        release.build_student(src, dest)
+    assert mine.read_bytes() == before
+    mine.unlink()
+    release.build_student(src, dest)  # a fresh release, then a rebuild over its own output, both work
+    written = release.build_student(src, dest)
+    assert nbformat.read(written[0], as_version=4).metadata[release.RELEASE_MARK] is True

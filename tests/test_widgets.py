@@ -28,6 +28,8 @@ def test_quantization_table_and_widget_agree_with_the_helper(capsys):
     bits, scheme, per_channel, out = box.children
     bits.value = 3
     assert bits.value == 3
+    # the checkbox label is not squeezed into the fixed description column (the browser test measures it)
+    assert per_channel.style.description_width == "initial" and per_channel.indent is False
 
 
 def test_temperature_table_and_widget(capsys):
