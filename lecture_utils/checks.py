@@ -27,6 +27,7 @@ import torch
 
 from . import memory
 from .config import STRICT_ENV
+
 NBGRADER_ENV = "NBGRADER_EXECUTION"  # nbgrader 0.9 sets it to "autograde" or "validate" while it executes a notebook
 CASE_TIMEOUT_S = 10.0  # seconds one call of the learner's function may take before the check gives up on it
 
