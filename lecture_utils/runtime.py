@@ -179,6 +179,18 @@ def _writable_onnx(path: str | Path, overwrite: bool, what: str = "path") -> Pat
     return path
 
 
+def scratch_dir(prefix: str = "onnx-") -> Path:
+    """A new empty temporary folder for exported files, removed when Python exits (a notebook's kernel stops), so
+    lessons never write into the learner's folders nor leave 100 MB files behind."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def external_data_files(path: str | Path) -> list[Path]:
     """The external weight files (``.data``) that the ONNX graph at ``path`` refers to, in the same folder."""
     import onnx
@@ -433,15 +445,21 @@ class OrtModel(nn.Module):
         return f"path={str(self.path)!r}, threads={self.threads}"
 
 
-def agreement(reference: nn.Module, other: nn.Module, batches: Iterable) -> dict:
-    """How closely ``other`` reproduces ``reference``'s logits on ``batches`` (a loader): ``max_abs_diff`` (largest
-    |difference| of any logit), ``mean_abs_diff``, ``same_prediction`` (fraction of examples with the same argmax)
-    and ``examples``."""
-    batches = list(batches)
-    a, _ = predict(reference, batches)
-    b, _ = predict(other, batches)
-    if a.shape != b.shape:
-        raise ValueError(f"the two models give logits of different shapes: {tuple(a.shape)} vs {tuple(b.shape)}")
-    diff = (a - b).abs()
+def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """How closely the logits ``other`` (N, C) reproduce ``reference`` (N, C): ``max_abs_diff`` (largest
+    |difference| of any logit), ``mean_abs_diff``, ``same_prediction`` (fraction of rows with the same argmax) and
+    ``examples``."""
+    if not (torch.is_tensor(reference) and torch.is_tensor(other)) or reference.shape != other.shape:
+        raise ValueError("reference and other must be logits tensors of the same shape, got "
+                         f"{getattr(reference, 'shape', type(reference).__name__)} and "
+                         f"{getattr(other, 'shape', type(other).__name__)}")
+    diff = (reference.float() - other.float()).abs()
     return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
-            "same_prediction": (a.argmax(-1) == b.argmax(-1)).float().mean().item(), "examples": len(a)}
+            "same_prediction": (reference.argmax(-1) == other.argmax(-1)).float().mean().item(),
+            "examples": len(reference)}
+
+
+def agreement(reference: nn.Module, other: nn.Module, batches: Iterable) -> dict:
+    """:func:`logits_agreement` of two models' logits on ``batches`` (a loader)."""
+    batches = list(batches)
+    return logits_agreement(predict(reference, batches)[0], predict(other, batches)[0])

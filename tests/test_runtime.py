@@ -235,3 +235,15 @@ def test_int8_accuracy_on_smoke_data_close_to_fp32(tmp_path, prepared):
     agree = runtime.agreement(teacher, runtime.OrtModel(fp32), loaders["test"])
     assert agree["max_abs_diff"] < FP32_ATOL and np.isclose(agree["same_prediction"], 1.0)
 
+
+
+def test_logits_agreement_by_hand_and_scratch_dir():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    b = torch.tensor([[1.5, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    got = runtime.logits_agreement(a, b)
+    assert got == {"max_abs_diff": 3.0, "mean_abs_diff": pytest.approx(4.5 / 6),
+                   "same_prediction": pytest.approx(2 / 3), "examples": 3}
+    with pytest.raises(ValueError, match="same shape"):
+        runtime.logits_agreement(a, b[:2])
+    d1, d2 = runtime.scratch_dir(), runtime.scratch_dir()
+    assert d1 != d2 and d1.is_dir() and not any(d1.iterdir())
