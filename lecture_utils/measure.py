@@ -179,7 +179,10 @@ def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor
     used: dict[str, float] = {}
     for name, model in models.items():
         start = time.perf_counter()
-        latency_ms(model, inputs, repeats=1, warmup=warmup, budget_s=budget_s)
+        if budget == float("inf"):
+            latency_ms(model, inputs, repeats=1, warmup=warmup)
+        elif warmup > 0:  # within a budget: the warm-up passes alone, and no more once the budget is used
+            latency_ms(model, inputs, repeats=1, warmup=warmup - 1, budget_s=budget_s)
         used[name] = time.perf_counter() - start
     for _ in range(repeats):
         for name, model in models.items():
