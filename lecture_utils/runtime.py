@@ -127,6 +127,15 @@ def cpu_features(cpuinfo: str | Path | None = "/proc/cpuinfo") -> CpuFeatures:
                        arm_dot=None, source="torch")
 
 
+def load_per_core() -> float | None:
+    """The machine's 1-minute load average divided by its cores (above 1: processes are waiting for a core, and
+    timings are noisy), or None where the OS does not report a load average (Windows)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
+
+
 def int8_outlook(features: CpuFeatures) -> str:
     """One sentence on what ``features`` mean for int8 speed (what the lessons print under the flags)."""
     if features.amx:

@@ -247,3 +247,8 @@ def test_logits_agreement_by_hand_and_scratch_dir():
         runtime.logits_agreement(a, b[:2])
     d1, d2 = runtime.scratch_dir(), runtime.scratch_dir()
     assert d1 != d2 and d1.is_dir() and not any(d1.iterdir())
+
+
+def test_load_per_core_is_a_non_negative_number_or_none():
+    load = runtime.load_per_core()
+    assert load is None or load >= 0
