@@ -42,6 +42,7 @@ class Scale:
     finetune_steps: int  # the "short fine-tune" that later lessons give a compressed model
     latency_batch: int  # batch size of the headline latency measurement
     latency_repeats: int  # timed repeats (the median is reported)
+    latency_budget_s: float  # seconds of timing per model and batch size: a slow kernel stops after a few passes
     seeds: int  # repeats over random seeds for small-network experiments
     small_steps: int  # optimiser steps for small networks (XOR)
     xor_seeds: int  # random seeds per width in lesson 02's XOR sweep
@@ -54,19 +55,22 @@ SCALES: dict[str, Scale] = {
     "smoke": Scale(
         name="smoke", model="minilm", dataset="rotten_tomatoes",
         train_examples=64, eval_examples=64, test_examples=64, max_length=32, batch_size=32,
-        teacher_epochs=1, finetune_steps=2, latency_batch=32, latency_repeats=3, seeds=2, small_steps=50,
+        teacher_epochs=1, finetune_steps=2, latency_batch=32, latency_repeats=3,
+        latency_budget_s=2.0, seeds=2, small_steps=50,
         xor_seeds=16, lottery_steps=10, lottery_rounds=10, distill_steps=2,
     ),
     "laptop": Scale(
         name="laptop", model="minilm", dataset="rotten_tomatoes",
         train_examples=8000, eval_examples=512, test_examples=None, max_length=64, batch_size=32,
-        teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10, seeds=3, small_steps=2000,
+        teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10,
+        latency_budget_s=10.0, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
     ),
     "full": Scale(
         name="full", model="bert-base-uncased", dataset="sst2",
         train_examples=None, eval_examples=None, test_examples=None, max_length=128, batch_size=32,
-        teacher_epochs=3, finetune_steps=1000, latency_batch=32, latency_repeats=20, seeds=5, small_steps=10000,
+        teacher_epochs=3, finetune_steps=1000, latency_batch=32, latency_repeats=20,
+        latency_budget_s=30.0, seeds=5, small_steps=10000,
         xor_seeds=1000, lottery_steps=5000, lottery_rounds=15, distill_steps=3000,
     ),
 }

@@ -12,18 +12,23 @@ import time
 from collections.abc import Iterable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import validate as check
-from .training import evaluate, model_device, to_device
+from .training import evaluate, logits_and_labels, model_device, to_device
 
 BYTES_PER_MB = 1_000_000
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (elements, not bytes). Shared tensors are counted once."""
+    """Number of parameters (elements, not bytes). Shared tensors are counted once. A model that is not run by
+    torch (``lu.runtime.OrtModel``) reports its own count through a ``count_parameters()`` method."""
     check.module(model)
     check.flag(trainable_only, "trainable_only")
+    own = getattr(model, "count_parameters", None)
+    if callable(own):
+        return own()
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) in seen or (trainable_only and not p.requires_grad):
@@ -91,7 +96,11 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 def size_mb(model: nn.Module) -> float:
     """Size on disk of the model's state dict in MB (10^6 bytes). Tensors are stored densely: zeros cost as much
-    as any other value, which is why pruning alone does not shrink this number."""
+    as any other value, which is why pruning alone does not shrink this number. A model that is not run by torch
+    (``lu.runtime.OrtModel``) reports its files on disk through a ``size_on_disk_bytes()`` method."""
+    own = getattr(model, "size_on_disk_bytes", None)
+    if callable(own):
+        return own() / BYTES_PER_MB
     return state_dict_bytes(model) / BYTES_PER_MB
 
 
@@ -131,16 +140,35 @@ def sparsity_by_layer(model: nn.Module) -> dict[str, float]:
     return {name: (w == 0).float().mean().item() for name, w in weight_matrices(model).items()}
 
 
+def _budget(budget_s: float | None) -> float:
+    """``budget_s`` in seconds (positive, finite), or infinity for None (no limit)."""
+    if budget_s is None:
+        return float("inf")
+    return check.positive(budget_s, "budget_s", hint="seconds, or None for no limit")
+
+
+def _summary(times: list[float], requested: int, budget_s: float) -> dict:
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
+            "repeats": len(times), "requested_repeats": requested, "stopped_by_budget": len(times) < requested,
+            "budget_s": None if budget_s == float("inf") else budget_s}
+
+
 @torch.inference_mode()
 def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor, repeats: int = 10,
-               warmup: int = 2) -> dict:
+               warmup: int = 2, budget_s: float | None = None) -> dict:
     """Time the forward pass of ``model`` on ``inputs`` (a batch dict or a tensor).
 
     Runs ``warmup`` untimed passes, then ``repeats`` timed ones, and returns a dict with ``median_ms`` (the
-    headline number), ``min_ms``, ``max_ms``, ``batch_size``, ``threads`` (torch CPU threads) and ``device``.
-    The median resists the odd slow run caused by the rest of the machine.
+    headline number), ``min_ms``, ``max_ms``, ``batch_size``, ``threads`` (torch CPU threads), ``device``,
+    ``repeats`` (timed passes that ran) and ``stopped_by_budget``. The median resists the odd slow run caused by
+    the rest of the machine.
+
+    ``budget_s`` bounds the time spent (warm-up included): once the passes have used that many seconds no new
+    pass starts, so a slow kernel is reported as slow after a few calls instead of taking minutes. At least one
+    timed pass always runs.
     """
     repeats, warmup = _check_timing(model, inputs, repeats, warmup)
+    budget = _budget(budget_s)
     model.eval()
     device = model_device(model)
     inputs = to_device(inputs, device) if isinstance(inputs, Mapping) else inputs.to(device)
@@ -155,17 +183,22 @@ def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor,
         elif device.type == "mps":
             torch.mps.synchronize()
 
+    began = time.perf_counter()
     for _ in range(warmup):
         run()
+        if time.perf_counter() - began >= budget:
+            break
     sync()
-    times = []
+    times: list[float] = []
     for _ in range(repeats):
+        if times and time.perf_counter() - began >= budget:
+            break
         start = time.perf_counter()
         run()
         sync()
         times.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
-            "batch_size": int(batch_size), "threads": torch.get_num_threads(), "device": device.type}
+    return {**_summary(times, repeats, budget), "batch_size": int(batch_size), "threads": torch.get_num_threads(),
+            "device": device.type}
 
 
 def _check_timing(model: nn.Module, inputs, repeats: int, warmup: int) -> tuple[int, int]:
@@ -181,24 +214,38 @@ def _check_timing(model: nn.Module, inputs, repeats: int, warmup: int) -> tuple[
 
 
 def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor] | torch.Tensor,
-                    repeats: int = 10, warmup: int = 2) -> dict[str, dict]:
+                    repeats: int = 10, warmup: int = 2, budget_s: float | None = None) -> dict[str, dict]:
     """Time several models on the same inputs fairly: round-robin, one timed pass of each model per round, so a
     slow moment of the machine hits every model alike. Returns ``{name: latency dict}`` as :func:`latency_ms`
-    (``median_ms`` is the headline)."""
+    (``median_ms`` is the headline).
+
+    ``budget_s`` is each model's own time limit (warm-up included): a model that has used it sits out the
+    remaining rounds, the others go on. Its ``repeats`` says how many timed passes it got and
+    ``stopped_by_budget`` that it was cut short — a slow kernel costs a few passes, not the lesson's time."""
     check.mapping(models, "models", non_empty=True, what="a dict {name: model}")
     for name, model in models.items():
         check.module(model, f"models[{name!r}]")
     repeats = _check_timing(next(iter(models.values())), inputs, repeats, warmup)[0]
+    budget = _budget(budget_s)
     rounds: dict[str, list[dict]] = {name: [] for name in models}
-    for model in models.values():
-        latency_ms(model, inputs, repeats=1, warmup=warmup)
+    used: dict[str, float] = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        if budget == float("inf"):
+            latency_ms(model, inputs, repeats=1, warmup=warmup)
+        elif warmup > 0:  # within a budget: the warm-up passes alone, and no more once the budget is used
+            latency_ms(model, inputs, repeats=1, warmup=warmup - 1, budget_s=budget_s)
+        used[name] = time.perf_counter() - start
     for _ in range(repeats):
         for name, model in models.items():
+            if rounds[name] and used[name] >= budget:
+                continue
+            start = time.perf_counter()
             rounds[name].append(latency_ms(model, inputs, repeats=1, warmup=0))
+            used[name] += time.perf_counter() - start
     out = {}
     for name, runs in rounds.items():
-        times = [r["median_ms"] for r in runs]
-        out[name] = {**runs[0], "median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+        out[name] = {**runs[0], **_summary([r["median_ms"] for r in runs], repeats, budget)}
     return out
 
 
@@ -214,12 +261,37 @@ def _packed_weights(model: nn.Module) -> bool:
     return False
 
 
+@torch.inference_mode()
+def evaluate_within(model: nn.Module, loader: Iterable, budget_s: float) -> dict:
+    """Accuracy and loss as :func:`lu.training.evaluate` computes them, over as many batches of ``loader`` as fit
+    in ``budget_s`` seconds (always at least one): for a model whose kernels are too slow to evaluate on the whole
+    split. Adds ``batches`` (evaluated) and ``complete`` (whether that was the whole loader)."""
+    budget = _budget(budget_s)
+    model.eval()
+    device = model_device(model)
+    began, logits, labels, complete = time.perf_counter(), [], [], True
+    for batch in loader:
+        if logits and time.perf_counter() - began >= budget:
+            complete = False
+            break
+        out, y = logits_and_labels(model, to_device(batch, device))
+        logits.append(out.float().cpu())
+        labels.append(y.cpu())
+    if not logits:
+        raise ValueError("evaluate_within() got an empty loader")
+    all_logits, all_labels = torch.cat(logits), torch.cat(labels)
+    return {"accuracy": (all_logits.argmax(-1) == all_labels).float().mean().item(),
+            "loss": F.cross_entropy(all_logits, all_labels).item(), "examples": len(all_labels),
+            "batches": len(logits), "complete": complete}
+
+
 def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor | None = None,
-              loader: Iterable | None = None, repeats: int = 10) -> dict:
+              loader: Iterable | None = None, repeats: int = 10, budget_s: float | None = None) -> dict:
     """Everything the course compares, in one dict: ``params``, ``size_mb``, ``sparsity``, and, when given,
-    ``latency_ms`` (median over ``repeats`` on ``inputs``), ``batch_size``, ``threads`` and ``accuracy``
-    (on ``loader``). ``sparsity`` is None when it cannot be measured: no plain weight matrix, or quantized
-    layers whose packed weights :func:`weight_matrices` cannot read (counting only the rest would mislead)."""
+    ``latency_ms`` (median over ``repeats`` on ``inputs``, within ``budget_s`` seconds: see :func:`latency_ms`),
+    ``batch_size``, ``threads`` and ``accuracy`` (on ``loader``). ``sparsity`` is None when it cannot be measured:
+    no plain weight matrix, or quantized layers whose packed weights :func:`weight_matrices` cannot read (counting
+    only the rest would mislead)."""
     check.module(model)
     repeats = check.integer(repeats, "repeats", 1)
     if loader is not None:
@@ -230,7 +302,7 @@ def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor |
     except ValueError:  # no weight matrix, or packed quantized weights: unknown, not 0
         pass
     if inputs is not None:
-        lat = latency_ms(model, inputs, repeats=repeats)
+        lat = latency_ms(model, inputs, repeats=repeats, budget_s=budget_s)
         out.update(latency_ms=lat["median_ms"], batch_size=lat["batch_size"], threads=lat["threads"])
     if loader is not None:
         out["accuracy"] = evaluate(model, loader, progress=False)["accuracy"]

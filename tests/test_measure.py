@@ -136,3 +136,57 @@ def test_measures_refuse_what_is_not_a_model():
     for fn in (measure.count_parameters, measure.size_mb, measure.sparsity, measure.weight_matrices):
         with pytest.raises(TypeError, match="nn.Module"):
             fn("bert")
+
+
+class _Slow(nn.Module):
+    """A model whose forward pass sleeps: a stand-in for a slow int8 kernel."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self.linear(x)
+
+
+def test_latency_budget_stops_a_slow_model_after_a_few_calls():
+    slow = _Slow(0.1)
+    lat = measure.latency_ms(slow, torch.randn(3, 4), repeats=100, warmup=2, budget_s=0.25)
+    assert lat["stopped_by_budget"] and 1 <= lat["repeats"] < 100 and lat["requested_repeats"] == 100
+    assert slow.calls == lat["repeats"] + 2 and lat["median_ms"] >= 100  # 2 warm-ups use 0.2 s, then 1-2 timed
+    unbounded = measure.latency_ms(nn.Linear(4, 2), torch.randn(3, 4), repeats=5)
+    assert unbounded["repeats"] == 5 and not unbounded["stopped_by_budget"] and unbounded["budget_s"] is None
+    for bad in (0, -1.0, "10", True):
+        with pytest.raises(ValueError, match="budget_s"):
+            measure.latency_ms(nn.Linear(4, 2), torch.randn(3, 4), budget_s=bad)
+
+
+def test_compare_latency_budget_is_per_model():
+    slow, fast = _Slow(0.1), nn.Linear(4, 2)
+    lat = measure.compare_latency({"slow": slow, "fast": fast}, torch.randn(3, 4), repeats=30, warmup=1,
+                                  budget_s=0.35)
+    assert lat["slow"]["stopped_by_budget"] and lat["slow"]["repeats"] < 30
+    assert slow.calls == lat["slow"]["repeats"] + 1  # one warm-up pass, then only the rounds it was given
+    assert lat["fast"]["repeats"] == 30 and not lat["fast"]["stopped_by_budget"]  # microseconds: never cut
+    assert measure.benchmark(slow, torch.randn(3, 4), repeats=50, budget_s=0.2)["latency_ms"] >= 100
+
+
+def test_evaluate_within_matches_evaluate_or_stops_early(tiny_bert):
+    torch.manual_seed(0)
+    batches = [{"input_ids": torch.randint(0, 100, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long),
+                "labels": torch.tensor([0, 1])} for _ in range(4)]
+    full = measure.evaluate_within(tiny_bert, batches, budget_s=600)
+    ref = lu.training.evaluate(tiny_bert, batches, progress=False)
+    assert full["complete"] and full["batches"] == 4 and full["accuracy"] == ref["accuracy"]
+    assert full["loss"] == pytest.approx(ref["loss"], rel=1e-5) and full["examples"] == 8
+    slow = _Slow(0.1)
+    loader = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(50)]
+    part = measure.evaluate_within(slow, loader, budget_s=0.25)
+    assert not part["complete"] and 1 <= part["batches"] < 50 and part["examples"] == 2 * part["batches"]
+    with pytest.raises(ValueError, match="empty"):
+        measure.evaluate_within(tiny_bert, [], budget_s=1)

@@ -38,10 +38,14 @@ EXPECTED_RESULTS = {
                                "lowrank.192.test_accuracy", "lowrank.128_ft.test_accuracy", "lowrank.64.params",
                                "sharing.pairs.test_accuracy", "trainlarge.large_compressed.test_accuracy",
                                "trainlarge.small_light.test_accuracy", "trainlarge.large_compressed.bytes",
-                               "trainlarge.small_light.bytes"},
+                               "trainlarge.small_light.bytes", "combined.ort.speedup_b1", "combined.ort.size_ratio",
+                               "combined.ort.accuracy_drop", "combined.ort.test_accuracy", "combined.ort.speedup"},
     "06_quantization": {"quant.int8_dynamic.test_accuracy", "quant.int8_dynamic.speedup",
                         "quant.int8_dynamic.size_ratio", "quant.int8_all.size_ratio", "quant.ptq4.test_accuracy",
-                        "quant.qat4.test_accuracy", "quant.torchao_int8.speedup"},
+                        "quant.qat4.test_accuracy", "quant.torchao_int8.speedup", "runtime.ort_int8.speedup_b1",
+                        "runtime.ort_int8.speedup_b32", "runtime.ort_fp32.speedup_b1",
+                        "runtime.torch_ao_int8.speedup_b1", "runtime.torchao_int8.speedup_b1",
+                        "runtime.ort_int8.test_accuracy", "runtime.ort_int8.size_ratio"},
 }
 
 

@@ -1,0 +1,474 @@
+"""Shipping a model on the CPU: what the processor can do, ONNX export, ONNX Runtime sessions and int8.
+
+- :func:`cpu_features` says which instruction sets the CPU has that matter for int8 (AVX2, AVX-512, VNNI, AMX),
+  from torch's own CPU detection and, on Linux, the kernel's flags in ``/proc/cpuinfo``.
+- :func:`export_onnx` writes a model with ``torch.onnx.export`` — torch 2.13's default exporter, which traces the
+  model with ``torch.export`` and writes the graph with onnxscript. Weights go to an external ``.data`` file next to
+  the ``.onnx`` graph; :func:`onnx_size_mb` counts both.
+- :func:`quantize_onnx_dynamic` is ONNX Runtime's post-training dynamic int8 (weights of MatMul/Gemm and, by
+  default, of the embedding lookups in int8; activations quantized on the fly).
+- :class:`OrtModel` runs an ONNX file in ONNX Runtime behind the interface of a course model: ``model(**batch)``
+  returns an object with ``.logits`` (a torch tensor), so ``lu.training.evaluate``, ``lu.measure.latency_ms``,
+  ``compare_latency`` and ``benchmark`` take it like any ``nn.Module``; ``lu.measure.size_mb`` reports its files.
+
+Thread policy (the course's): ONNX Runtime gets as many intra-op threads as torch (``torch.get_num_threads()``,
+which ``lu.setup()`` sets to the cores the process may use), one inter-op thread, and no spin-waiting, so that in a
+round-robin timing an idle runtime does not keep a core busy while the next model runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .measure import BYTES_PER_MB
+from .training import predict
+
+DYNAMIC_DIMS = ("batch", "sequence")
+_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+                "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the CPU can do
+# ----------------------------------------------------------------------------------------------------------------
+
+# Linux /proc/cpuinfo flag names of each feature (x86), and ARM's int8 dot-product flags.
+_X86_FLAGS = {"avx2": ("avx2",), "avx512": ("avx512f",), "vnni": ("avx512_vnni", "avx_vnni"),
+              "amx": ("amx_int8", "amx_tile")}
+_ARM_DOT_FLAGS = ("asimddp", "i8mm")
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The CPU features that decide how fast int8 runs. ``None`` means "could not tell on this system"."""
+
+    machine: str  # platform.machine(): x86_64, AMD64, arm64, aarch64, ...
+    model_name: str  # the processor's name, or "" when unknown
+    torch_capability: str  # torch's vectorised-kernel level: "AVX512", "AVX2", "DEFAULT", "NO AVX", ...
+    avx2: bool | None  # 256-bit vectors (x86)
+    avx512: bool | None  # 512-bit vectors (AVX-512 Foundation)
+    vnni: bool | None  # int8 dot product: 4 int8 products summed into int32 in one instruction (AVX-512/AVX VNNI)
+    amx: bool | None  # Intel AMX tiles (int8 and bf16 matrix units)
+    arm_dot: bool | None  # ARM's int8 dot product (SDOT/UDOT, "asimddp") or int8 matrix multiply ("i8mm")
+    source: str  # where the flags came from: "/proc/cpuinfo" or "torch"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpuinfo_flags(text: str) -> tuple[set[str], str]:
+    """The feature flags and model name in the text of ``/proc/cpuinfo`` (first processor)."""
+    flags: set[str] = set()
+    name = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("flags", "features") and not flags:
+            flags = set(value.split())
+        elif key in ("model name", "cpu model", "hardware") and not name:
+            name = value.strip()
+    return flags, name
+
+
+def _torch_probe(name: str) -> bool | None:
+    """One of torch's private CPU probes (``torch.cpu._is_vnni_supported`` ...) if this torch has it."""
+    probe = getattr(torch.cpu, name, None)
+    if probe is None:
+        return None
+    try:
+        return bool(probe())
+    except Exception:  # noqa: BLE001 - a probe that fails means "unknown", never a crash
+        return None
+
+
+def cpu_features(cpuinfo: str | Path | None = "/proc/cpuinfo") -> CpuFeatures:
+    """What this CPU supports for int8 inference.
+
+    On Linux the flags come from ``cpuinfo`` (the kernel's list, ``/proc/cpuinfo``); elsewhere (macOS, Windows), or
+    when the file cannot be read, from torch's own detection (``torch.backends.cpu.get_cpu_capability()`` and
+    torch's CPU probes); features neither source knows are ``None``. Pass ``cpuinfo=None`` to skip the file.
+    """
+    capability = str(torch.backends.cpu.get_cpu_capability())
+    machine = platform.machine()
+    text = None
+    if cpuinfo is not None:
+        with contextlib.suppress(OSError):
+            text = Path(cpuinfo).read_text(errors="replace")
+    if text:
+        flags, name = _cpuinfo_flags(text)
+        has = {k: any(f in flags for f in names) for k, names in _X86_FLAGS.items()}
+        arm = machine.lower() in ("aarch64", "arm64")
+        return CpuFeatures(machine=machine, model_name=name, torch_capability=capability,
+                           avx2=None if arm else has["avx2"], avx512=None if arm else has["avx512"],
+                           vnni=None if arm else has["vnni"], amx=None if arm else has["amx"],
+                           arm_dot=any(f in flags for f in _ARM_DOT_FLAGS) if arm else None, source=str(cpuinfo))
+    x86 = capability.upper() in ("AVX2", "AVX512", "DEFAULT", "NO AVX") and not machine.lower().startswith("arm")
+    avx2 = _torch_probe("_is_avx2_supported")
+    avx512 = _torch_probe("_is_avx512_supported")
+    if avx2 is None and x86:
+        avx2 = capability.upper() in ("AVX2", "AVX512")
+    if avx512 is None and x86 and capability.upper() == "AVX512":
+        avx512 = True
+    amx = _torch_probe("_is_amx_tile_supported")
+    return CpuFeatures(machine=machine, model_name=platform.processor(), torch_capability=capability,
+                       avx2=avx2 if x86 else None, avx512=avx512 if x86 else None,
+                       vnni=_torch_probe("_is_vnni_supported") if x86 else None, amx=amx if x86 else None,
+                       arm_dot=None, source="torch")
+
+
+def load_per_core() -> float | None:
+    """The machine's 1-minute load average divided by its cores (above 1: processes are waiting for a core, and
+    timings are noisy), or None where the OS does not report a load average (Windows)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
+
+
+def int8_outlook(features: CpuFeatures) -> str:
+    """One sentence on what ``features`` mean for int8 speed (what the lessons print under the flags)."""
+    if features.amx:
+        return ("AMX: matrix tiles multiply int8 (and bf16) blocks directly — the fastest int8 on a CPU, "
+                "if the runtime uses them.")
+    if features.vnni:
+        return ("VNNI: one instruction multiplies four int8 pairs and adds them into int32, so int8 matrix "
+                "products do up to 4× the work of fp32 per instruction — expect real int8 speed-ups.")
+    if features.arm_dot:
+        return ("ARM int8 dot product (SDOT/UDOT): four int8 products per lane per instruction — int8 kernels "
+                "that use it run well ahead of fp32.")
+    if features.avx2 or features.avx512:
+        return ("no VNNI: int8 products need several instructions each (widen, multiply, add), so int8 gains "
+                "little compute over fp32 — what it saves is memory traffic (4× fewer weight bytes), and kernels "
+                "built for VNNI can even be slower than fp32.")
+    return ("no vector int8 support detected: int8 saves memory; speed depends entirely on the runtime's "
+            "fallback kernels.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files: checks and size on disk
+# ----------------------------------------------------------------------------------------------------------------
+
+def _onnx_path(path: str | Path, what: str = "path") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"{what} must end in .onnx, got {str(path)!r}")
+    return path
+
+
+def _existing_onnx(path: str | Path, what: str = "path") -> Path:
+    path = _onnx_path(path, what)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no ONNX file at {str(path)!r} (export one with lu.runtime.export_onnx).")
+    return path
+
+
+def _writable_onnx(path: str | Path, overwrite: bool, what: str = "path") -> Path:
+    path = _onnx_path(path, what)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{what}: the folder {str(path.parent)!r} does not exist; create it first.")
+    taken = [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
+    if taken and not overwrite:
+        raise FileExistsError(f"{what}: {', '.join(map(str, taken))} already exist(s); pass overwrite=True to "
+                              "replace, or choose another path.")
+    for p in taken:
+        p.unlink()
+    return path
+
+
+def scratch_dir(prefix: str = "onnx-") -> Path:
+    """A new empty temporary folder for exported files, removed when Python exits (a notebook's kernel stops), so
+    lessons never write into the learner's folders nor leave 100 MB files behind."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def external_data_files(path: str | Path) -> list[Path]:
+    """The external weight files (``.data``) that the ONNX graph at ``path`` refers to, in the same folder."""
+    import onnx
+
+    path = _existing_onnx(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file must say so, whatever onnx raised
+        raise ValueError(f"{str(path)!r} is not a readable ONNX model: {exc}") from exc
+    names: set[str] = set()
+    tensors = list(proto.graph.initializer)
+    for node in proto.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            names.update(e.value for e in t.external_data if e.key == "location")
+    files = [path.parent / n for n in sorted(names)]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{str(path)!r} keeps its weights in {missing}, which is missing: copy it next to "
+                                "the .onnx file (the two travel together).")
+    return files
+
+
+def onnx_size_mb(path: str | Path) -> float:
+    """Size on disk in MB (10^6 bytes) of an ONNX model: the graph file plus its external weight files."""
+    path = _existing_onnx(path)
+    return (path.stat().st_size + sum(f.stat().st_size for f in external_data_files(path))) / BYTES_PER_MB
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------------------------------
+
+class _Positional(nn.Module):
+    """Calls ``model(**dict(zip(names, args)))`` and returns the logits tensor: the exporter wants tensors in and
+    tensors out, a Hugging Face model takes keywords and returns an output object."""
+
+    def __init__(self, model: nn.Module, names: list[str] | None):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        out = self.model(**dict(zip(self.names, args, strict=True))) if self.names else self.model(*args)
+        return out.logits if hasattr(out, "logits") else out
+
+
+def _check_exportable(model: nn.Module) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    if isinstance(model, OrtModel):
+        raise TypeError("model is already an ONNX Runtime model (OrtModel): its file is at model.path.")
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")):
+            raise TypeError(f"model contains a torch.ao quantized module ({name}: {type(module).__name__}), which "
+                            "the ONNX exporter does not support. Export the float model, then quantize the ONNX "
+                            "file with lu.runtime.quantize_onnx_dynamic.")
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if type(t) not in (torch.Tensor, nn.Parameter):
+            raise TypeError(f"model has a {type(t).__name__} tensor ({name}), e.g. from torchao's quantize_: the "
+                            "exporter needs plain tensors. Export the float model, then quantize the ONNX file with "
+                            "lu.runtime.quantize_onnx_dynamic.")
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporter's notes that are noise here (no torchvision, axis names merged, deprecations)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter colours its messages
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Tensor, path: str | Path,
+                overwrite: bool = False) -> Path:
+    """Export ``model`` (float) to the ONNX file ``path`` with torch 2.13's default exporter; returns the path.
+
+    ``inputs`` is an example batch: a dict of tensors such as a tokenizer's output (``labels`` is left out) or one
+    tensor. The batch dimension, and for a dict the second (sequence) dimension too, are exported as dynamic, so
+    the file runs on any batch size and text length. The output is the logits. Weights go to ``<path>.data`` beside the
+    graph. Existing files are replaced only with ``overwrite=True``.
+
+    Raises ``TypeError`` for a model the exporter cannot take (torch.ao or torchao quantized: export the float
+    model and quantize with :func:`quantize_onnx_dynamic`), ``FileNotFoundError``/``FileExistsError``/
+    ``ValueError`` for a bad path, and ``RuntimeError`` naming the model when the exporter fails.
+    """
+    _check_exportable(model)
+    if isinstance(inputs, Mapping):
+        names = [k for k in inputs if k != "labels"]
+        if not names or not all(torch.is_tensor(inputs[k]) for k in names):
+            raise TypeError("inputs must be a dict of tensors (a tokenizer's batch) or a tensor, got a dict with "
+                            f"keys {list(inputs)} and non-tensor values")
+        args = tuple(inputs[k] for k in names)
+    elif torch.is_tensor(inputs):
+        names, args = None, (inputs,)
+    else:
+        raise TypeError(f"inputs must be a dict of tensors or a tensor, got {type(inputs).__name__}")
+    path = _writable_onnx(path, overwrite)
+    device = next(model.parameters(), torch.empty(0)).device
+    args = tuple(a.to(device) for a in args)
+    input_names = names or ["input"]
+    dims = 2 if names else 1  # token inputs: (batch, sequence); one tensor: (batch, features...)
+    dynamic = [{i: DYNAMIC_DIMS[i] for i in range(min(a.dim(), dims))} for a in args]
+    was_training = model.training
+    model.eval()
+    try:
+        with _quiet_export():
+            torch.onnx.export(_Positional(model, names), args, str(path), input_names=input_names,
+                              output_names=["logits"], dynamic_shapes=(tuple(dynamic),), external_data=True,
+                              verbose=False)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the model's name and the cause attached
+        for p in (path, path.with_name(path.name + ".data")):
+            p.unlink(missing_ok=True)
+        raise RuntimeError(f"torch.onnx.export could not export {type(model).__name__}: {_first_line(exc)}"
+                           + (f" — because: {_first_line(exc.__cause__)}" if exc.__cause__ else "")) from exc
+    finally:
+        model.train(was_training)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX Runtime int8
+# ----------------------------------------------------------------------------------------------------------------
+
+def quantize_onnx_dynamic(src: str | Path, dst: str | Path, embeddings: bool = True, per_channel: bool = False,
+                          overwrite: bool = False) -> Path:
+    """ONNX Runtime's post-training dynamic int8 quantization of the model at ``src``, written to ``dst``.
+
+    The weights of every MatMul and Gemm (the Linear layers) are stored as signed int8 (``per_channel``: one scale
+    per output column, else one per tensor) and run through ``MatMulInteger`` with activations quantized on the fly
+    (uint8, one scale per tensor and call). With ``embeddings=True`` the embedding tables (``Gather``) are int8 too.
+    Attention's activation × activation products stay in float. Returns ``dst``; the result is one file.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = _existing_onnx(src, "src")
+    external_data_files(src)  # a readable model with its weights, or a clear error
+    dst = _onnx_path(dst, "dst")
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"dst must differ from src ({str(src)!r}): the float model is kept.")
+    dst = _writable_onnx(dst, overwrite, "dst")
+    ops = ["MatMul", "Gemm"] + (["Gather"] if embeddings else [])
+    logger = logging.getLogger()  # ORT advises pre-processing through the root logger on every call
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=ops)
+    finally:
+        logger.setLevel(level)
+    return dst
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running: an ONNX Runtime session behind a course-model interface
+# ----------------------------------------------------------------------------------------------------------------
+
+def _check_threads(threads: int | None) -> int:
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int (or None for torch.get_num_threads()), got {threads!r}")
+    return threads
+
+
+def ort_session(path: str | Path, threads: int | None = None, spinning: bool = False):
+    """An ``onnxruntime.InferenceSession`` on the CPU for the ONNX file ``path``, with the course's thread policy:
+    ``threads`` intra-op threads (default ``torch.get_num_threads()``), one inter-op thread, sequential execution,
+    all graph optimisations, and spin-waiting off unless ``spinning`` (spinning threads would take CPU from the
+    next model in a round-robin timing)."""
+    import onnxruntime as ort
+
+    path = _existing_onnx(path)
+    external_data_files(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = _check_threads(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # errors only
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types; say which file and why
+        raise ValueError(f"ONNX Runtime could not load {str(path)!r}: {exc}") from exc
+
+
+@dataclass
+class OrtOutput:
+    """What :class:`OrtModel` returns: the logits as a torch tensor, like a Hugging Face model's output."""
+
+    logits: torch.Tensor
+
+
+class OrtModel(nn.Module):
+    """An ONNX file run by ONNX Runtime, usable wherever the course takes a model.
+
+    ``model(**batch)`` (or ``model(tensor)`` for a single-input graph) feeds the tensors the graph declares (others,
+    such as ``labels``, are ignored) and returns :class:`OrtOutput` with ``.logits``. It has no torch parameters and
+    runs on the CPU; ``lu.measure.size_mb`` reports its files on disk (:meth:`size_on_disk_bytes`) and
+    ``lu.measure.count_parameters`` the numbers stored in its weights (:meth:`count_parameters`).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = False):
+        super().__init__()
+        self.path = _existing_onnx(path)
+        self.threads = _check_threads(threads)
+        self.session = ort_session(self.path, self.threads, spinning)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self._types = {i.name: _NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+
+    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> OrtOutput:
+        if args:
+            if inputs or len(args) != len(self.input_names):
+                raise TypeError(f"pass the inputs by name {self.input_names} (or one tensor for a one-input graph)")
+            inputs = dict(zip(self.input_names, args, strict=True))
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ValueError(f"the ONNX model needs inputs {self.input_names}; missing {missing}")
+        feed = {}
+        for n in self.input_names:
+            value = inputs[n]
+            array = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
+            feed[n] = array.astype(self._types[n], copy=False) if self._types[n] is not None else array
+        return OrtOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
+
+    def size_on_disk_bytes(self) -> int:
+        """Bytes of the ONNX graph file plus its external weight files."""
+        return round(onnx_size_mb(self.path) * BYTES_PER_MB)
+
+    def count_parameters(self) -> int:
+        """Numbers stored in the graph's initializers: weights, biases, for int8 their scales and zero points, and
+        the exporter's constants. Identical tensors that the exporter merged (e.g. all-zero biases) count once."""
+        import onnx
+
+        proto = onnx.load(str(self.path), load_external_data=False)
+        return sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+
+    def extra_repr(self) -> str:
+        return f"path={str(self.path)!r}, threads={self.threads}"
+
+
+def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
+    """How closely the logits ``other`` (N, C) reproduce ``reference`` (N, C): ``max_abs_diff`` (largest
+    |difference| of any logit), ``mean_abs_diff``, ``same_prediction`` (fraction of rows with the same argmax) and
+    ``examples``."""
+    if not (torch.is_tensor(reference) and torch.is_tensor(other)) or reference.shape != other.shape:
+        raise ValueError("reference and other must be logits tensors of the same shape, got "
+                         f"{getattr(reference, 'shape', type(reference).__name__)} and "
+                         f"{getattr(other, 'shape', type(other).__name__)}")
+    diff = (reference.float() - other.float()).abs()
+    return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
+            "same_prediction": (reference.argmax(-1) == other.argmax(-1)).float().mean().item(),
+            "examples": len(reference)}
+
+
+def agreement(reference: nn.Module, other: nn.Module, batches: Iterable) -> dict:
+    """:func:`logits_agreement` of two models' logits on ``batches`` (a loader)."""
+    batches = list(batches)
+    return logits_agreement(predict(reference, batches)[0], predict(other, batches)[0])
