@@ -54,14 +54,14 @@ SCALES: dict[str, Scale] = {
         train_examples=64, eval_examples=64, test_examples=64, max_length=32, batch_size=32,
         teacher_epochs=1, finetune_steps=2, latency_batch=32, latency_repeats=3, seeds=2, small_steps=50,
         xor_seeds=16, lottery_steps=10, lottery_rounds=10, distill_steps=2,
-        llm_seq_len=64, llm_eval_tokens=128, llm_calib_tokens=128, llm_new_tokens=6,
+        llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=64, llm_new_tokens=6,
     ),
     "laptop": Scale(
         name="laptop", model="minilm", dataset="rotten_tomatoes",
         train_examples=8000, eval_examples=512, test_examples=None, max_length=64, batch_size=32,
         teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
-        llm_seq_len=128, llm_eval_tokens=1024, llm_calib_tokens=1024, llm_new_tokens=24,
+        llm_seq_len=128, llm_eval_tokens=512, llm_calib_tokens=1024, llm_new_tokens=20,
     ),
     "full": Scale(
         name="full", model="bert-base-uncased", dataset="sst2",

@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -458,6 +458,17 @@ def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hess
 # GPTQ
 # --------------------------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the ``with`` block with one torch thread (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int | None = None,
                   damp: float = 0.01, block_size: int = 128, symmetric: bool = False) -> torch.Tensor:
     """GPTQ (Frantar et al. 2023) for one weight matrix ``(out, in)`` given its inputs' ``xtx`` ``(in, in)``.
@@ -486,22 +497,26 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
     H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     block = g * max(1, block_size // g) if g < cols else cols
+    W, Hinv = W.float(), Hinv.float()
     Q = torch.zeros_like(W)
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     scale = zero = None
-    for i1 in range(0, cols, block):
-        i2 = min(i1 + block, cols)
-        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
-        for i in range(i2 - i1):
-            if (i1 + i) % g == 0:
-                scale, zero = group_qparams(W1[:, i:i + g].float(), bits, symmetric)
-            col = W1[:, i]
-            q = fake_quantize_rows(col.float().unsqueeze(1), scale, zero, bits, symmetric).squeeze(1).double()
-            Q[:, i1 + i] = q
-            err = (col - q) / Hinv1[i, i]
-            W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)
-            Err1[:, i] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    with single_thread():  # thousands of tiny column updates: thread hand-offs would cost more than the maths
+        for i1 in range(0, cols, block):
+            i2 = min(i1 + block, cols)
+            W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+            Err1 = torch.zeros_like(W1)
+            for i in range(i2 - i1):
+                if (i1 + i) % g == 0:
+                    scale, zero = group_qparams(W1[:, i:i + g], bits, symmetric)
+                    scale, zero = scale.squeeze(1), zero.squeeze(1).float()
+                col = W1[:, i]
+                q = (torch.clamp(torch.round(col * (1.0 / scale)) + zero, qmin, qmax) - zero) * scale
+                Q[:, i1 + i] = q
+                err = (col - q) / Hinv1[i, i]
+                W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
+                Err1[:, i] = err
+            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     return Q.to(w.dtype)
 
 
@@ -514,9 +529,15 @@ def gptq_model(model: nn.Module, stats: dict[str, InputStats], bits: int, group_
     if missing:
         raise ValueError(f"stats lack the Hessian of {len(missing)} linears (e.g. {missing[0]}): run "
                          "calibrate(model, windows, hessian=True) on this model first")
+    groups: dict[int, list[str]] = {}  # linears reading the same input share H: quantize their rows together
+    for name in linears:
+        groups.setdefault(id(stats[name]), []).append(name)
     with torch.no_grad():
-        for name, m in linears.items():
-            m.weight.copy_(gptq_quantize(m.weight, stats[name].xtx, bits, group_size, damp))
+        for names in groups.values():
+            stacked = torch.cat([linears[n].weight for n in names])
+            q = gptq_quantize(stacked, stats[names[0]].xtx, bits, group_size, damp)
+            for n, part in zip(names, q.split([linears[n].weight.shape[0] for n in names]), strict=True):
+                linears[n].weight.copy_(part)
     return model
 
 
@@ -588,16 +609,19 @@ def magnitude_mask(w: torch.Tensor, sparsity: float = 0.5, n_m: tuple[int, int] 
 
 
 def prune_model(model: nn.Module, method: str, sparsity: float = 0.5, n_m: tuple[int, int] | None = None,
-                stats: dict[str, InputStats] | None = None) -> nn.Module:
+                stats: dict[str, InputStats] | None = None, mask_fn: Callable | None = None) -> nn.Module:
     """Zero weights of every decoder linear in place: ``method`` "magnitude" or "wanda" (needs ``stats`` from
-    :func:`calibrate`). Returns ``model``."""
+    :func:`calibrate`). ``mask_fn(w, x_norm, sparsity)`` replaces :func:`wanda_mask` for unstructured Wanda.
+    Returns ``model``."""
     if method not in ("magnitude", "wanda"):
         raise ValueError(f"method must be 'magnitude' or 'wanda', got {method!r}")
     if method == "wanda" and not stats:
         raise ValueError("Wanda needs calibration statistics: pass stats=calibrate(model, windows)")
     with torch.no_grad():
         for name, m in decoder_linears(model).items():
-            if method == "wanda":
+            if method == "wanda" and mask_fn is not None and n_m is None:
+                mask = mask_fn(m.weight, stats[name].sq_norm.sqrt(), sparsity).bool()
+            elif method == "wanda":
                 mask = wanda_mask(m.weight, stats[name].sq_norm.sqrt(), sparsity, n_m)
             else:
                 mask = magnitude_mask(m.weight, sparsity, n_m)
@@ -654,10 +678,12 @@ def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: 
 
 
 @torch.no_grad()
-def smoothquant_model(model: nn.Module, stats: dict[str, InputStats], alpha: float = 0.5) -> nn.Module:
+def smoothquant_model(model: nn.Module, stats: dict[str, InputStats], alpha: float = 0.5,
+                      scale_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None) -> nn.Module:
     """Apply SmoothQuant in place to every Llama decoder block: the inputs of q/k/v (scaled through
     ``input_layernorm``), of gate/up (through ``post_attention_layernorm``) and of down_proj (through ``up_proj``'s
-    rows). The model computes the same function afterwards; only the spread of activations and weights moves."""
+    rows). The model computes the same function afterwards; only the spread of activations and weights moves.
+    ``scale_fn(act_absmax, weight_absmax, alpha)`` computes the factors (default :func:`smooth_scales`)."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     layers = model.model.layers
@@ -671,7 +697,7 @@ def smoothquant_model(model: nn.Module, stats: dict[str, InputStats], alpha: flo
             if name not in stats:
                 raise ValueError(f"stats has no entry {name!r}: run calibrate() on this model first")
             w_absmax = torch.stack([lin.weight.abs().amax(0) for lin in linears]).amax(0)
-            s = smooth_scales(stats[name].absmax, w_absmax, alpha)
+            s = (scale_fn or smooth_scales)(stats[name].absmax, w_absmax, alpha).double()
             if norm_w is not None:
                 norm_w.copy_((norm_w.double() / s).to(norm_w.dtype))
             else:

@@ -38,6 +38,11 @@ EXPECTED_RESULTS = {
     "06_quantization": {"quant.int8_dynamic.test_accuracy", "quant.int8_dynamic.speedup",
                         "quant.int8_dynamic.size_ratio", "quant.int8_all.size_ratio", "quant.ptq4.test_accuracy",
                         "quant.qat4.test_accuracy", "quant.torchao_int8.speedup"},
+    "09_compressing_llms": {"llm.baseline.ppl", "llm.rtn.w8_channel.ppl", "llm.rtn.w4_g64.ppl", "llm.rtn.w3_g64.ppl",
+                            "llm.gptq.w4_g64.ppl", "llm.gptq.w3_g64.ppl", "llm.magnitude50.ppl", "llm.wanda50.ppl",
+                            "llm.wanda_2of4.ppl", "llm.w8a8_naive.ppl", "llm.w8a8_smoothquant.ppl",
+                            "llm.kv_cache.bytes_per_token", "llm.kv_cache.measured_bytes_per_token",
+                            "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup"},
 }
 
 
