@@ -489,19 +489,20 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
                          f"{tuple(getattr(xtx, 'shape', ()))}")
     if not 0 <= damp < 1:
         raise ValueError(f"damp must be in [0, 1), got {damp!r}")
-    W = w.detach().double().clone()
-    H = xtx.detach().double().clone()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    block = g * max(1, block_size // g) if g < cols else cols
-    W, Hinv = W.float(), Hinv.float()
-    Q = torch.zeros_like(W)
-    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
-    scale = zero = None
-    with single_thread():  # thousands of tiny column updates: thread hand-offs would cost more than the maths
+    # One thread: thousands of tiny column updates, and a busy CPU makes thread hand-offs cost more than the maths
+    with single_thread():
+        W = w.detach().double().clone()
+        H = xtx.detach().double().clone()
+        dead = torch.diag(H) == 0
+        H[dead, dead] = 1
+        W[:, dead] = 0
+        H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+        block = g * max(1, block_size // g) if g < cols else cols
+        W, Hinv = W.float(), Hinv.float()
+        Q = torch.zeros_like(W)
+        qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+        scale = zero = None
         for i1 in range(0, cols, block):
             i2 = min(i1 + block, cols)
             W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
@@ -517,7 +518,7 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
                 W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
                 Err1[:, i] = err
             W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    return Q.to(w.dtype)
+        return Q.to(w.dtype)
 
 
 def gptq_model(model: nn.Module, stats: dict[str, InputStats], bits: int, group_size: int | None = None,
