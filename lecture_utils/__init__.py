@@ -3,9 +3,9 @@
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
 ``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (keeping and dropping layers), ``prune`` (04),
 ``heads`` (05: head gates, importance and removal), ``quantize`` (06), ``lottery`` (07), ``lowrank`` and
-``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX Runtime on the CPU), ``plots``, ``widgets``,
-``checks`` (exercise checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the
-course).
+``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX Runtime on the CPU), ``llm`` (09: compressing a
+generative language model), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``),
+``release`` (student copies) and ``runner`` (executing the course).
 """
 
 from .config import configure_openmp
@@ -25,6 +25,7 @@ from . import (  # noqa: E402
     distill,
     env,
     heads,
+    llm,
     lottery,
     lowrank,
     measure,
@@ -46,7 +47,7 @@ from .env import doctor, get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["checks", "combine", "config", "data", "distill", "env", "heads", "lottery", "lowrank", "measure",
+__all__ = ["checks", "combine", "config", "data", "distill", "env", "heads", "llm", "lottery", "lowrank", "measure",
            "memory", "models", "overparam", "plots", "prune", "quantize", "release", "results", "runtime", "surgery",
            "training", "widgets",
            "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]

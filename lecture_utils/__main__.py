@@ -35,6 +35,9 @@ def cmd_prepare(_args) -> int:
     path = prepare_sentiment()
     counts = sentiment_manifest()["counts"]
     print(f"✅ Rotten Tomatoes splits in {path}: {counts}")
+    from .llm import prepare_llm
+
+    print(f"✅ SmolLM2-135M-Instruct (lesson 09) in {prepare_llm()}")
     print(f"✅ Jupyter kernel {ensure_kernel()!r} uses {sys.executable}")
     return 0
 

