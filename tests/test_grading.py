@@ -58,6 +58,12 @@ WRONG = {
     "snip_mask": "return [torch.ones_like(w, dtype=torch.bool) for w in weights]",
     "low_rank": "return weight[:, :rank], torch.eye(rank, weight.shape[1])",
     "sparse_int8_bytes": "return nnz + rows * cols + 4 * rows",
+    "kv_cache_bytes": "return num_layers * num_kv_heads * head_dim * tokens * bytes_per_number",
+    "quantize_groups": "lo, hi = w.min().clamp(max=0), w.max().clamp(min=0)  # one scale for the whole tensor\n"
+                       "scale = (hi - lo) / (2**bits - 1)\nzero = torch.round(-lo / scale)\n"
+                       "return (torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1) - zero) * scale",
+    "smooth_scales": "return act_absmax**alpha / weight_absmax**alpha",
+    "wanda_mask": "return w.abs() >= w.abs().median()",
 }
 
 
