@@ -12,11 +12,10 @@ import time
 from collections.abc import Iterable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import validate as check
-from .training import evaluate, logits_and_labels, model_device, to_device
+from .training import evaluate, logits_and_labels, model_device, scores, to_device
 
 BYTES_PER_MB = 1_000_000
 
@@ -279,10 +278,7 @@ def evaluate_within(model: nn.Module, loader: Iterable, budget_s: float) -> dict
         labels.append(y.cpu())
     if not logits:
         raise ValueError("evaluate_within() got an empty loader")
-    all_logits, all_labels = torch.cat(logits), torch.cat(labels)
-    return {"accuracy": (all_logits.argmax(-1) == all_labels).float().mean().item(),
-            "loss": F.cross_entropy(all_logits, all_labels).item(), "examples": len(all_labels),
-            "batches": len(logits), "complete": complete}
+    return {**scores(torch.cat(logits), torch.cat(labels)), "batches": len(logits), "complete": complete}
 
 
 def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor | None = None,

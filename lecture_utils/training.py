@@ -232,6 +232,12 @@ def evaluate(model: torch.nn.Module, loader: Iterable, progress: bool = True) ->
     logits, labels = predict(model, loader, progress=progress)
     if len(labels) == 0:
         raise ValueError("evaluate() got an empty loader")
+    return scores(logits, labels)
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy (fraction in [0, 1]), mean cross-entropy loss and example count of ``logits`` (N, C) against
+    ``labels`` (N,)."""
     check_classification(logits, labels)
     return {"accuracy": (logits.argmax(-1) == labels).float().mean().item(),
             "loss": F.cross_entropy(logits, labels).item(), "examples": len(labels)}
