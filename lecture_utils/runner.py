@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 
 from .config import BUDGET_S, SCALE_ENV, STRICT_ENV, get_scale
+from .progress import DISABLE_ENV as PROGRESS_OFF_ENV
 from .results import RESULTS_ENV
 
 KERNEL_NAME = "compressing-nn"
@@ -63,7 +64,7 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     # the kernel gets these on top of this process's environment (which stays as it is): the scale, where
     # lu.record writes, strict checks, and no progress bars (a static page would show them frozen at 0%)
     kernel_env = {**os.environ, SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1",
-                  "TQDM_DISABLE": "1"}
+                  PROGRESS_OFF_ENV: "1"}
     started: list[int] = []  # index of every cell the kernel started, in order
 
     def on_cell_start(cell, cell_index, **_kw):
