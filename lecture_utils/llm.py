@@ -364,11 +364,20 @@ def quantize_groupwise(w: torch.Tensor, bits: int, group_size: int | None = None
 
 
 def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmetric: bool = False,
-              float_zero: bool = False) -> nn.Module:
-    """Quantize every decoder linear of ``model`` in place with :func:`quantize_groupwise`; returns ``model``."""
+              float_zero: bool = False, quantize: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None
+              ) -> nn.Module:
+    """Quantize every decoder linear of ``model`` in place with :func:`quantize_groupwise`; returns ``model``.
+
+    ``quantize(w, bits, group_size)`` replaces it (e.g. a learner's own function), called with the row width when
+    ``group_size`` is None; ``symmetric`` and ``float_zero`` then do not apply."""
+    if quantize is not None and not callable(quantize):
+        raise TypeError(f"quantize must be a function (w, bits, group_size) -> tensor, got {type(quantize).__name__}")
     with torch.no_grad():
         for m in decoder_linears(model).values():
-            m.weight.copy_(quantize_groupwise(m.weight, bits, group_size, symmetric, float_zero))
+            if quantize is None:
+                m.weight.copy_(quantize_groupwise(m.weight, bits, group_size, symmetric, float_zero))
+            else:
+                m.weight.copy_(quantize(m.weight, bits, group_size or m.weight.shape[1]))
     return model
 
 

