@@ -53,6 +53,7 @@ class Scale:
     llm_eval_tokens: int  # lesson 09: held-out tokens (test reviews) each perplexity is measured on
     llm_calib_tokens: int  # lesson 09: calibration tokens (training reviews) for GPTQ, Wanda and SmoothQuant
     llm_new_tokens: int  # lesson 09: tokens generated per greedy answer
+    llm_gptq_layers: int | None  # lesson 09: decoder layers GPTQ quantizes (None = all; fewer only to test quickly)
 
 
 SCALES: dict[str, Scale] = {
@@ -62,7 +63,7 @@ SCALES: dict[str, Scale] = {
         teacher_epochs=1, finetune_steps=2, latency_batch=32, latency_repeats=3,
         latency_budget_s=2.0, seeds=2, small_steps=50,
         xor_seeds=16, lottery_steps=10, lottery_rounds=10, distill_steps=2,
-        llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=64, llm_new_tokens=6,
+        llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=128, llm_new_tokens=6, llm_gptq_layers=1,
     ),
     "laptop": Scale(
         name="laptop", model="minilm", dataset="rotten_tomatoes",
@@ -70,7 +71,8 @@ SCALES: dict[str, Scale] = {
         teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10,
         latency_budget_s=10.0, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
-        llm_seq_len=128, llm_eval_tokens=512, llm_calib_tokens=1024, llm_new_tokens=20,
+        llm_seq_len=128, llm_eval_tokens=2048, llm_calib_tokens=4096, llm_new_tokens=20,
+        llm_gptq_layers=None,
     ),
     "full": Scale(
         name="full", model="bert-base-uncased", dataset="sst2",
@@ -79,6 +81,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=30.0, seeds=5, small_steps=10000,
         xor_seeds=1000, lottery_steps=5000, lottery_rounds=15, distill_steps=3000,
         llm_seq_len=512, llm_eval_tokens=65536, llm_calib_tokens=65536, llm_new_tokens=64,
+        llm_gptq_layers=None,
     ),
 }
 

@@ -265,14 +265,19 @@ def bytes_per_weight(bits: int, group_size: int, scale_bytes: float = 2, zero_by
     return bits / 8 + (scale_bytes + zero_bytes) / group_size
 
 
-def decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` inside the decoder blocks (``model.model.layers``), by qualified name. The embedding and
-    the (tied) output head are left out, as GPTQ, AWQ and Wanda do."""
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a Llama-style ``*ForCausalLM`` (``model.model.layers``)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
     if layers is None:
         raise TypeError(f"expected a *ForCausalLM with model.layers (Llama-style), got {type(model).__name__}")
-    return {f"model.layers.{i}.{n}": m for i, layer in enumerate(layers) for n, m in layer.named_modules()
-            if isinstance(m, nn.Linear)}
+    return layers
+
+
+def decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside the decoder blocks (``model.model.layers``), by qualified name. The embedding and
+    the (tied) output head are left out, as GPTQ, AWQ and Wanda do."""
+    return {f"model.layers.{i}.{n}": m for i, layer in enumerate(decoder_layers(model))
+            for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
 
 
 def weight_bytes(model: nn.Module, bits: int | None = None, group_size: int | None = None,
@@ -407,19 +412,10 @@ class InputStats:
     tokens: int
 
 
-@torch.no_grad()
-def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hessian: bool = True
-              ) -> dict[str, InputStats]:
-    """Run ``windows`` (int64, (n, seq_len)) through ``model`` and collect :class:`InputStats` for every decoder
-    linear. Linears that read the same tensor (q/k/v, gate/up) share one object. ``hessian=False`` skips ``xtx``
-    (an empty tensor) to save memory when only norms and maxima are needed."""
-    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
-        raise ValueError("calibration data must be a non-empty int64 tensor (n_windows, seq_len), got "
-                         f"{tuple(getattr(windows, 'shape', ()))}")
-    _positive_int(batch_size, "batch_size")
-    linears = decoder_linears(model)
+def _collect(linears: dict[str, nn.Linear], run: Callable[[], object], hessian: bool = True
+             ) -> dict[str, InputStats]:
+    """:class:`InputStats` of the inputs of each of ``linears`` (by name) while ``run()`` runs forward passes."""
     stats: dict[str, InputStats] = {}
-    handles = []
 
     def hook(name: str):
         def fn(_module, args):
@@ -436,22 +432,33 @@ def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hess
             s.tokens += x.shape[0]
         return fn
 
-    owners = {}
-    for name, m in linears.items():
-        prefix, leaf = name.rsplit(".", 1)
-        owner = f"{prefix}.{SHARED_INPUT[leaf]}" if leaf in SHARED_INPUT and f"{prefix}.{SHARED_INPUT[leaf]}" in \
-            linears else name
-        owners[name] = owner
-        if owner == name:
-            handles.append(m.register_forward_pre_hook(hook(name)))
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
     try:
-        model.eval()
-        for batch in windows.split(batch_size):
-            model(input_ids=batch, use_cache=False)
+        with torch.no_grad():
+            run()
     finally:
         for h in handles:
             h.remove()
-    return {name: stats[owner] for name, owner in owners.items()}
+    return stats
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hessian: bool = True
+              ) -> dict[str, InputStats]:
+    """Run ``windows`` (int64, (n, seq_len)) through ``model`` and collect :class:`InputStats` for every decoder
+    linear. Linears that read the same tensor (q/k/v, gate/up) share one object. ``hessian=False`` skips ``xtx``
+    (an empty tensor) to save memory when only norms and maxima are needed."""
+    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
+        raise ValueError("calibration data must be a non-empty int64 tensor (n_windows, seq_len), got "
+                         f"{tuple(getattr(windows, 'shape', ()))}")
+    _positive_int(batch_size, "batch_size")
+    linears = decoder_linears(model)
+    groups = _input_groups(linears)
+    model.eval()
+    stats = _collect({names[0]: linears[names[0]] for names in groups},
+                     lambda: [model(input_ids=batch, use_cache=False) for batch in windows.split(batch_size)],
+                     hessian)
+    return {name: stats[names[0]] for names in groups for name in names}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -469,76 +476,160 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def inverse_hessian_factor(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """U, the upper Cholesky factor of (H + λI)⁻¹ = UᵀU with λ = ``damp`` × mean diagonal, in float64: row c of U
+    says how column c's rounding error is spread over the later columns in GPTQ.
+
+    The reference code takes three steps (Cholesky, inverse, Cholesky); reversing the order of the columns gives U
+    in two: U = flip(L⁻¹) where L Lᵀ = flip(H + λI). float64, because float32 changed the lesson's results visibly.
+    """
+    h = h.double()
+    h = h + damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    low = torch.linalg.cholesky(h.flip(0, 1))
+    return torch.linalg.solve_triangular(low, torch.eye(h.shape[0], dtype=h.dtype), upper=False).flip(0, 1)
+
+
 def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int | None = None,
-                  damp: float = 0.01, block_size: int = 128, symmetric: bool = False) -> torch.Tensor:
+                  damp: float = 0.01, block_size: int = 128, symmetric: bool = False, act_order: bool = False
+                  ) -> torch.Tensor:
     """GPTQ (Frantar et al. 2023) for one weight matrix ``(out, in)`` given its inputs' ``xtx`` ``(in, in)``.
 
-    Columns are quantized left to right with the same grid as :func:`quantize_groupwise` (a group's scale and
-    zero point are set when the algorithm reaches its first column). After each column the rounding error,
-    weighted by the inverse Hessian H⁻¹ = (XᵀX + λI)⁻¹ (λ = ``damp`` × mean diagonal), is pushed onto the columns not
-    yet quantized, so that the layer's output X Wᵀ changes as little as possible. Returns the dequantized weight.
-    With ``xtx`` = identity there is nothing to compensate and the result equals round-to-nearest.
+    Columns are quantized one at a time on the grid of :func:`quantize_groupwise`. After each column the rounding
+    error, weighted by the inverse Hessian H⁻¹ = (XᵀX + λI)⁻¹ (λ = ``damp`` × mean diagonal), is pushed onto the
+    columns not yet quantized, so that the layer's output X Wᵀ changes as little as possible. Returns the
+    dequantized weight in ``w``'s shape and dtype.
+
+    ``act_order=False``: columns left to right; a group's scale and zero point are set when the algorithm reaches
+    its first column (from the weights as updated so far). ``act_order=True``: columns in order of decreasing
+    H_jj (the inputs with the most energy first, while there are many columns left to absorb their error); each
+    group's scale and zero point come from the original weights ("static groups"), so the stored format is exactly
+    RTN's. With ``xtx`` = identity there is nothing to compensate and either order equals round-to-nearest.
     """
     if not torch.is_tensor(w) or w.dim() != 2:
         raise ValueError(f"w must be a 2-D weight matrix (out, in), got {tuple(getattr(w, 'shape', ()))}")
     _check_bits(bits)
-    cols = w.shape[1]
+    rows, cols = w.shape
     g = _check_group(cols, group_size)
     if not torch.is_tensor(xtx) or xtx.shape != (cols, cols):
         raise ValueError(f"xtx must be ({cols}, {cols}) for a weight with {cols} inputs, got "
                          f"{tuple(getattr(xtx, 'shape', ()))}")
     if not 0 <= damp < 1:
         raise ValueError(f"damp must be in [0, 1), got {damp!r}")
-    # One thread: thousands of tiny column updates, and a busy CPU makes thread hand-offs cost more than the maths
+    _positive_int(block_size, "block_size")
+    W = w.detach().float().clone()
+    H = xtx.detach().float().clone()
+    dead = torch.diag(H) == 0  # inputs that were always 0: their weights do not matter
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    if act_order:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        scale, zero = (t.reshape(rows, cols // g) for t in group_qparams(W.reshape(-1, g), bits, symmetric))
+        group_of = perm // g  # static groups: column perm[c]'s scale and zero point, fixed before any update
+        col_scale, col_zero = scale.T[group_of].contiguous(), zero.T[group_of].contiguous()  # (in, out)
+        W, H = W[:, perm], H[perm][:, perm]
+        block = block_size
+    else:
+        perm = col_scale = col_zero = None
+        block = g * max(1, block_size // g) if g < cols else cols  # a group never straddles two blocks
+    Hinv = inverse_hessian_factor(H, damp).float()
+    WT = W.T.contiguous()  # (in, out): one column of W is one contiguous row here
+    QT = torch.zeros_like(WT)
+    # One thread for the column loop: thousands of small updates, where thread hand-offs cost more than the maths
     with single_thread():
-        W = w.detach().double().clone()
-        H = xtx.detach().double().clone()
-        dead = torch.diag(H) == 0
-        H[dead, dead] = 1
-        W[:, dead] = 0
-        H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
-        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-        block = g * max(1, block_size // g) if g < cols else cols
-        W, Hinv = W.float(), Hinv.float()
-        Q = torch.zeros_like(W)
-        qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
-        scale = zero = None
         for i1 in range(0, cols, block):
             i2 = min(i1 + block, cols)
-            W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+            W1, Hinv1 = WT[i1:i2].clone(), Hinv[i1:i2, i1:i2]
             Err1 = torch.zeros_like(W1)
             for i in range(i2 - i1):
-                if (i1 + i) % g == 0:
-                    scale, zero = group_qparams(W1[:, i:i + g], bits, symmetric)
-                    scale, zero = scale.squeeze(1), zero.squeeze(1).float()
-                col = W1[:, i]
-                q = (torch.clamp(torch.round(col * (1.0 / scale)) + zero, qmin, qmax) - zero) * scale
-                Q[:, i1 + i] = q
-                err = (col - q) / Hinv1[i, i]
-                W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
-                Err1[:, i] = err
-            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-        return Q.to(w.dtype)
+                if col_scale is not None:
+                    scale, zero = col_scale[i1 + i], col_zero[i1 + i]
+                elif (i1 + i) % g == 0:
+                    scale, zero = (t.squeeze(1) for t in group_qparams(W1[i:i + g].T, bits, symmetric))
+                col = W1[i]
+                q = QT[i1 + i] = fake_quantize_rows(col, scale, zero, bits, symmetric)
+                err = Err1[i] = (col - q) / Hinv1[i, i]
+                W1[i:].addr_(Hinv1[i, i:], err, alpha=-1)
+            WT[i2:] -= Hinv[i1:i2, i2:].T @ Err1
+    Q = QT.T
+    if perm is not None:
+        Q = Q[:, torch.argsort(perm)]
+    return Q.contiguous().to(w.dtype)
 
 
-def gptq_model(model: nn.Module, stats: dict[str, InputStats], bits: int, group_size: int | None = None,
-               damp: float = 0.01) -> nn.Module:
-    """Quantize every decoder linear of ``model`` in place with :func:`gptq_quantize`, using the calibration
-    statistics of the *unquantized* model (``calibrate``); returns ``model``."""
-    linears = decoder_linears(model)
-    missing = [n for n in linears if n not in stats or stats[n].xtx.numel() == 0]
-    if missing:
-        raise ValueError(f"stats lack the Hessian of {len(missing)} linears (e.g. {missing[0]}): run "
-                         "calibrate(model, windows, hessian=True) on this model first")
-    groups: dict[int, list[str]] = {}  # linears reading the same input share H: quantize their rows together
+def _input_groups(linears: dict[str, nn.Linear]) -> list[list[str]]:
+    """Names of ``linears`` grouped by the input tensor they read (q/k/v, gate/up: :data:`SHARED_INPUT`), in
+    module order."""
+    groups: dict[str, list[str]] = {}
     for name in linears:
-        groups.setdefault(id(stats[name]), []).append(name)
+        prefix, _, leaf = name.rpartition(".")
+        owner = f"{prefix}.{SHARED_INPUT[leaf]}".lstrip(".") if leaf in SHARED_INPUT else name
+        groups.setdefault(owner if owner in linears else name, []).append(name)
+    return list(groups.values())
+
+
+class _StopForward(Exception):
+    """Raised by a hook to stop a forward pass once the first decoder layer's inputs are caught."""
+
+
+@torch.no_grad()
+def decoder_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -> list[tuple[torch.Tensor, dict]]:
+    """The first decoder layer's inputs for each batch of ``windows``: its hidden states and the keyword arguments
+    the model passes to every layer (position embeddings, attention mask …). The model stops there, so this costs
+    only the embedding lookup."""
+    layers = decoder_layers(model)
+    caught: list[tuple[torch.Tensor, dict]] = []
+
+    def catch(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        caught.append((hidden, kwargs))
+        raise _StopForward
+
+    handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        model.eval()
+        for batch in windows.split(batch_size):
+            with contextlib.suppress(_StopForward):
+                model(input_ids=batch, use_cache=False)
+    finally:
+        handle.remove()
+    return caught
+
+
+def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: int | None = None, *,
+               damp: float = 0.01, act_order: bool = True, sequential: bool = True, batch_size: int = 8,
+               max_layers: int | None = None) -> nn.Module:
+    """Quantize every decoder linear of ``model`` in place with :func:`gptq_quantize`; returns ``model``.
+
+    The Hessians come from the calibration ``windows`` (int64, (n, seq_len)), one decoder layer at a time, as the
+    reference implementation does. ``sequential=True``: each layer is calibrated on the outputs of the layers
+    before it *already quantized*, so it also compensates their errors; ``False``: every layer sees the unquantized
+    model's activations (one pass, the errors of earlier layers are ignored). Linears that read the same input
+    (q/k/v, gate/up) share one Hessian and are quantized together. ``max_layers``: quantize only the first
+    ``max_layers`` decoder layers (None = all; a shortcut for quick test runs, the rest stay as they are).
+    """
+    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
+        raise ValueError("calibration windows must be a non-empty int64 tensor (n_windows, seq_len), got "
+                         f"{tuple(getattr(windows, 'shape', ()))}")
+    _check_bits(bits)
+    _positive_int(batch_size, "batch_size")
+    if max_layers is not None:
+        _positive_int(max_layers, "max_layers")
+    inputs = decoder_inputs(model, windows, batch_size)
     with torch.no_grad():
-        for names in groups.values():
-            stacked = torch.cat([linears[n].weight for n in names])
-            q = gptq_quantize(stacked, stats[names[0]].xtx, bits, group_size, damp)
-            for n, part in zip(names, q.split([linears[n].weight.shape[0] for n in names]), strict=True):
-                linears[n].weight.copy_(part)
+        for layer in decoder_layers(model)[:max_layers]:
+            linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+            groups = _input_groups(linears)
+            outputs: list[torch.Tensor] = []  # this layer's outputs before it is quantized
+            stats = _collect({names[0]: linears[names[0]] for names in groups},
+                             lambda: outputs.extend(layer(h, **kw) for h, kw in inputs))
+            for names in groups:
+                stacked = torch.cat([linears[n].weight for n in names])
+                q = gptq_quantize(stacked, stats[names[0]].xtx, bits, group_size, damp, act_order=act_order)
+                for n, part in zip(names, q.split([linears[n].weight.shape[0] for n in names]), strict=True):
+                    linears[n].weight.copy_(part)
+            if sequential:  # the next layer reads what the quantized layer outputs
+                outputs = [layer(h, **kw) for h, kw in inputs]
+            inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
     return model
 
 
@@ -578,17 +669,19 @@ def score_mask(score: torch.Tensor, sparsity: float = 0.5, per_row: bool = True,
         keep = torch.zeros_like(groups, dtype=torch.bool).scatter(1, groups.topk(n, dim=1).indices, True)
         return keep.reshape(score.shape)
     _check_sparsity(sparsity)
-    if per_row:
-        k = round(sparsity * score.shape[1])
-        mask = torch.ones_like(score, dtype=torch.bool)
-        if k:
-            mask.scatter_(1, score.topk(k, dim=1, largest=False).indices, False)
-        return mask
-    k = round(sparsity * score.numel())
-    mask = torch.ones(score.numel(), dtype=torch.bool)
-    if k:
-        mask[score.flatten().topk(k, largest=False).indices] = False
-    return mask.view_as(score)
+    rows = score if per_row else score.reshape(1, -1)
+    return _drop_lowest(rows, round(sparsity * rows.shape[1])).view_as(score)
+
+
+def _drop_lowest(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep-mask of a 2-D ``score``: False for the ``k`` lowest entries of every row, ties at the threshold broken
+    by position (the earlier go). A k-th-value threshold, several times faster than ``topk`` for large k."""
+    if k == 0:
+        return torch.ones_like(score, dtype=torch.bool)
+    threshold = score.kthvalue(k, dim=1, keepdim=True).values
+    below, tie = score < threshold, score == threshold
+    need = k - below.sum(dim=1, keepdim=True)
+    return ~(below | (tie & (tie.cumsum(dim=1) <= need)))
 
 
 def wanda_score(w: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:

@@ -77,8 +77,9 @@ def test_weight_bytes_counts_tied_parameters_once(tiny):
 def test_gptq_equals_rtn_with_identity_hessian():
     w = torch.randn(16, 64, generator=torch.Generator().manual_seed(7))
     for bits, group in [(4, 16), (3, None), (2, 32)]:
-        got = llm.gptq_quantize(w, torch.eye(64), bits, group)
-        assert torch.allclose(got, llm.quantize_groupwise(w, bits, group), atol=1e-6)
+        for act_order in (False, True):
+            got = llm.gptq_quantize(w, torch.eye(64), bits, group, act_order=act_order)
+            assert torch.allclose(got, llm.quantize_groupwise(w, bits, group), atol=1e-6)
 
 
 @pytest.mark.parametrize(("bits", "group"), [(4, 16), (3, 32), (3, None), (2, 16)])
@@ -88,9 +89,9 @@ def test_gptq_never_worse_than_rtn_on_its_calibration_inputs(bits, group):
     x[:, :3] *= 8  # a few outlier features, as in LLMs
     w = torch.randn(32, 64, generator=gen)
     xtx = x.T @ x
-    err_gptq = llm.output_error(w, llm.gptq_quantize(w, xtx, bits, group), xtx)
     err_rtn = llm.output_error(w, llm.quantize_groupwise(w, bits, group), xtx)
-    assert err_gptq < err_rtn
+    for act_order in (False, True):
+        assert llm.output_error(w, llm.gptq_quantize(w, xtx, bits, group, act_order=act_order), xtx) < err_rtn
     assert llm.output_error(w, w, xtx) == 0
 
 
@@ -108,10 +109,53 @@ def test_gptq_model_and_calibrate(tiny, windows):
     assert s is stats["model.layers.0.self_attn.v_proj"]  # q, k, v read the same tensor
     assert s.tokens == windows.numel()
     assert torch.allclose(torch.diag(s.xtx), s.sq_norm, rtol=1e-4)
-    m = llm.gptq_model(copy.deepcopy(tiny), stats, 4, 16)
-    w = m.model.layers[1].mlp.down_proj.weight
-    assert all(int(torch.unique(r).numel()) <= 16 for r in w.reshape(-1, 16))
-    assert llm.perplexity(m, windows) > 1
+    for act_order in (False, True):
+        for sequential in (False, True):
+            m = llm.gptq_model(copy.deepcopy(tiny), windows, 4, 16, act_order=act_order, sequential=sequential)
+            w = m.model.layers[1].mlp.down_proj.weight
+            assert all(int(torch.unique(r).numel()) <= 16 for r in w.reshape(-1, 16))
+            assert llm.perplexity(m, windows) > 1
+
+
+def test_gptq_model_one_shot_uses_the_unquantized_models_hessians(tiny, windows):
+    """sequential=False quantizes each layer exactly as gptq_quantize does with calibrate()'s Hessians."""
+    stats = llm.calibrate(tiny, windows, batch_size=4)
+    m = llm.gptq_model(copy.deepcopy(tiny), windows, 3, 16, sequential=False, act_order=False, batch_size=4)
+    for name in ("model.layers.1.self_attn.k_proj", "model.layers.1.mlp.down_proj"):
+        w = llm.decoder_linears(tiny)[name].weight
+        rows = {"k_proj": slice(64, 96)}.get(name.rsplit(".", 1)[1])
+        if rows is not None:  # q, k and v are quantized as one stacked matrix
+            q, k, v = (llm.decoder_linears(tiny)[name.replace("k_proj", p)].weight for p in ("q_proj", "k_proj", "v_proj"))
+            want = llm.gptq_quantize(torch.cat([q, k, v]), stats[name].xtx, 3, 16)[rows]
+        else:
+            want = llm.gptq_quantize(w, stats[name].xtx, 3, 16)
+        assert torch.allclose(llm.decoder_linears(m)[name].weight, want, atol=1e-6)
+
+
+def test_sequential_gptq_sees_the_quantized_layers_before_it(tiny, windows):
+    """Layer 0 is the same either way; layer 1 differs because its inputs come from the quantized layer 0."""
+    one_shot = llm.gptq_model(copy.deepcopy(tiny), windows, 3, 16, sequential=False)
+    seq = llm.gptq_model(copy.deepcopy(tiny), windows, 3, 16, sequential=True)
+    w0 = [llm.decoder_linears(m)["model.layers.0.mlp.down_proj"].weight for m in (one_shot, seq)]
+    w1 = [llm.decoder_linears(m)["model.layers.1.mlp.down_proj"].weight for m in (one_shot, seq)]
+    assert torch.equal(w0[0], w0[1])
+    assert not torch.equal(w1[0], w1[1])
+
+
+@pytest.mark.parametrize(("bits", "group"), [(3, 16), (4, None)])
+def test_gptq_act_order_keeps_rtns_grid_and_lowers_the_error(bits, group):
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(24, 64, generator=gen)
+    x = torch.randn(512, 64, generator=gen) * torch.rand(64, generator=gen) * 4
+    xtx = x.T @ x
+    got = llm.gptq_quantize(w, xtx, bits, group, act_order=True)
+    rtn = llm.quantize_groupwise(w, bits, group)
+    g = group or 64
+    # static groups: every weight lies on its group's RTN grid (same scale and zero point as RTN)
+    scale, zero = llm.group_qparams(w.reshape(-1, g), bits)
+    levels = torch.round(got.reshape(-1, g) / scale) + zero
+    assert torch.allclose(got.reshape(-1, g), (levels - zero) * scale, atol=1e-5)
+    assert llm.output_error(w, got, xtx) < llm.output_error(w, rtn, xtx)
 
 
 # ---------------------------------------------------------------- pruning
@@ -246,10 +290,11 @@ def test_empty_calibration_data_errors(tiny):
         llm.calibrate(tiny, torch.zeros(0, 16, dtype=torch.int64))
 
 
-def test_gptq_model_needs_hessians(tiny, windows):
-    stats = llm.calibrate(tiny, windows, hessian=False)
-    with pytest.raises(ValueError, match="Hessian"):
-        llm.gptq_model(copy.deepcopy(tiny), stats, 4)
+def test_gptq_model_rejects_bad_calibration_data(tiny):
+    with pytest.raises(ValueError, match="non-empty"):
+        llm.gptq_model(copy.deepcopy(tiny), torch.zeros(0, 16, dtype=torch.int64), 4)
+    with pytest.raises(ValueError, match="non-empty"):
+        llm.gptq_model(copy.deepcopy(tiny), {"stats": 1}, 4)
 
 
 # ---------------------------------------------------------------- the cache
@@ -290,3 +335,27 @@ def test_rtn_model_with_a_given_quantizer_equals_the_built_in_one(tiny):
     assert 16 in calls and 64 in calls  # None became the row width
     with pytest.raises(TypeError, match="quantize must be a function"):
         llm.rtn_model(copy.deepcopy(tiny), 4, 16, quantize="round")
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_score_mask_drops_exactly_k_even_with_ties(per_row):
+    """Weights on a coarse grid tie often (the shipped model's are 4-bit): exactly round(sparsity × n) go, the
+    lowest first and, among equal scores, the earlier ones — a stable sort's choice."""
+    score = torch.randint(0, 5, (6, 40), generator=torch.Generator().manual_seed(3)).float()
+    mask = llm.score_mask(score, 0.45, per_row=per_row)
+    rows = score if per_row else score.reshape(1, -1)
+    want = torch.ones_like(rows, dtype=torch.bool)
+    k = round(0.45 * rows.shape[1])
+    want.scatter_(1, rows.sort(dim=1, stable=True).indices[:, :k], False)
+    assert torch.equal(mask, want.view_as(score))
+
+
+def test_gptq_inverse_factor_equals_the_reference_three_steps():
+    """The upper Cholesky factor of the damped H⁻¹, as IST-DASLab/gptq computes it:
+    cholesky(cholesky_inverse(cholesky(H + λI)), upper=True)."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(300, 48, generator=gen) * torch.rand(48, generator=gen) * 5
+    h = x.T @ x
+    damped = h.double() + 0.01 * torch.diag(h.double()).mean() * torch.eye(48, dtype=torch.float64)
+    want = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
+    assert torch.allclose(llm.inverse_hessian_factor(h, 0.01), want, atol=1e-12)
