@@ -20,6 +20,7 @@ Units: bytes are bytes, perplexity is exp(mean negative log-likelihood per predi
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -413,8 +414,9 @@ class InputStats:
 
 
 def _collect(linears: dict[str, nn.Linear], run: Callable[[], object], hessian: bool = True
-             ) -> dict[str, InputStats]:
-    """:class:`InputStats` of the inputs of each of ``linears`` (by name) while ``run()`` runs forward passes."""
+             ) -> tuple[dict[str, InputStats], object]:
+    """:class:`InputStats` of the inputs of each of ``linears`` (by name) while ``run()`` runs forward passes, and
+    what ``run()`` returned."""
     stats: dict[str, InputStats] = {}
 
     def hook(name: str):
@@ -435,11 +437,11 @@ def _collect(linears: dict[str, nn.Linear], run: Callable[[], object], hessian: 
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
     try:
         with torch.no_grad():
-            run()
+            result = run()
     finally:
         for h in handles:
             h.remove()
-    return stats
+    return stats, result
 
 
 @torch.no_grad()
@@ -455,9 +457,9 @@ def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hess
     linears = decoder_linears(model)
     groups = _input_groups(linears)
     model.eval()
-    stats = _collect({names[0]: linears[names[0]] for names in groups},
-                     lambda: [model(input_ids=batch, use_cache=False) for batch in windows.split(batch_size)],
-                     hessian)
+    stats, _ = _collect({names[0]: linears[names[0]] for names in groups},
+                        lambda: [model(input_ids=batch, use_cache=False) for batch in windows.split(batch_size)],
+                        hessian)
     return {name: stats[names[0]] for names in groups for name in names}
 
 
@@ -567,6 +569,11 @@ def _input_groups(linears: dict[str, nn.Linear]) -> list[list[str]]:
     return list(groups.values())
 
 
+def _layer_outputs(layer: nn.Module, inputs: list[tuple[torch.Tensor, dict]]) -> list[torch.Tensor]:
+    """One decoder layer applied to each batch of ``inputs`` (hidden states, keyword arguments)."""
+    return [layer(h, **kw) for h, kw in inputs]
+
+
 class _StopForward(Exception):
     """Raised by a hook to stop a forward pass once the first decoder layer's inputs are caught."""
 
@@ -619,16 +626,16 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
         for layer in decoder_layers(model)[:max_layers]:
             linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
             groups = _input_groups(linears)
-            outputs: list[torch.Tensor] = []  # this layer's outputs before it is quantized
-            stats = _collect({names[0]: linears[names[0]] for names in groups},
-                             lambda: outputs.extend(layer(h, **kw) for h, kw in inputs))
+            # statistics of every linear's inputs, and the layer's outputs before it is quantized
+            stats, outputs = _collect({names[0]: linears[names[0]] for names in groups},
+                                      functools.partial(_layer_outputs, layer, inputs))
             for names in groups:
                 stacked = torch.cat([linears[n].weight for n in names])
                 q = gptq_quantize(stacked, stats[names[0]].xtx, bits, group_size, damp, act_order=act_order)
                 for n, part in zip(names, q.split([linears[n].weight.shape[0] for n in names]), strict=True):
                     linears[n].weight.copy_(part)
             if sequential:  # the next layer reads what the quantized layer outputs
-                outputs = [layer(h, **kw) for h, kw in inputs]
+                outputs = _layer_outputs(layer, inputs)
             inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
     return model
 

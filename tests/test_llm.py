@@ -125,8 +125,8 @@ def test_gptq_model_one_shot_uses_the_unquantized_models_hessians(tiny, windows)
         w = llm.decoder_linears(tiny)[name].weight
         rows = {"k_proj": slice(64, 96)}.get(name.rsplit(".", 1)[1])
         if rows is not None:  # q, k and v are quantized as one stacked matrix
-            q, k, v = (llm.decoder_linears(tiny)[name.replace("k_proj", p)].weight for p in ("q_proj", "k_proj", "v_proj"))
-            want = llm.gptq_quantize(torch.cat([q, k, v]), stats[name].xtx, 3, 16)[rows]
+            qkv = [llm.decoder_linears(tiny)[name.replace("k_proj", p)].weight for p in ("q_proj", "k_proj", "v_proj")]
+            want = llm.gptq_quantize(torch.cat(qkv), stats[name].xtx, 3, 16)[rows]
         else:
             want = llm.gptq_quantize(w, stats[name].xtx, 3, 16)
         assert torch.allclose(llm.decoder_linears(m)[name].weight, want, atol=1e-6)
