@@ -4,7 +4,7 @@ One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``mod
 ``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (keeping and dropping layers), ``prune`` (04),
 ``heads`` (05: head gates, importance and removal), ``quantize`` (06), ``lottery`` (07), ``lowrank`` and
 ``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX Runtime on the CPU), ``llm`` (09: compressing a
-generative language model), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``),
+generative language model), ``stats`` (is a difference in accuracy real?), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``),
 ``release`` (student copies) and ``runner`` (executing the course).
 """
 
@@ -38,6 +38,7 @@ from . import (  # noqa: E402
     release,
     results,
     runtime,
+    stats,
     surgery,
     training,
     widgets,
@@ -48,6 +49,6 @@ from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["checks", "combine", "config", "data", "distill", "env", "heads", "llm", "lottery", "lowrank", "measure",
-           "memory", "models", "overparam", "plots", "prune", "quantize", "release", "results", "runtime", "surgery",
-           "training", "widgets",
+           "memory", "models", "overparam", "plots", "prune", "quantize", "release", "results", "runtime", "stats",
+           "surgery", "training", "widgets",
            "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]

@@ -1,0 +1,119 @@
+"""Is a difference in accuracy real? Two classifiers compared on the *same* test examples.
+
+Two models scored on the same 1,265 reviews are not independent samples: most reviews are right (or wrong) for
+both, and only the reviews on which they *disagree* carry information about which is better. Both tools here use
+that pairing:
+
+- :func:`mcnemar_p` — McNemar's exact test: among the reviews exactly one model gets right, is the split further
+  from 50/50 than chance would make it? (a two-sided binomial test on the discordant pairs);
+- :func:`bootstrap_interval` — a paired bootstrap: resample the test reviews with replacement, recompute the
+  difference in accuracy each time, and read a confidence interval off the spread.
+
+:func:`compare` returns both, with a one-line verdict. Accuracies and differences are fractions in [0, 1] (the
+verdict prints them in points, 1 point = 0.01).
+
+Example:
+    >>> import torch
+    >>> a = torch.tensor([True] * 90 + [False] * 10)
+    >>> b = torch.tensor([True] * 80 + [False] * 20)
+    >>> round(mcnemar_p(10, 0), 4)  # a right and b wrong on 10 reviews, the reverse on none
+    0.002
+    >>> compare(a, b).only_a
+    10
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import validate as check
+
+
+def correct(model: torch.nn.Module, loader) -> torch.Tensor:
+    """One bool per example of ``loader``: did ``model`` predict its label? (in the loader's order)."""
+    from .training import predict
+
+    logits, labels = predict(model, loader)
+    return logits.argmax(-1) == labels
+
+
+def _pair(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    a = check.tensor(correct_a, "correct_a", dims=(1,))
+    b = check.tensor(correct_b, "correct_b", dims=(1,))
+    if a.dtype != torch.bool or b.dtype != torch.bool:
+        raise TypeError(f"correct_a and correct_b must be bool tensors (one per example), got {a.dtype} and "
+                        f"{b.dtype}; use stats.correct(model, loader)")
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"correct_a and correct_b must score the same, non-empty set of examples, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts: ``only_a`` examples that only model a gets right,
+    ``only_b`` that only model b gets right. Under "equally good" each discordant example is a fair coin."""
+    only_a = check.integer(only_a, "only_a", 0)
+    only_b = check.integer(only_b, "only_b", 0)
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def bootstrap_interval(correct_a: torch.Tensor, correct_b: torch.Tensor, level: float = 0.95,
+                       resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap ``level`` interval (percentile method) of accuracy(a) − accuracy(b), as fractions: the
+    same resampled examples score both models in every one of ``resamples`` draws."""
+    a, b = _pair(correct_a, correct_b)
+    level = check.real(level, "level", 0, 1)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be strictly between 0 and 1, got {level!r}")
+    resamples = check.integer(resamples, "resamples", 100)
+    diff = a.float() - b.float()
+    gen = torch.Generator().manual_seed(check.integer(seed, "seed", 0))
+    draws = torch.randint(0, len(diff), (resamples, len(diff)), generator=gen)
+    means = diff[draws].mean(dim=1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Model a against model b on the same ``n`` examples. ``difference``, ``low`` and ``high`` are fractions
+    (accuracy of a − accuracy of b, and its paired bootstrap interval at ``level``)."""
+
+    difference: float
+    low: float
+    high: float
+    level: float
+    p_value: float
+    only_a: int
+    only_b: int
+    n: int
+
+    @property
+    def real(self) -> bool:
+        """True when the interval excludes 0 (the difference is unlikely to be test-set noise)."""
+        return self.low > 0 or self.high < 0
+
+    def verdict(self, a: str = "a", b: str = "b") -> str:
+        """One line: the difference in points, its interval, McNemar's p, and whether it is more than noise."""
+        words = "a real difference" if self.real else "within the noise of this test set"
+        return (f"{a} − {b}: {100 * self.difference:+.1f} points ({self.level:.0%} interval "
+                f"{100 * self.low:+.1f} to {100 * self.high:+.1f}; McNemar p = {self.p_value:.3f}; "
+                f"{self.only_a} reviews only {a} gets right, {self.only_b} only {b}) → {words}")
+
+
+def compare(correct_a: torch.Tensor, correct_b: torch.Tensor, level: float = 0.95, resamples: int = 2000,
+            seed: int = 0) -> Comparison:
+    """:class:`Comparison` of two models from their per-example correctness (bool tensors from :func:`correct`)."""
+    a, b = _pair(correct_a, correct_b)
+    low, high = bootstrap_interval(a, b, level, resamples, seed)
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    return Comparison(float(a.float().mean() - b.float().mean()), low, high, level, mcnemar_p(only_a, only_b),
+                      only_a, only_b, len(a))

@@ -1,0 +1,67 @@
+"""lu.stats against scipy's binomial test and against what a paired bootstrap must do."""
+
+import doctest
+
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from lecture_utils import stats
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(0, 0), (10, 0), (3, 7), (25, 40), (60, 61), (5, 30)])
+def test_mcnemar_equals_scipys_exact_binomial_test(only_a, only_b):
+    n = only_a + only_b
+    want = 1.0 if n == 0 else binomtest(min(only_a, only_b), n, 0.5).pvalue
+    assert stats.mcnemar_p(only_a, only_b) == pytest.approx(want, rel=1e-9)
+
+
+def _pair(n_both: int, only_a: int, only_b: int, n_neither: int) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.tensor([True] * n_both + [True] * only_a + [False] * only_b + [False] * n_neither)
+    b = torch.tensor([True] * n_both + [False] * only_a + [True] * only_b + [False] * n_neither)
+    return a, b
+
+
+def test_identical_models_have_zero_difference_and_a_zero_width_interval():
+    a, _ = _pair(800, 0, 0, 200)
+    c = stats.compare(a, a.clone())
+    assert (c.difference, c.low, c.high, c.p_value, c.only_a, c.only_b) == (0.0, 0.0, 0.0, 1.0, 0, 0)
+    assert not c.real
+
+
+def test_a_large_paired_difference_is_real_and_a_small_one_is_noise():
+    big = stats.compare(*_pair(1000, 80, 10, 175))
+    assert big.real and big.low > 0 and big.p_value < 1e-10
+    assert big.difference == pytest.approx(70 / 1265)
+    assert big.low < big.difference < big.high
+    small = stats.compare(*_pair(1000, 14, 10, 241))
+    assert not small.real and small.low < 0 < small.high and small.p_value > 0.05
+    assert "within the noise" in small.verdict("KD", "hard") and "real difference" in big.verdict()
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    """For many examples the paired bootstrap interval ≈ difference ± 1.96 × standard error of the paired mean."""
+    a, b = _pair(900, 60, 30, 110)
+    diff = a.float() - b.float()
+    se = diff.std(unbiased=True).item() / len(diff) ** 0.5
+    low, high = stats.bootstrap_interval(a, b, resamples=4000)
+    assert low == pytest.approx(diff.mean().item() - 1.96 * se, abs=0.004)
+    assert high == pytest.approx(diff.mean().item() + 1.96 * se, abs=0.004)
+    assert stats.bootstrap_interval(a, b, resamples=4000) == (low, high)  # seeded: the same interval again
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: stats.compare(torch.ones(5, dtype=torch.bool), torch.ones(6, dtype=torch.bool)), "same"),
+    (lambda: stats.compare(torch.ones(5), torch.ones(5)), "bool"),
+    (lambda: stats.compare(torch.ones(0, dtype=torch.bool), torch.ones(0, dtype=torch.bool)), "non-empty"),
+    (lambda: stats.bootstrap_interval(*_pair(5, 1, 1, 1), level=1.0), "level"),
+    (lambda: stats.bootstrap_interval(*_pair(5, 1, 1, 1), resamples=10), "resamples"),
+    (lambda: stats.mcnemar_p(-1, 3), "only_a"),
+])
+def test_bad_input_names_the_parameter(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(stats).failed == 0
