@@ -67,8 +67,10 @@ def _uniform_heads(model: nn.Module) -> tuple[int, int]:
 class HeadGates:
     """Multiply the output of head h of layer l by ``gates[l, h]`` while the ``with`` block runs.
 
-    ``gates`` is a float tensor of shape ``(layers, heads)``; default all ones with ``requires_grad=True``, so
-    ``torch.autograd.grad(loss, gates.gates)`` gives ∂L/∂ξ. A 0 switches a head off. The gate sits on the input
+    ``gates`` is a float tensor of shape ``(layers, heads)`` — the same gates for every example — or
+    ``(batch, layers, heads)``, one set per example of the batch (for per-example gradients); default all ones
+    of shape ``(layers, heads)`` with ``requires_grad=True``, so ``torch.autograd.grad(loss, gates.gates)`` gives
+    ∂L/∂ξ. A 0 switches a head off. The gate sits on the input
     of the attention's output projection (``attention.output.dense``), where the heads' outputs lie side by side,
     so it scales exactly that head's contribution to the layer; the hooks are removed on exit.
     """
@@ -78,17 +80,21 @@ class HeadGates:
         if gates is None:
             gates = torch.ones(n_layers, n_heads, device=model_device(model), requires_grad=True)
         check.tensor(gates, "gates", floating=True)
-        if tuple(gates.shape) != (n_layers, n_heads):
-            raise ValueError(f"gates must have shape (layers, heads) = ({n_layers}, {n_heads}), "
-                             f"got {tuple(gates.shape)}.")
+        if tuple(gates.shape[-2:]) != (n_layers, n_heads) or gates.dim() not in (2, 3):
+            raise ValueError(f"gates must have shape (layers, heads) = ({n_layers}, {n_heads}) or (batch, "
+                             f"{n_layers}, {n_heads}), got {tuple(gates.shape)}.")
         self.model, self.gates = model, gates
         self._handles: list = []
 
     def _hook(self, index: int, head_size: int) -> Callable:
         def scale(_module: nn.Module, args: tuple) -> tuple:
-            x = args[0]
-            g = self.gates[index].to(dtype=x.dtype, device=x.device)
-            shaped = x.reshape(*x.shape[:-1], g.numel(), head_size) * g.view(-1, 1)
+            x = args[0]  # (batch, tokens, heads × head_size): the heads' outputs side by side
+            g = self.gates[..., index, :].to(dtype=x.dtype, device=x.device)  # (heads,) or (batch, heads)
+            if g.dim() == 2 and g.shape[0] != x.shape[0]:
+                raise ValueError(f"per-example gates were made for a batch of {g.shape[0]}, the model got "
+                                 f"{x.shape[0]} examples")
+            g = g.reshape(-1, 1, g.shape[-1], 1) if g.dim() == 2 else g.view(-1, 1)
+            shaped = x.reshape(*x.shape[:-1], -1, head_size) * g
             return (shaped.reshape(x.shape), *args[1:])
         return scale
 
@@ -119,16 +125,31 @@ def gate_mask(model: nn.Module, heads: HeadDict) -> torch.Tensor:
 # Importance (Michel et al. 2019)
 # --------------------------------------------------------------------------------------------------------------
 
+def _examples(batch) -> int:
+    """How many examples a batch dict holds (the first dimension of its ``input_ids``)."""
+    ids = batch.get("input_ids") if isinstance(batch, dict) else None
+    if not torch.is_tensor(ids) or ids.dim() != 2:
+        raise ValueError("head_importance needs batches as dicts with input_ids of shape (batch, tokens), got "
+                         f"{type(batch).__name__}")
+    return int(ids.shape[0])
+
+
 def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | None = None,
                     normalize: bool = True) -> torch.Tensor:
-    """Michel et al.'s head importance: ``I[l, h] = mean over batches of |∂L/∂ξ[l, h]|`` at ξ = 1.
+    """Michel et al.'s head importance: ``I[l, h] = mean over examples x of |∂L(x)/∂ξ[l, h]|`` at ξ = 1.
+
+    The absolute value is taken *per example*, before averaging (Michel et al. 2019, eq. 2): a head whose
+    gradient is large but changes sign from example to example is important, although its batch-mean gradient
+    may be near zero. One backward pass per batch gives every example's gradient: each example gets its own copy
+    of the gates, and the batch-mean loss × batch size is the sum of the examples' losses.
 
     Args:
         model: a BERT-style model with the same number of heads in every layer; it is left unchanged (no
             parameter gradients are stored; its train/eval mode is restored).
-        batches: batches as for :func:`lu.training.train` (e.g. a few training batches); each gives one
-            gradient of the batch-mean loss.
-        loss_fn: ``loss_fn(model, batch) -> scalar``; default cross-entropy on the labels.
+        batches: batches as for :func:`lu.training.train` (e.g. a few training batches), each a dict with
+            ``input_ids`` of shape (batch, tokens).
+        loss_fn: ``loss_fn(model, batch) -> scalar``, the *mean* over the batch's examples of a per-example loss;
+            default cross-entropy on the labels.
         normalize: divide each layer's scores by their ℓ2 norm over the layer's heads, as Michel et al. do
             (so every layer's vector has length 1 and layers compare on one scale).
 
@@ -151,12 +172,14 @@ def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | Non
         for p, _ in flags:
             p.requires_grad_(False)  # only ∂L/∂ξ is needed: skip every weight gradient
         for batch in batches:
-            gates = torch.ones(n_layers, n_heads, device=device, requires_grad=True)
+            batch = to_device(batch, device)
+            n = _examples(batch)
+            gates = torch.ones(n, n_layers, n_heads, device=device, requires_grad=True)  # one set per example
             with HeadGates(model, gates):
-                loss = loss_fn(model, to_device(batch, device))
-            (grad,) = torch.autograd.grad(loss, gates)
-            total += grad.detach().abs().cpu()
-            count += 1
+                loss = loss_fn(model, batch)
+            (grad,) = torch.autograd.grad(loss * n, gates)  # row i: ∂L(x_i)/∂ξ
+            total += grad.detach().abs().sum(dim=0).cpu()
+            count += n
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)

@@ -132,7 +132,9 @@ def test_bad_head_lists_are_explained(bert, bad, match):
         heads.remove_heads(bert, bad)
 
 
-def test_head_importance_matches_a_finite_difference_and_leaves_the_model_alone(bert):
+def test_head_importance_is_the_mean_of_per_example_absolute_gradients(bert):
+    """Michel et al.: I = mean over examples of |∂L(x)/∂ξ|, the absolute value taken per example. Reference: each
+    example alone, its gradient by central finite differences, by hand."""
     model = bert.double()
     batch = _batch()
     raw = heads.head_importance(model, [batch], normalize=False)
@@ -141,19 +143,42 @@ def test_head_importance_matches_a_finite_difference_and_leaves_the_model_alone(
     assert not model.training
     eps = 1e-6
 
-    def loss_at(layer, head, value):
+    def loss_at(example, layer, head, value):
         gates = torch.ones(N_LAYERS, N_HEADS, dtype=torch.float64)
         gates[layer, head] = value
+        one = {k: v[example:example + 1] for k, v in batch.items()}
         with heads.HeadGates(model, gates), torch.no_grad():
-            out = model(**batch)
-        return out.loss.item()
+            return model(**one).loss.item()
 
     for layer, head in [(0, 0), (1, 2), (2, 3)]:
-        numeric = (loss_at(layer, head, 1 + eps) - loss_at(layer, head, 1 - eps)) / (2 * eps)
-        assert raw[layer, head].item() == pytest.approx(abs(numeric), rel=1e-4, abs=1e-9)
+        per_example = [(loss_at(i, layer, head, 1 + eps) - loss_at(i, layer, head, 1 - eps)) / (2 * eps)
+                       for i in range(len(batch["labels"]))]
+        want = sum(abs(g) for g in per_example) / len(per_example)
+        assert raw[layer, head].item() == pytest.approx(want, rel=1e-4, abs=1e-9)
+        # not the absolute value of the batch-mean gradient (what a single gate per batch would give) …
+        if min(per_example) < 0 < max(per_example):
+            assert raw[layer, head].item() > abs(sum(per_example) / len(per_example)) + 1e-9
     normed = heads.head_importance(model, [batch, batch])
     assert torch.allclose(normed.norm(dim=1), torch.ones(N_LAYERS), atol=1e-6)
     assert torch.allclose(normed, raw / raw.norm(dim=1, keepdim=True), atol=1e-6)  # same batch twice: same mean
+
+
+def test_per_example_gates_scale_each_example_alone(bert):
+    """Gates of shape (batch, layers, heads): example i sees only its own gates."""
+    batch = _batch()
+    gates = torch.ones(4, N_LAYERS, N_HEADS)
+    gates[2, 1, :] = 0  # every head of layer 1 off, for example 2 only
+    with heads.HeadGates(bert, gates), torch.no_grad():
+        got = bert(**batch).logits
+    off = torch.ones(N_LAYERS, N_HEADS)
+    off[1, :] = 0
+    with heads.HeadGates(bert, off), torch.no_grad():
+        want_2 = bert(**batch).logits[2]
+    assert torch.allclose(got[2], want_2, atol=1e-6)
+    assert torch.allclose(got[[0, 1, 3]], _logits(bert, batch)[[0, 1, 3]], atol=1e-6)
+    with pytest.raises(ValueError, match="batch of 3"), heads.HeadGates(bert, torch.ones(3, N_LAYERS, N_HEADS)), \
+            torch.no_grad():
+        bert(**batch)
 
 
 def test_importance_refuses_uneven_layers_and_gates_check_their_shape(bert):
