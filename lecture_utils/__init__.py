@@ -1,11 +1,11 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (keeping and dropping layers), ``prune`` (04),
-``heads`` (05: head gates, importance and removal), ``quantize`` (06), ``lottery`` (07), ``lowrank`` and
-``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX Runtime on the CPU), ``llm`` (09: compressing a
-generative language model), ``stats`` (is a difference in accuracy real?), ``plots``, ``widgets``, ``checks`` (exercise checks), ``results`` (``record``),
-``release`` (student copies) and ``runner`` (executing the course).
+``memory``, ``stats`` (is a difference in accuracy real?), ``overparam`` (lesson 02), ``distill`` (03),
+``surgery`` (keeping and dropping layers), ``prune`` (04), ``heads`` (05: head gates, importance and removal),
+``quantize`` (06), ``lottery`` (07), ``lowrank`` and ``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX
+Runtime on the CPU), ``llm`` (09: compressing a generative language model), ``plots``, ``widgets``, ``checks``
+(exercise checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the course).
 """
 
 from .config import configure_openmp
