@@ -18,6 +18,7 @@ from pathlib import Path
 SCALE_ENV = "LECTURE_UTILS_SCALE"
 CACHE_ENV = "LECTURE_UTILS_CACHE"
 STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"  # "1": a failed exercise check raises (the runner and tests set it)
+NBGRADER_ENV = "NBGRADER_EXECUTION"  # nbgrader 0.9 sets it to "autograde" or "validate" while it executes a notebook
 OMP_WAIT_ENV = "OMP_WAIT_POLICY"  # OpenMP's: read once when torch loads
 THREADS_ENV = "LECTURE_UTILS_THREADS"  # force torch's CPU threads (default: chosen by setup() from the load)
 DEFAULT_SCALE = "laptop"
