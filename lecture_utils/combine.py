@@ -29,10 +29,9 @@ import torch
 from torch import nn
 
 from . import validate as check
-from .config import project_root
+from .config import RESULTS_ENV, project_root
 from .lottery import LotterySetup, check_data, full_masks, magnitude_masks, make_model, train_masked
 from .quantize import fake_quantize
-from .results import RESULTS_ENV
 from .training import evaluate
 
 SCALE_BYTES = 4  # one float32 scale per output row

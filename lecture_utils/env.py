@@ -21,9 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import OMP_WAIT_ENV, THREADS_ENV, Scale, cache_dir, get_scale
+from .config import (
+    DEFAULT_SCALE,
+    HF_DATASETS_BARS_OFF_ENV,
+    HF_OFFLINE_ENVS,
+    HF_TELEMETRY_OFF_ENV,
+    OMP_WAIT_ENV,
+    SCALE_ENV,
+    THREADS_ENV,
+    Scale,
+    cache_dir,
+    get_scale,
+)
 
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+OFFLINE_VARS = HF_OFFLINE_ENVS  # the variables that keep the Hugging Face libraries off the network
 HUB_HOST = "huggingface.co"
 
 
@@ -38,11 +49,11 @@ def configure_offline(scale_name: str | None = None) -> bool:
     except ValueError:
         full = False  # setup() reports the bad name; offline is the safe default meanwhile
     if full:
-        return os.environ.get("HF_HUB_OFFLINE") == "1"
+        return os.environ.get(OFFLINE_VARS[0]) == "1"
     for var in OFFLINE_VARS:
         os.environ.setdefault(var, "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # one tqdm bar per map() is noise in a lesson
+    os.environ.setdefault(HF_TELEMETRY_OFF_ENV, "1")
+    os.environ.setdefault(HF_DATASETS_BARS_OFF_ENV, "1")  # one tqdm bar per map() is noise in a lesson
     return True
 
 
@@ -192,7 +203,7 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
     """
     sc: Scale = get_scale(scale)
     if scale is not None:
-        os.environ["LECTURE_UTILS_SCALE"] = sc.name  # so helpers called later without a scale agree
+        os.environ[SCALE_ENV] = sc.name  # so helpers called later without a scale agree
     offline = configure_offline(sc.name)
     if sc.name == "full" and not offline and not hub_reachable():
         for var in OFFLINE_VARS:
@@ -200,7 +211,7 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         offline = True
         if not quiet:
             print("⚠️  The model hub is unreachable: full scale needs it for bert-base-uncased and SST-2. "
-                  "Use the offline default instead: LECTURE_UTILS_SCALE=laptop.")
+                  f"Use the offline default instead: {SCALE_ENV}={DEFAULT_SCALE}.")
     seed_everything(seed)
     busy = None
     if threads is None:
