@@ -87,12 +87,6 @@ def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
     return sum(int(m.sum()) for m in masks.values()) / total
 
 
-def layer_keep_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """Surviving weights per layer."""
-    _check_mask_values(masks)
-    return {name: int(m.sum()) for name, m in masks.items()}
-
-
 def _top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask with True at the ``k`` largest ``scores`` among the ``allowed`` positions (ties: lowest index)."""
     flat = torch.where(allowed.flatten(), scores.flatten().double(), torch.tensor(float("-inf"), dtype=torch.double))
@@ -197,13 +191,6 @@ def snip_masks(scores: Mapping[str, torch.Tensor], keep: float) -> Masks:
         out[n] = mask[start:start + size].view_as(scores[n]).to(scores[n].device)
         start += size
     return out
-
-
-def remaining_after(rounds: int, fraction: float = 0.2) -> float:
-    """Fraction of weights left after ``rounds`` rounds pruning ``fraction`` of the survivors each (ignoring
-    rounding): ``(1 - fraction) ** rounds``."""
-    rounds = check.integer(rounds, "rounds", 0)
-    return (1 - _check_fraction(fraction)) ** rounds
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -379,8 +366,7 @@ def global_snip_masks(weights: list[torch.Tensor], grads: list[torch.Tensor], ke
     if len(weights) != len(grads) or not weights:
         raise ValueError(f"weights and grads must be non-empty lists of one length, got {len(weights)} and "
                          f"{len(grads)}")
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    keep = check.fraction(keep, "keep", low_open=True, high_open=False, hint="the share of connections kept")
     scores = [(g * w).abs().detach() for g, w in zip(grads, weights, strict=True)]
     flat = torch.cat([s.flatten() for s in scores])
     kept = _top_k_mask(flat, torch.ones_like(flat, dtype=torch.bool), round(keep * flat.numel()))

@@ -24,6 +24,7 @@ from torch import nn
 
 from . import validate as check
 from .env import torch_threads
+from .models import replace_linears
 from .surgery import check_layer_indices, encoder_layers, set_encoder_layers
 
 
@@ -45,22 +46,6 @@ def _check_weight(weight: torch.Tensor, what: str) -> torch.Tensor:
     if weight.dtype == torch.bool or weight.is_complex():
         raise check.BadType(f"{what} needs a real-valued weight, got dtype {weight.dtype}")
     return weight
-
-
-def linear_params(out_features: int, in_features: int, bias: bool = True) -> int:
-    """Parameters of one ``nn.Linear(in_features, out_features)``: ``out·in`` weights plus ``out`` biases."""
-    out_features, in_features = _check_features(out_features, in_features)
-    check.flag(bias, "bias")
-    return out_features * in_features + (out_features if bias else 0)
-
-
-def factorized_params(out_features: int, in_features: int, rank: int, bias: bool = True) -> int:
-    """Parameters of the rank-``rank`` replacement of that layer: ``rank·(in + out)`` weights plus ``out``
-    biases."""
-    rank = _check_rank(rank, out_features, in_features)
-    out_features, in_features = _check_features(out_features, in_features)
-    check.flag(bias, "bias")
-    return rank * (in_features + out_features) + (out_features if bias else 0)
 
 
 def break_even_rank(out_features: int, in_features: int) -> float:
@@ -147,17 +132,15 @@ def factorize_linears(model: nn.Module, rank: int, include: Sequence[str] = ("en
     include = check.strings(include, "include")
     check.flag(only_if_smaller, "only_if_smaller")
     model = copy.deepcopy(model)
-    replaced = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if type(child) is not nn.Linear or not set(include) & set(full.split(".")):
-                continue
-            if only_if_smaller and rank >= break_even_rank(child.out_features, child.in_features):
-                continue
-            setattr(module, child_name, LowRankLinear.from_linear(child, rank))
-            replaced += 1
-    if replaced == 0:
+
+    def factorised(name: str, child: nn.Linear) -> nn.Module | None:
+        if type(child) is not nn.Linear or not set(include) & set(name.split(".")):
+            return None
+        if only_if_smaller and rank >= break_even_rank(child.out_features, child.in_features):
+            return None
+        return LowRankLinear.from_linear(child, rank)
+
+    if replace_linears(model, factorised) == 0:
         why = f" with rank {rank} below its break-even rank out·in/(in + out)" if only_if_smaller else ""
         raise ValueError(f"no nn.Linear was factorised: none matches include={tuple(include)}{why}")
     return model

@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import validate as check
+from .models import replace_linears
 
 SCHEMES = ("affine", "symmetric")
 MIN_BITS, MAX_BITS = 2, 16
@@ -239,17 +240,15 @@ def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric"
     check.module(model)
     skip = tuple(check.strings(skip, "skip", non_empty=False))
     model = copy.deepcopy(model)
-    swapped = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if type(child) is nn.Linear and not any(s in full for s in skip):
-                fq = FakeQuantLinear(child.in_features, child.out_features, child.bias is not None, bits, scheme)
-                fq.load_state_dict(child.state_dict())
-                fq.to(child.weight.device)
-                setattr(module, child_name, fq)
-                swapped += 1
-    if swapped == 0:
+
+    def fake_quantized(name: str, child: nn.Linear) -> nn.Module | None:
+        if type(child) is not nn.Linear or any(s in name for s in skip):
+            return None
+        fq = FakeQuantLinear(child.in_features, child.out_features, child.bias is not None, bits, scheme)
+        fq.load_state_dict(child.state_dict())
+        return fq.to(child.weight.device)
+
+    if replace_linears(model, fake_quantized) == 0:
         raise ValueError("The model has no nn.Linear layers to fake-quantize.")
     return model
 
@@ -263,16 +262,19 @@ def freeze_fake_quant(model: nn.Module) -> nn.Module:
         raise ValueError(f"{type(model).__name__} has no FakeQuantLinear layers to freeze: make one with "
                          "lu.quantize.fake_quantize_linears(model, bits) first")
     model = copy.deepcopy(model)
-    for module in model.modules():
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, FakeQuantLinear):
-                plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
-                                                 bias=child.bias is not None)  # no random init: overwritten below
-                with torch.no_grad():
-                    plain.weight.copy_(fake_quantize(child.weight, child.bits, child.scheme, per_channel=True))
-                    if child.bias is not None:
-                        plain.bias.copy_(child.bias)
-                setattr(module, child_name, plain.to(child.weight.device))
+
+    def frozen(_name: str, child: nn.Linear) -> nn.Module | None:
+        if not isinstance(child, FakeQuantLinear):
+            return None
+        plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
+                                         bias=child.bias is not None)  # no random init: overwritten below
+        with torch.no_grad():
+            plain.weight.copy_(fake_quantize(child.weight, child.bits, child.scheme, per_channel=True))
+            if child.bias is not None:
+                plain.bias.copy_(child.bias)
+        return plain.to(child.weight.device)
+
+    replace_linears(model, frozen)
     return model
 
 
