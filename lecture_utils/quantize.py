@@ -29,6 +29,13 @@ from . import validate as check
 from .models import replace_linears
 
 SCHEMES = ("affine", "symmetric")
+# What torch 2.13 says on every use of torch.ao.quantization (deprecated in favour of torchao) and of the quantized
+# tensors it makes: (message regex, category) pairs, silenced around quantize_dynamic and in the tests' settings.
+TORCH_AO_DEPRECATIONS = (
+    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
+    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation functions",
+     UserWarning),
+)
 MIN_BITS, MAX_BITS = 2, 16
 EPS = torch.finfo(torch.float32).eps
 
@@ -301,8 +308,9 @@ def dynamic_int8(model: nn.Module, embeddings: bool = False) -> nn.Module:
     spec: dict = {nn.Linear: default_dynamic_qconfig}
     if embeddings:
         spec[nn.Embedding] = float_qparams_weight_only_qconfig
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch 2.13 marks torch.ao.quantization deprecated in favour of torchao
+    with warnings.catch_warnings():  # torch 2.13's deprecation notices only; any other warning still shows
+        for message, category in TORCH_AO_DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=message, category=category)
         return quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
 
 
