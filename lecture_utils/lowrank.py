@@ -50,7 +50,12 @@ def _check_weight(weight: torch.Tensor, what: str) -> torch.Tensor:
 
 def break_even_rank(out_features: int, in_features: int) -> float:
     """The rank at which a factorised layer has as many weights as the dense one, ``out·in / (in + out)``; a
-    factorisation saves parameters only below it (192 for 384 × 384, about 307 for 1536 × 384)."""
+    factorisation saves parameters only below it (192 for 384 × 384, about 307 for 1536 × 384).
+
+    Examples:
+        >>> break_even_rank(384, 384), break_even_rank(1536, 384)
+        (192.0, 307.2)
+    """
     out_features, in_features = _check_features(out_features, in_features)
     return out_features * in_features / (out_features + in_features)
 
@@ -61,7 +66,16 @@ def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, tor
     B (rank, in))`` with ``A @ B`` the closest rank-``rank`` matrix to ``weight``; the singular values are split
     evenly (√S on each side). Computed in float32 on one CPU thread (LAPACK's SVD of a matrix this small is
     several times faster on one thread than on two busy ones), returned in ``weight``'s dtype — or float32 for an
-    integer weight (its factors are not whole numbers)."""
+    integer weight (its factors are not whole numbers).
+
+    Examples:
+        >>> w = torch.outer(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, -1.0]))  # a 3 × 2 matrix of rank 1
+        >>> a, b = low_rank_factors(w, 1)
+        >>> tuple(a.shape), tuple(b.shape)
+        ((3, 1), (1, 2))
+        >>> torch.allclose(a @ b, w, atol=1e-6)  # rank 1 is enough to rebuild it
+        True
+    """
     _check_weight(weight, "low_rank_factors")
     rank = _check_rank(rank, *weight.shape)
     with torch_threads(1):
@@ -74,7 +88,12 @@ def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, tor
 @torch.no_grad()
 def retained_energy(weight: torch.Tensor, rank: int) -> float:
     """Share of the squared Frobenius norm ("energy") of ``weight`` that its rank-``rank`` approximation keeps:
-    ``sum(S[:rank]²) / sum(S²)``, in [0, 1]. An all-zero weight has no energy to keep: a ValueError."""
+    ``sum(S[:rank]²) / sum(S²)``, in [0, 1]. An all-zero weight has no energy to keep: a ValueError.
+
+    Examples:
+        >>> round(retained_energy(torch.diag(torch.tensor([3.0, 1.0])), 1), 4)  # 3² of 3² + 1²
+        0.9
+    """
     _check_weight(weight, "retained_energy")
     rank = _check_rank(rank, *weight.shape)
     if not weight.detach().any():

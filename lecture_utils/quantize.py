@@ -41,7 +41,12 @@ EPS = torch.finfo(torch.float32).eps
 
 
 def qrange(bits: int, signed: bool) -> tuple[int, int]:
-    """The integer range of a ``bits``-bit integer: signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1]."""
+    """The integer range of a ``bits``-bit integer: signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1].
+
+    Examples:
+        >>> qrange(8, signed=False), qrange(4, signed=True)
+        ((0, 255), (-8, 7))
+    """
     bits = check.integer(bits, "bits", MIN_BITS, MAX_BITS)
     check.flag(signed, "signed")
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
@@ -72,6 +77,14 @@ def qparams(x_min: torch.Tensor | float, x_max: torch.Tensor | float, bits: int 
 
     Returns:
         ``(scale, zero_point)``: float32 and int64 tensors shaped like ``x_min``.
+
+    Examples:
+        >>> scale, zero_point = qparams(-1.28, 1.27, bits=8)  # 2.55 spread over 255 steps; 0 lands on level 128
+        >>> round(scale.item(), 6), zero_point.item()
+        (0.01, 128)
+        >>> scale, zero_point = qparams(-0.5, 2.0, bits=4, scheme="symmetric")  # [-2, 2] over 15 steps, z = 0
+        >>> round(scale.item(), 6), zero_point.item()
+        (0.266667, 0)
     """
     _check_scheme(scheme)
     signed = (scheme == "symmetric") if signed is None else signed
@@ -119,7 +132,13 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bit
     """Integers ``clamp(round(x / scale) + zero_point, q_min, q_max)`` as an int64 tensor shaped like ``x``.
 
     ``scale`` must be positive and finite, ``zero_point`` whole numbers inside the integer range, both shaped to
-    broadcast against ``x`` (one value, or one per channel as :func:`tensor_qparams` returns them)."""
+    broadcast against ``x`` (one value, or one per channel as :func:`tensor_qparams` returns them).
+
+    Examples:
+        >>> scale, zero_point = qparams(-1.28, 1.27, bits=8)
+        >>> quantize(torch.tensor([-1.28, 0.0, 0.3, 1.27, 5.0]), scale, zero_point)  # 5.0 is clamped to 255
+        tensor([  0, 128, 158, 255, 255])
+    """
     qmin, qmax = qrange(bits, signed)
     check.tensor(x, "x")
     scale, zero_point = _check_qparams(x, scale, zero_point, qmin, qmax)
@@ -160,7 +179,13 @@ def _check_qparams(x: torch.Tensor, scale, zero_point, qmin: int | None, qmax: i
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
     """Floats ``(q - zero_point) * scale`` (float32). ``q`` holds integer levels (an integer tensor, or floats
-    that are whole numbers)."""
+    that are whole numbers).
+
+    Examples:
+        >>> scale, zero_point = qparams(-1.28, 1.27, bits=8)
+        >>> dequantize(torch.tensor([0, 128, 158, 255]), scale, zero_point)
+        tensor([-1.2800,  0.0000,  0.3000,  1.2700])
+    """
     check.tensor(q, "q")
     if q.dtype == torch.bool or q.is_complex() or (q.is_floating_point() and (q != q.round()).any()):
         raise ValueError(f"q must hold integer levels (e.g. from lu.quantize.quantize), got {check.show(q)} with "

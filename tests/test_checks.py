@@ -1,5 +1,6 @@
 """Every check passes a correct answer, fails wrong ones with feedback, and never crashes."""
 
+import doctest
 import math
 import time
 
@@ -418,3 +419,8 @@ def test_a_graded_failure_shows_the_verdict_not_a_traceback(monkeypatch, capsys)
         checks.weight_bytes(_not_done)
     assert info.value._render_traceback_() == ["❌ CheckFailed: weight_bytes: hidden case 1 of 5: not implemented yet: "
                                                "replace `raise NotImplementedError()` with your code."]
+
+
+def test_the_harness_docstring_examples_run():
+    result = doctest.testmod(checks.harness)
+    assert result.attempted >= 1 and result.failed == 0

@@ -1,6 +1,7 @@
 """Low-rank factorisation reproduces a Linear at full rank and is optimal below it; weight sharing really shares."""
 
 import copy
+import doctest
 
 import pytest
 import torch
@@ -162,3 +163,8 @@ def test_counts_and_layers_check_their_sizes():
     assert lowrank.LowRankLinear.from_linear(nn.Linear(6, 4), np.int64(2)).rank == 2
     with pytest.raises(TypeError, match="include must be a list of strings, got the single string"):
         lowrank.factorize_linears(nn.Sequential(nn.Linear(8, 8)), 2, include="encoder")
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(lowrank)
+    assert result.attempted >= 5 and result.failed == 0
