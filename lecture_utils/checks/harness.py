@@ -27,6 +27,7 @@ from ..config import NBGRADER_ENV, STRICT_ENV
 __all__ = ["CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "use"]  # the learner's API
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable)
 CASE_TIMEOUT_S = 10.0  # seconds one call of the learner's function may take before the check gives up on it
 
 
@@ -205,7 +206,7 @@ def _mark(passed: bool) -> None:
     _CALLED.clear()
 
 
-def use(fn: Callable, reference: Callable) -> Callable:
+def use(fn: F, reference: F) -> F:
     """The function the rest of a lesson should use: ``fn`` if its check passed, else the course's ``reference``.
 
     A student copy runs top to bottom: cells after an unfinished exercise say so in one line and carry on with the
