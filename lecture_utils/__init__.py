@@ -1,11 +1,25 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
 One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``stats`` (is a difference in accuracy real?), ``overparam`` (lesson 02), ``distill`` (03),
-``surgery`` (keeping and dropping layers), ``prune`` (04), ``heads`` (05: head gates, importance and removal),
-``quantize`` (06), ``lottery`` (07), ``lowrank`` and ``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX
-Runtime on the CPU), ``llm`` (09: compressing a generative language model), ``plots``, ``widgets``, ``checks``
-(exercise checks), ``results`` (``record``), ``release`` (student copies) and ``runner`` (executing the course).
+``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (keeping and dropping layers), ``prune`` (04),
+``heads`` (05: head gates, importance and removal), ``quantize`` (06), ``lottery`` (07), ``lowrank`` and
+``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX Runtime on the CPU), ``llm`` (09: compressing a
+generative language model), ``stats`` (is a difference in accuracy real?), ``plots``, ``widgets``, ``checks``
+(exercise checks, one module per lesson), ``results`` (``record``), ``release`` (student copies) and ``runner``
+(executing the course).
+
+Layers: a module imports only from layers below its own (tests/test_structure.py keeps it so; the few imports
+within one layer that it allows are listed there with their reason).
+
+0. ``config``: every environment variable's name and the scales
+1. ``validate``, ``progress``, ``results``, ``env``
+2. ``data``, ``models``, ``training``, ``measure``, ``memory``, ``stats``
+3. techniques: ``overparam``, ``distill``, ``surgery``, ``prune``, ``heads``, ``quantize``, ``lottery``,
+   ``lowrank``, ``combine``, ``runtime``, ``llm``
+4. ``plots``, ``widgets``
+5. ``checks``, ``release``, ``runner``
+6. entry points: ``__main__`` (the command line) and this package (``lu.doctor`` adds the rows of layer 2 to
+   ``env.doctor``'s)
 """
 
 from .config import configure_openmp
@@ -44,10 +58,23 @@ from . import (  # noqa: E402
     widgets,
 )
 from .config import get_scale  # noqa: E402
-from .env import doctor, get_device, seed_everything, setup  # noqa: E402
+from .env import get_device, seed_everything, setup  # noqa: E402
 from .results import record  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def doctor() -> list[tuple[str, bool, str]]:
+    """Check everything the course needs and say how to fix what is missing: :func:`env.doctor`'s rows plus the
+    pretrained model's and the data's (set-up sits below models and data, so the rows for those are added here).
+
+    Returns a list of ``(check, ok, detail)`` rows and prints them; a failing row's detail is the fix to run.
+    """
+    def splits() -> str:
+        return f"{data.sentiment_manifest()['counts']} in {data.sentiment_dir()}"
+
+    return env.doctor(probes=[("pretrained MiniLM-L6 (offline)", lambda: str(models.pretrained_path())),
+                              ("Rotten Tomatoes splits", splits)])
 __all__ = ["checks", "combine", "config", "data", "distill", "env", "heads", "llm", "lottery", "lowrank", "measure",
            "memory", "models", "overparam", "plots", "prune", "quantize", "release", "results", "runtime", "stats",
            "surgery", "training", "widgets",

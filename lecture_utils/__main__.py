@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import SCALES, project_root
+from .config import DEFAULT_SCALE, SCALE_ENV, SCALES, project_root
 
 
 def _root() -> Path:
@@ -96,7 +96,7 @@ def cmd_lab(args) -> int:
 
 
 def cmd_doctor(_args) -> int:
-    from .env import doctor
+    from . import doctor
 
     rows = doctor()
     return 0 if all(ok for _, ok, _ in rows) else 1
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("prepare", help="fetch and verify the offline data").set_defaults(fn=cmd_prepare)
     p = sub.add_parser("course", help="execute every notebook into build/")
-    p.add_argument("--scale", choices=list(SCALES), default=os.environ.get("LECTURE_UTILS_SCALE") or "laptop")
+    p.add_argument("--scale", choices=list(SCALES), default=os.environ.get(SCALE_ENV) or DEFAULT_SCALE)
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
     p.set_defaults(fn=cmd_course)
     p = sub.add_parser("test", help="run the test suite (extra arguments go to pytest)")

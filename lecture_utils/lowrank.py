@@ -24,6 +24,7 @@ from torch import nn
 
 from . import validate as check
 from .env import torch_threads
+from .models import replace_linears
 from .surgery import check_layer_indices, encoder_layers, set_encoder_layers
 
 
@@ -47,25 +48,14 @@ def _check_weight(weight: torch.Tensor, what: str) -> torch.Tensor:
     return weight
 
 
-def linear_params(out_features: int, in_features: int, bias: bool = True) -> int:
-    """Parameters of one ``nn.Linear(in_features, out_features)``: ``out·in`` weights plus ``out`` biases."""
-    out_features, in_features = _check_features(out_features, in_features)
-    check.flag(bias, "bias")
-    return out_features * in_features + (out_features if bias else 0)
-
-
-def factorized_params(out_features: int, in_features: int, rank: int, bias: bool = True) -> int:
-    """Parameters of the rank-``rank`` replacement of that layer: ``rank·(in + out)`` weights plus ``out``
-    biases."""
-    rank = _check_rank(rank, out_features, in_features)
-    out_features, in_features = _check_features(out_features, in_features)
-    check.flag(bias, "bias")
-    return rank * (in_features + out_features) + (out_features if bias else 0)
-
-
 def break_even_rank(out_features: int, in_features: int) -> float:
     """The rank at which a factorised layer has as many weights as the dense one, ``out·in / (in + out)``; a
-    factorisation saves parameters only below it (192 for 384 × 384, about 307 for 1536 × 384)."""
+    factorisation saves parameters only below it (192 for 384 × 384, about 307 for 1536 × 384).
+
+    Examples:
+        >>> break_even_rank(384, 384), break_even_rank(1536, 384)
+        (192.0, 307.2)
+    """
     out_features, in_features = _check_features(out_features, in_features)
     return out_features * in_features / (out_features + in_features)
 
@@ -76,7 +66,16 @@ def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, tor
     B (rank, in))`` with ``A @ B`` the closest rank-``rank`` matrix to ``weight``; the singular values are split
     evenly (√S on each side). Computed in float32 on one CPU thread (LAPACK's SVD of a matrix this small is
     several times faster on one thread than on two busy ones), returned in ``weight``'s dtype — or float32 for an
-    integer weight (its factors are not whole numbers)."""
+    integer weight (its factors are not whole numbers).
+
+    Examples:
+        >>> w = torch.outer(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, -1.0]))  # a 3 × 2 matrix of rank 1
+        >>> a, b = low_rank_factors(w, 1)
+        >>> tuple(a.shape), tuple(b.shape)
+        ((3, 1), (1, 2))
+        >>> torch.allclose(a @ b, w, atol=1e-6)  # rank 1 is enough to rebuild it
+        True
+    """
     _check_weight(weight, "low_rank_factors")
     rank = _check_rank(rank, *weight.shape)
     with torch_threads(1):
@@ -89,7 +88,12 @@ def low_rank_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, tor
 @torch.no_grad()
 def retained_energy(weight: torch.Tensor, rank: int) -> float:
     """Share of the squared Frobenius norm ("energy") of ``weight`` that its rank-``rank`` approximation keeps:
-    ``sum(S[:rank]²) / sum(S²)``, in [0, 1]. An all-zero weight has no energy to keep: a ValueError."""
+    ``sum(S[:rank]²) / sum(S²)``, in [0, 1]. An all-zero weight has no energy to keep: a ValueError.
+
+    Examples:
+        >>> round(retained_energy(torch.diag(torch.tensor([3.0, 1.0])), 1), 4)  # 3² of 3² + 1²
+        0.9
+    """
     _check_weight(weight, "retained_energy")
     rank = _check_rank(rank, *weight.shape)
     if not weight.detach().any():
@@ -147,17 +151,15 @@ def factorize_linears(model: nn.Module, rank: int, include: Sequence[str] = ("en
     include = check.strings(include, "include")
     check.flag(only_if_smaller, "only_if_smaller")
     model = copy.deepcopy(model)
-    replaced = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if type(child) is not nn.Linear or not set(include) & set(full.split(".")):
-                continue
-            if only_if_smaller and rank >= break_even_rank(child.out_features, child.in_features):
-                continue
-            setattr(module, child_name, LowRankLinear.from_linear(child, rank))
-            replaced += 1
-    if replaced == 0:
+
+    def factorised(name: str, child: nn.Linear) -> nn.Module | None:
+        if type(child) is not nn.Linear or not set(include) & set(name.split(".")):
+            return None
+        if only_if_smaller and rank >= break_even_rank(child.out_features, child.in_features):
+            return None
+        return LowRankLinear.from_linear(child, rank)
+
+    if replace_linears(model, factorised) == 0:
         why = f" with rank {rank} below its break-even rank out·in/(in + out)" if only_if_smaller else ""
         raise ValueError(f"no nn.Linear was factorised: none matches include={tuple(include)}{why}")
     return model

@@ -26,7 +26,14 @@ def _check(n_params: float, dtype: str) -> float:
 
 def weights_bytes(n_params: float, dtype: str = "fp32", sparsity: float = 0.0) -> float:
     """Bytes to store ``n_params`` weights in ``dtype``. With ``sparsity`` (fraction of zeros, in [0, 1)) only the
-    non-zero values are counted: an idealised floor, since a real sparse format also stores their positions."""
+    non-zero values are counted: an idealised floor, since a real sparse format also stores their positions.
+
+    Examples:
+        >>> weights_bytes(1_000_000, "fp16")  # 2 bytes per weight
+        2000000.0
+        >>> weights_bytes(1_000_000, "int8", sparsity=0.5)  # half of them zero: only the other half counted
+        500000.0
+    """
     n_params = _check(n_params, dtype)
     sparsity = check.fraction(sparsity, "sparsity", hint="the fraction of zero weights")
     return n_params * (1 - sparsity) * BYTES_PER_PARAM[dtype]
@@ -38,6 +45,12 @@ def training_bytes(n_params: float, dtype: str = "fp32", optimizer: str = "adam"
     fp32 training keeps weights + gradients + the optimizer's states (Adam: two, the running mean and variance),
     all in fp32: 4 + 4 + 8 = 16 bytes per parameter. Mixed precision (``dtype`` fp16/bf16) keeps half-precision
     weights and gradients plus an fp32 master copy and fp32 optimizer states: 2 + 2 + 4 + 8 = 16 bytes with Adam.
+
+    Examples:
+        >>> training_bytes(1_000_000)  # fp32 with Adam: 16 bytes per parameter
+        16000000.0
+        >>> training_bytes(1_000_000, "bf16", "sgd")  # 2 + 2 + 4 (master copy), no optimizer state
+        8000000.0
     """
     n_params = _check(n_params, dtype)
     check.choice(optimizer, "optimizer", list(OPTIMIZER_STATES))
@@ -53,6 +66,12 @@ def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "in
     """Does a model of ``n_params`` parameters fit in ``device_gb`` GB for ``mode`` "inference" or "training"?
 
     Returns ``{"needed_gb", "device_gb", "fits", "share"}`` where share = needed / available.
+
+    Examples:
+        >>> fits(7e9, 16, "fp16")  # a 7-billion-parameter model on a 16 GB GPU, for inference
+        {'needed_gb': 14.0, 'device_gb': 16.0, 'fits': True, 'share': 0.875}
+        >>> fits(7e9, 16, "fp16", mode="training")["needed_gb"]  # 16 bytes per parameter with Adam
+        112.0
     """
     device_gb = check.positive(device_gb, "device_gb", "GB of device memory")
     check.choice(mode, "mode", ["inference", "training"])
@@ -68,7 +87,12 @@ def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "in
 
 
 def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "inference") -> str:
-    """One sentence saying whether the model fits (the text the widget shows)."""
+    """One sentence saying whether the model fits (the text the widget shows).
+
+    Examples:
+        >>> describe_fit(7e9, 16, "fp16")
+        '7 B parameters, inference in fp16: needs 14.0 GB of 16 GB (88%) → fits ✅'
+    """
     r = fits(n_params, device_gb, dtype, mode)
     verdict = "fits ✅" if r["fits"] else "does not fit ❌"
     return (f"{n_params / 1e9:,.3g} B parameters, {mode} in {dtype}: needs {r['needed_gb']:,.1f} GB of "
@@ -78,7 +102,12 @@ def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: s
 # Reference answers of lesson 00's and 01's exercises (used by the student copy until the learner's pass their check).
 
 def megabytes(n_params: float, bytes_per_param: float) -> float:
-    """MB (10^6 bytes) needed to store ``n_params`` values of ``bytes_per_param`` bytes each."""
+    """MB (10^6 bytes) needed to store ``n_params`` values of ``bytes_per_param`` bytes each.
+
+    Examples:
+        >>> megabytes(22_713_218, 4)  # MiniLM-L6's encoder in fp32
+        90.852872
+    """
     if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params < 0:
         raise ValueError(f"n_params must be a non-negative number of parameters, got {n_params!r}")
     if isinstance(bytes_per_param, bool) or not isinstance(bytes_per_param, (int, float)) or bytes_per_param <= 0:
@@ -87,7 +116,12 @@ def megabytes(n_params: float, bytes_per_param: float) -> float:
 
 
 def bytes_at_bits(n_params: float, bits: int) -> float:
-    """Bytes to store ``n_params`` weights of ``bits`` bits each (8 bits per byte)."""
+    """Bytes to store ``n_params`` weights of ``bits`` bits each (8 bits per byte).
+
+    Examples:
+        >>> bytes_at_bits(1000, 4)
+        500.0
+    """
     if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params < 0:
         raise ValueError(f"n_params must be a non-negative number of parameters, got {n_params!r}")
     if isinstance(bits, bool) or not isinstance(bits, int) or bits <= 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -198,6 +199,26 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
 # --------------------------------------------------------------------------------------------------------------
 # Small networks for the from-scratch lessons
 # --------------------------------------------------------------------------------------------------------------
+
+def replace_linears(model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]) -> int:
+    """Replace, in place, every ``nn.Linear`` (subclasses included) of ``model`` for which ``make(name, linear)``
+    returns a module; ``None`` keeps that layer. ``name`` is the layer's dotted name in ``model``. Returns how many
+    layers were replaced. The walk lists the layers before replacing any, so ``make``'s new modules are not visited.
+    """
+    check.module(model)
+    if not callable(make):
+        raise check.BadType(f"make must be a function (name, linear) -> module or None, got {check.show(make)}")
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if not isinstance(child, nn.Linear):
+                continue
+            new = make(f"{name}.{child_name}" if name else child_name, child)
+            if new is not None:
+                setattr(module, child_name, new)
+                replaced += 1
+    return replaced
+
 
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """A fully connected network: ``sizes = [in, hidden..., out]`` gives Linear layers with ``activation`` between."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from tqdm import tqdm as text_tqdm
 
-DISABLE_ENV = "TQDM_DISABLE"  # tqdm's own switch; the course runner sets it
+from .config import PROGRESS_OFF_ENV as DISABLE_ENV  # tqdm's own switch; the course runner sets it
 
 
 def in_notebook_kernel() -> bool:

@@ -26,14 +26,27 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import validate as check
+from .models import replace_linears
 
 SCHEMES = ("affine", "symmetric")
+# What torch 2.13 says on every use of torch.ao.quantization (deprecated in favour of torchao) and of the quantized
+# tensors it makes: (message regex, category) pairs, silenced around quantize_dynamic and in the tests' settings.
+TORCH_AO_DEPRECATIONS = (
+    (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
+    (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation functions",
+     UserWarning),
+)
 MIN_BITS, MAX_BITS = 2, 16
 EPS = torch.finfo(torch.float32).eps
 
 
 def qrange(bits: int, signed: bool) -> tuple[int, int]:
-    """The integer range of a ``bits``-bit integer: signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1]."""
+    """The integer range of a ``bits``-bit integer: signed [-2^(b-1), 2^(b-1) - 1], unsigned [0, 2^b - 1].
+
+    Examples:
+        >>> qrange(8, signed=False), qrange(4, signed=True)
+        ((0, 255), (-8, 7))
+    """
     bits = check.integer(bits, "bits", MIN_BITS, MAX_BITS)
     check.flag(signed, "signed")
     return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
@@ -64,6 +77,14 @@ def qparams(x_min: torch.Tensor | float, x_max: torch.Tensor | float, bits: int 
 
     Returns:
         ``(scale, zero_point)``: float32 and int64 tensors shaped like ``x_min``.
+
+    Examples:
+        >>> scale, zero_point = qparams(-1.28, 1.27, bits=8)  # 2.55 spread over 255 steps; 0 lands on level 128
+        >>> round(scale.item(), 6), zero_point.item()
+        (0.01, 128)
+        >>> scale, zero_point = qparams(-0.5, 2.0, bits=4, scheme="symmetric")  # [-2, 2] over 15 steps, z = 0
+        >>> round(scale.item(), 6), zero_point.item()
+        (0.266667, 0)
     """
     _check_scheme(scheme)
     signed = (scheme == "symmetric") if signed is None else signed
@@ -111,7 +132,13 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bit
     """Integers ``clamp(round(x / scale) + zero_point, q_min, q_max)`` as an int64 tensor shaped like ``x``.
 
     ``scale`` must be positive and finite, ``zero_point`` whole numbers inside the integer range, both shaped to
-    broadcast against ``x`` (one value, or one per channel as :func:`tensor_qparams` returns them)."""
+    broadcast against ``x`` (one value, or one per channel as :func:`tensor_qparams` returns them).
+
+    Examples:
+        >>> scale, zero_point = qparams(-1.28, 1.27, bits=8)
+        >>> quantize(torch.tensor([-1.28, 0.0, 0.3, 1.27, 5.0]), scale, zero_point)  # 5.0 is clamped to 255
+        tensor([  0, 128, 158, 255, 255])
+    """
     qmin, qmax = qrange(bits, signed)
     check.tensor(x, "x")
     scale, zero_point = _check_qparams(x, scale, zero_point, qmin, qmax)
@@ -152,7 +179,13 @@ def _check_qparams(x: torch.Tensor, scale, zero_point, qmin: int | None, qmax: i
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
     """Floats ``(q - zero_point) * scale`` (float32). ``q`` holds integer levels (an integer tensor, or floats
-    that are whole numbers)."""
+    that are whole numbers).
+
+    Examples:
+        >>> scale, zero_point = qparams(-1.28, 1.27, bits=8)
+        >>> dequantize(torch.tensor([0, 128, 158, 255]), scale, zero_point)
+        tensor([-1.2800,  0.0000,  0.3000,  1.2700])
+    """
     check.tensor(q, "q")
     if q.dtype == torch.bool or q.is_complex() or (q.is_floating_point() and (q != q.round()).any()):
         raise ValueError(f"q must hold integer levels (e.g. from lu.quantize.quantize), got {check.show(q)} with "
@@ -239,17 +272,15 @@ def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric"
     check.module(model)
     skip = tuple(check.strings(skip, "skip", non_empty=False))
     model = copy.deepcopy(model)
-    swapped = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if type(child) is nn.Linear and not any(s in full for s in skip):
-                fq = FakeQuantLinear(child.in_features, child.out_features, child.bias is not None, bits, scheme)
-                fq.load_state_dict(child.state_dict())
-                fq.to(child.weight.device)
-                setattr(module, child_name, fq)
-                swapped += 1
-    if swapped == 0:
+
+    def fake_quantized(name: str, child: nn.Linear) -> nn.Module | None:
+        if type(child) is not nn.Linear or any(s in name for s in skip):
+            return None
+        fq = FakeQuantLinear(child.in_features, child.out_features, child.bias is not None, bits, scheme)
+        fq.load_state_dict(child.state_dict())
+        return fq.to(child.weight.device)
+
+    if replace_linears(model, fake_quantized) == 0:
         raise ValueError("The model has no nn.Linear layers to fake-quantize.")
     return model
 
@@ -263,16 +294,19 @@ def freeze_fake_quant(model: nn.Module) -> nn.Module:
         raise ValueError(f"{type(model).__name__} has no FakeQuantLinear layers to freeze: make one with "
                          "lu.quantize.fake_quantize_linears(model, bits) first")
     model = copy.deepcopy(model)
-    for module in model.modules():
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, FakeQuantLinear):
-                plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
-                                                 bias=child.bias is not None)  # no random init: overwritten below
-                with torch.no_grad():
-                    plain.weight.copy_(fake_quantize(child.weight, child.bits, child.scheme, per_channel=True))
-                    if child.bias is not None:
-                        plain.bias.copy_(child.bias)
-                setattr(module, child_name, plain.to(child.weight.device))
+
+    def frozen(_name: str, child: nn.Linear) -> nn.Module | None:
+        if not isinstance(child, FakeQuantLinear):
+            return None
+        plain = torch.nn.utils.skip_init(nn.Linear, child.in_features, child.out_features,
+                                         bias=child.bias is not None)  # no random init: overwritten below
+        with torch.no_grad():
+            plain.weight.copy_(fake_quantize(child.weight, child.bits, child.scheme, per_channel=True))
+            if child.bias is not None:
+                plain.bias.copy_(child.bias)
+        return plain.to(child.weight.device)
+
+    replace_linears(model, frozen)
     return model
 
 
@@ -299,8 +333,9 @@ def dynamic_int8(model: nn.Module, embeddings: bool = False) -> nn.Module:
     spec: dict = {nn.Linear: default_dynamic_qconfig}
     if embeddings:
         spec[nn.Embedding] = float_qparams_weight_only_qconfig
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch 2.13 marks torch.ao.quantization deprecated in favour of torchao
+    with warnings.catch_warnings():  # torch 2.13's deprecation notices only; any other warning still shows
+        for message, category in TORCH_AO_DEPRECATIONS:
+            warnings.filterwarnings("ignore", message=message, category=category)
         return quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
 
 

@@ -16,7 +16,10 @@ import os
 import re
 from pathlib import Path
 
-RESULTS_ENV = "LECTURE_UTILS_RESULTS_FILE"
+from .config import RESULTS_ENV
+
+__all__ = ["RESULTS_ENV", "record", "recorded"]
+
 KEY_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 
 _recorded: dict[str, float] = {}

@@ -14,13 +14,12 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import nbformat
 
-from .config import BUDGET_S, SCALE_ENV, STRICT_ENV, get_scale
-from .progress import DISABLE_ENV as PROGRESS_OFF_ENV
-from .results import RESULTS_ENV
+from .config import BUDGET_S, PROGRESS_OFF_ENV, RESULTS_ENV, SCALE_ENV, STRICT_ENV, get_scale
 
 KERNEL_NAME = "compressing-nn"
 # Hang guards, in seconds per cell: several times what the slowest cell needs on a busy machine, so a slow laptop
@@ -47,6 +46,15 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def kernel_env(scale: str, results_file: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a notebook's kernel runs in: ``base`` (default: a copy of this process's environment, which
+    stays as it is) plus the scale, the file ``lu.record`` writes to, strict checks, and no progress bars (a static
+    page would show them frozen at 0%)."""
+    base = dict(os.environ if base is None else base)
+    return {**base, SCALE_ENV: scale, RESULTS_ENV: str(Path(results_file).resolve()), STRICT_ENV: "1",
+            PROGRESS_OFF_ENV: "1"}
+
+
 def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None = None) -> dict:
     """Run one notebook in a fresh kernel with ``LECTURE_UTILS_SCALE=scale``.
 
@@ -61,10 +69,7 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     results_file = build / "results" / f"{path.stem}.json"
     results_file.parent.mkdir(parents=True, exist_ok=True)
     results_file.unlink(missing_ok=True)
-    # the kernel gets these on top of this process's environment (which stays as it is): the scale, where
-    # lu.record writes, strict checks, and no progress bars (a static page would show them frozen at 0%)
-    kernel_env = {**os.environ, SCALE_ENV: scale, RESULTS_ENV: str(results_file.resolve()), STRICT_ENV: "1",
-                  PROGRESS_OFF_ENV: "1"}
+    env = kernel_env(scale, results_file)
     started: list[int] = []  # index of every cell the kernel started, in order
 
     def on_cell_start(cell, cell_index, **_kw):
@@ -78,7 +83,7 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     error = None
     start = time.perf_counter()
     try:
-        client.execute(env=kernel_env)
+        client.execute(env=env)
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         lines = str(exc).strip().splitlines()
         error = f"{type(exc).__name__}: {lines[-1][:400] if lines else ''}"

@@ -204,9 +204,8 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
 def predicted_speedup(layer_share: float, kept_fraction: float) -> float:
     """Amdahl's law: old time / new time when only ``layer_share`` of the run time scales with the fraction of
     layers kept, ``1 / ((1 - layer_share) + layer_share × kept_fraction)``. Both fractions in [0, 1]."""
-    for name, value in (("layer_share", layer_share), ("kept_fraction", kept_fraction)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    layer_share = check.fraction(layer_share, "layer_share", high_open=False)
+    kept_fraction = check.fraction(kept_fraction, "kept_fraction", high_open=False)
     if layer_share == 1 and kept_fraction == 0:
         raise ValueError("kept_fraction must be above 0 when layer_share is 1 (no run time would be left)")
     return 1 / ((1 - layer_share) + layer_share * kept_fraction)

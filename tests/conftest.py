@@ -26,6 +26,18 @@ def tiny_bert():
 
 
 @pytest.fixture
+def bert4():
+    """A randomly initialised 4-layer BERT classifier (vocabulary 100, hidden 16, 4 heads), eager attention (so it
+    can return its attention weights), in eval mode: enough layers to keep, drop and map."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
+                     intermediate_size=32, max_position_embeddings=64, attn_implementation="eager")
+    return BertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
     """Point the course cache at an empty temporary folder."""
     monkeypatch.setenv(lu.config.CACHE_ENV, str(tmp_path / "cache"))

@@ -1,16 +1,16 @@
 import pytest
 
 import lecture_utils as lu
-from lecture_utils.config import SCALES, cache_dir, get_scale, scale_table
+from lecture_utils.config import SCALE_ENV, SCALES, cache_dir, get_scale, scale_table
 
 
 def test_default_scale_is_laptop(monkeypatch):
-    monkeypatch.delenv("LECTURE_UTILS_SCALE", raising=False)
+    monkeypatch.delenv(SCALE_ENV, raising=False)
     assert get_scale().name == "laptop"
 
 
 def test_scale_from_environment_and_argument(monkeypatch):
-    monkeypatch.setenv("LECTURE_UTILS_SCALE", "smoke")
+    monkeypatch.setenv(SCALE_ENV, "smoke")
     assert get_scale().name == "smoke"
     assert get_scale("FULL").name == "full"
 
@@ -19,7 +19,7 @@ def test_unknown_scale_says_what_is_allowed():
     with pytest.raises(ValueError) as err:
         get_scale("huge")
     msg = str(err.value)
-    assert "huge" in msg and all(name in msg for name in SCALES) and "LECTURE_UTILS_SCALE" in msg
+    assert "huge" in msg and all(name in msg for name in SCALES) and SCALE_ENV in msg
 
 
 def test_scales_grow_from_smoke_to_laptop():

@@ -7,16 +7,6 @@ from torch.nn import functional as F
 from lecture_utils import distill, training
 
 
-@pytest.fixture
-def bert4():
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
-                     intermediate_size=32, max_position_embeddings=64, attn_implementation="eager")
-    return BertForSequenceClassification(cfg).eval()
-
-
 def _batch(mask_last=0):
     g = torch.Generator().manual_seed(1)
     mask = torch.ones(3, 7, dtype=torch.long)

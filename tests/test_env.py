@@ -33,7 +33,7 @@ def test_get_device_falls_back_to_cpu_and_explains_unavailable():
 def test_setup_returns_facts_and_sets_threads(capsys):
     info = lu.setup(seed=3, scale="smoke", threads=1)
     assert info["scale"].name == "smoke" and info["threads"] == 1 and torch.get_num_threads() == 1
-    assert info["offline"] is True and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert info["offline"] is True and all(os.environ[v] == "1" for v in lu.config.HF_OFFLINE_ENVS)
     line = capsys.readouterr().out
     assert "scale=smoke" in line and "torch" in line and line.count("\n") == 1
     lu.setup(scale="smoke", quiet=True)
@@ -97,7 +97,7 @@ def test_setup_threads_from_the_environment(monkeypatch):
     monkeypatch.setenv(lu.config.THREADS_ENV, "1")
     assert lu.setup(scale="smoke", quiet=True)["threads"] == 1 and torch.get_num_threads() == 1
     monkeypatch.setenv(lu.config.THREADS_ENV, "two")
-    with pytest.raises(ValueError, match="LECTURE_UTILS_THREADS.*'two'"):
+    with pytest.raises(ValueError, match=f"{lu.config.THREADS_ENV}.*'two'"):
         lu.setup(scale="smoke", quiet=True)
     monkeypatch.delenv(lu.config.THREADS_ENV)
     info = lu.setup(scale="smoke", quiet=True)
@@ -108,11 +108,12 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_chose_otherwise():
     import subprocess
     import sys
 
-    code = "import lecture_utils, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    wait = lu.config.OMP_WAIT_ENV
+    code = f"import lecture_utils, os; print(os.environ['{wait}'])"
+    env = {k: v for k, v in os.environ.items() if k != wait}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+    out = subprocess.run([sys.executable, "-c", code], env={**env, wait: "ACTIVE"},
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ACTIVE"
-    assert lu.setup(scale="smoke", quiet=True)["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY")
+    assert lu.setup(scale="smoke", quiet=True)["omp_wait_policy"] == os.environ.get(wait)

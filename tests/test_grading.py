@@ -25,6 +25,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from lecture_utils import release, runner
+from lecture_utils.config import NBGRADER_ENV, SCALE_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -122,9 +123,9 @@ def exercises_notebook() -> nbformat.NotebookNode:
 
 
 def nbgrader_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LECTURE_UTILS_STRICT_CHECKS", "NBGRADER_EXECUTION")}
+    env = {k: v for k, v in os.environ.items() if k not in (STRICT_ENV, NBGRADER_ENV)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env["LECTURE_UTILS_SCALE"] = "smoke"
+    env[SCALE_ENV] = "smoke"
     # nbgrader runs the `alembic` command of its environment: the venv's bin/ must be on PATH (an activated venv)
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return env

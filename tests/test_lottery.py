@@ -20,13 +20,17 @@ def test_masks_cover_weight_matrices_only():
     assert lt.fraction_remaining(masks) == 1.0
 
 
+def _counts(masks):
+    return {name: int(m.sum()) for name, m in masks.items()}
+
+
 def test_each_round_prunes_exactly_the_fraction_of_survivors_with_the_smallest_magnitude():
     model = small_mlp()
     masks = lt.full_masks(model)
     for _ in range(4):
-        before = lt.layer_keep_counts(masks)
+        before = _counts(masks)
         new = lt.magnitude_masks(model, masks, 0.2)
-        after = lt.layer_keep_counts(new)
+        after = _counts(new)
         for name, n in before.items():
             assert after[name] == n - round(0.2 * n)
             assert not (new[name] & ~masks[name]).any()  # a pruned weight never comes back
@@ -34,19 +38,19 @@ def test_each_round_prunes_exactly_the_fraction_of_survivors_with_the_smallest_m
             assert w[new[name]].min() >= w[masks[name] & ~new[name]].max()  # the smallest were removed
         masks = new
     total = sum(m.numel() for m in masks.values())
-    assert lt.fraction_remaining(masks) == sum(lt.layer_keep_counts(masks).values()) / total
-    assert abs(lt.fraction_remaining(masks) - lt.remaining_after(4, 0.2)) < 0.02
+    assert lt.fraction_remaining(masks) == sum(_counts(masks).values()) / total
+    assert abs(lt.fraction_remaining(masks) - 0.8**4) < 0.02
 
 
 def test_zero_fraction_keeps_everything_and_bad_fractions_raise():
     model = small_mlp()
     masks = lt.full_masks(model)
-    assert lt.layer_keep_counts(lt.magnitude_masks(model, masks, 0.0)) == lt.layer_keep_counts(masks)
+    assert _counts(lt.magnitude_masks(model, masks, 0.0)) == _counts(masks)
     for bad in (1.0, -0.1, 1.5, "0.2", True):
         with pytest.raises(ValueError, match=r"\[0, 1\)"):
             lt.magnitude_masks(model, masks, bad)
     with pytest.raises(ValueError, match="rounds"):
-        lt.remaining_after(-1)
+        lt.LotterySetup(rounds=-1)
 
 
 def test_masks_must_match_the_model():
@@ -93,7 +97,7 @@ def test_random_masks_keep_the_per_layer_counts_at_other_positions():
     model = small_mlp()
     masks = lt.magnitude_masks(model, lt.full_masks(model), 0.7)
     rand = lt.random_masks(masks, seed=1)
-    assert lt.layer_keep_counts(rand) == lt.layer_keep_counts(masks)
+    assert _counts(rand) == _counts(masks)
     assert any(not torch.equal(rand[n], masks[n]) for n in masks)
     assert all(torch.equal(a, b) for a, b in zip(rand.values(), lt.random_masks(masks, seed=1).values(),
                                                  strict=True))
@@ -143,7 +147,7 @@ def test_run_seed_on_a_tiny_problem_returns_every_method_at_every_round():
     for method in ("ticket", "reinit", "random_mask", "snip"):
         got = [r for r in rows if r["method"] == method]
         assert [r["round"] for r in got] == [1, 2]
-        assert got[1]["remaining"] == pytest.approx(lt.remaining_after(2), abs=0.01)
+        assert got[1]["remaining"] == pytest.approx(0.8**2, abs=0.01)
         assert all(0 <= r["accuracy"] <= 1 for r in got)
     with pytest.raises(ValueError, match="unknown methods"):
         lt.run_seed(data, setup, 0, methods=["magic"])
@@ -190,10 +194,10 @@ def test_nan_weights_and_scores_cannot_be_ranked(bad):
 
 def test_fractions_rounds_and_setups():
     np = pytest.importorskip("numpy")
-    assert lt.remaining_after(np.int64(2), np.float32(0.5)) == pytest.approx(0.25)
+    assert lt.LotterySetup(fraction=np.float32(0.5), rounds=np.int64(2)).fraction == pytest.approx(0.5)
     for bad in (float("nan"), 1.0, -0.1, True):
         with pytest.raises(ValueError, match="prune fraction must be"):
-            lt.remaining_after(2, bad)
+            lt.LotterySetup(fraction=bad)
     with pytest.raises(ValueError, match="keep must be"):
         lt.snip_masks({"w": torch.rand(2, 2)}, 0.0)
     with pytest.raises(ValueError, match="steps must be a positive int"):

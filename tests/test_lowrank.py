@@ -1,6 +1,7 @@
 """Low-rank factorisation reproduces a Linear at full rank and is optimal below it; weight sharing really shares."""
 
 import copy
+import doctest
 
 import pytest
 import torch
@@ -48,12 +49,9 @@ def test_rank_out_of_range_raises(rank):
 
 
 def test_parameter_arithmetic():
-    assert lowrank.linear_params(384, 384) == 384 * 384 + 384
-    assert lowrank.factorized_params(384, 384, 64) == 64 * 768 + 384
-    assert lowrank.factorized_params(1536, 384, 64, bias=False) == 64 * 1920
     assert lowrank.break_even_rank(384, 384) == 192
-    low = lowrank.LowRankLinear(384, 1536, 64)
-    assert lu.measure.count_parameters(low) == lowrank.factorized_params(1536, 384, 64)
+    assert lu.measure.count_parameters(lowrank.LowRankLinear(384, 1536, 64)) == 64 * (384 + 1536) + 1536
+    assert lu.measure.count_parameters(lowrank.LowRankLinear(384, 1536, 64, bias=False)) == 64 * 1920
 
 
 def test_factorize_linears_replaces_only_where_it_saves(tiny_bert):
@@ -157,12 +155,16 @@ def test_non_finite_or_empty_weights_are_refused():
 
 def test_counts_and_layers_check_their_sizes():
     np = pytest.importorskip("numpy")
-    assert lowrank.linear_params(np.int64(3), np.int64(4)) == 15
-    assert lowrank.factorized_params(8, 12, np.int64(2)) == 2 * 20 + 8
+    assert lowrank.break_even_rank(np.int64(3), np.int64(6)) == 2
     with pytest.raises(ValueError, match="out_features must be a positive int, got -3"):
-        lowrank.linear_params(-3, 4)
+        lowrank.break_even_rank(-3, 4)
     with pytest.raises(ValueError, match="in_features must be"):
         lowrank.break_even_rank(4, 0)
     assert lowrank.LowRankLinear.from_linear(nn.Linear(6, 4), np.int64(2)).rank == 2
     with pytest.raises(TypeError, match="include must be a list of strings, got the single string"):
         lowrank.factorize_linears(nn.Sequential(nn.Linear(8, 8)), 2, include="encoder")
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(lowrank)
+    assert result.attempted >= 5 and result.failed == 0

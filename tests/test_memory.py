@@ -1,3 +1,5 @@
+import doctest
+
 import pytest
 
 from lecture_utils import memory
@@ -75,3 +77,8 @@ def test_numpy_parameter_counts_give_the_same_bytes(n):
 def test_other_bad_arguments_name_themselves(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(memory)
+    assert result.attempted >= 5 and result.failed == 0

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 import lecture_utils as lu
 from lecture_utils import models
@@ -108,3 +109,19 @@ def test_loading_arguments_are_checked_before_any_work(tmp_path):
         models.finetuned_teacher("smoke", device="gpu")  # refused at entry, before any training
     with pytest.raises(TypeError, match="rebuild must be True or False"):
         models.finetuned_teacher("smoke", rebuild="yes")
+
+
+def test_replace_linears_swaps_the_layers_make_returns_and_counts_them():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2)))
+    seen = []
+
+    def make(name, linear):
+        seen.append(name)
+        return nn.Identity() if linear.out_features == 3 else None  # None keeps the layer
+
+    assert lu.models.replace_linears(model, make) == 2
+    assert seen == ["0", "2.0", "2.1"]  # dotted names, each layer once, in order
+    assert isinstance(model[0], nn.Identity) and isinstance(model[2][0], nn.Identity)
+    assert isinstance(model[2][1], nn.Linear)
+    with pytest.raises(TypeError, match="make must be a function"):
+        lu.models.replace_linears(model, "identity")

@@ -1,5 +1,7 @@
 """Quantization helpers against PyTorch's own quantizer, plus the invariants the lesson relies on."""
 
+import doctest
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -233,3 +235,8 @@ def test_model_level_arguments():
         Q.FakeQuantLinear(0, 4)
     with pytest.raises(TypeError, match="floating-point"):
         Q.fake_quantize(torch.arange(6).reshape(2, 3))
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(Q)
+    assert result.attempted >= 5 and result.failed == 0

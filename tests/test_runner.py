@@ -18,7 +18,7 @@ def test_run_course_collects_results_and_reports_errors(tmp_path, capsys):
     src.mkdir()
     _write(src / "00_ok.ipynb", [new_markdown_cell("# ok"), new_code_cell(
         "import lecture_utils as lu, os\nlu.record('demo.value', 2.5)\nlu.record('demo.scale_is_smoke', "
-        "float(os.environ['LECTURE_UTILS_SCALE'] == 'smoke'))")])
+        f"float(os.environ['{runner.SCALE_ENV}'] == 'smoke'))")])
     _write(src / "01_fails.ipynb", [new_code_cell("raise RuntimeError('broken on purpose')")])
     _write(src / "02_empty.ipynb", [new_markdown_cell("only prose")])
     summary = runner.run_course(src, tmp_path / "build", scale="smoke", html=True)
@@ -79,3 +79,15 @@ def test_summary_reports_each_notebook_against_its_budget(tmp_path, monkeypatch)
     text = runner.format_summary({"scale": "laptop", "notebooks": {
         "00_x": {"status": "ok", "seconds": 400.0, "budget_s": 300, "within_budget": False}}, "results": {}})
     assert "over budget" in text and "300" in text
+
+
+def test_the_kernels_environment_is_built_without_touching_this_process(tmp_path, monkeypatch):
+    monkeypatch.delenv(runner.STRICT_ENV, raising=False)
+    monkeypatch.setenv(runner.SCALE_ENV, "laptop")
+    before = dict(os.environ)
+    env = runner.kernel_env("smoke", tmp_path / "r.json")
+    assert dict(os.environ) == before  # the caller keeps its scale and stays lenient
+    assert env[runner.SCALE_ENV] == "smoke" and env[runner.STRICT_ENV] == "1" and env[runner.PROGRESS_OFF_ENV] == "1"
+    assert env[runner.RESULTS_ENV] == str((tmp_path / "r.json").resolve())
+    assert env["PATH"] == os.environ["PATH"]  # the rest of this environment is passed on
+    assert runner.kernel_env("smoke", tmp_path / "r.json", base={})[runner.SCALE_ENV] == "smoke"

@@ -4,16 +4,6 @@ import torch
 from lecture_utils import surgery
 
 
-@pytest.fixture
-def bert4():
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=4, num_attention_heads=4,
-                     intermediate_size=32, max_position_embeddings=64)
-    return BertForSequenceClassification(cfg).eval()
-
-
 def _batch():
     g = torch.Generator().manual_seed(1)
     return {"input_ids": torch.randint(0, 100, (3, 7), generator=g),

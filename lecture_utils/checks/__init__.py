@@ -1,0 +1,37 @@
+"""Exercise checks. After each exercise a cell calls ``lu.checks.<name>(your_function)``.
+
+A check runs hidden cases against a reference, prints ✅ or ❌ with a hint that points the way without giving the
+answer, and returns a :class:`CheckResult` that is truthy when every case passed. It never crashes and never hangs
+on a wrong answer: a ``NotImplementedError``, an exception in your code, a value of the wrong type, shape or device,
+or a function that runs longer than ``harness.CASE_TIMEOUT_S`` seconds on one case becomes feedback. Your function
+gets copies of the check's inputs, so changing them in place cannot change the expected answer.
+
+In graded mode a failed check raises :class:`CheckFailed`, so its test cell earns no points and an executed notebook
+whose solution is wrong fails loudly. Graded mode is on while nbgrader grades or validates a notebook (it sets
+``NBGRADER_EXECUTION`` in the kernel's environment) and when ``LECTURE_UTILS_STRICT_CHECKS=1`` (set by the course
+runner and the tests); ``LECTURE_UTILS_STRICT_CHECKS=0`` switches it off even under nbgrader.
+
+Layout: ``harness`` holds the shared machinery (running cases, time limits, graded mode, :func:`use`); lesson NN's
+checks live in ``lessonNN`` and import only what that lesson teaches. Notebook NN calls only lesson NN's checks and
+``use`` (tests/test_structure.py keeps it so). Every check is re-exported here, so ``lu.checks.<name>`` works.
+"""
+
+from .harness import CASE_TIMEOUT_S, NBGRADER_ENV, STRICT_ENV, CheckFailed, CheckResult, use
+from .lesson00 import accuracy, predicted_size_mb, speedup
+from .lesson01 import adam_training_bytes, embedding_share, weight_bytes
+from .lesson02 import effective_rank, xor_success
+from .lesson03 import kd_loss, layer_map
+from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity
+from .lesson05 import predicted_speedup, symmetric_layers
+from .lesson06 import affine_qparams, quantize_dequantize, symmetric_scales
+from .lesson07 import imp_round, snip_mask
+from .lesson08 import low_rank, sparse_int8_bytes
+from .lesson09 import kv_cache_bytes, quantize_groups, smooth_scales, wanda_mask
+
+__all__ = [
+    "CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "use", "accuracy",
+    "predicted_size_mb", "speedup", "weight_bytes", "adam_training_bytes", "embedding_share", "xor_success",
+    "effective_rank", "kd_loss", "layer_map", "magnitude_mask", "matrix_sparsity", "csr_nbytes", "symmetric_layers",
+    "predicted_speedup", "affine_qparams", "quantize_dequantize", "symmetric_scales", "imp_round", "snip_mask",
+    "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
+]

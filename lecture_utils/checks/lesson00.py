@@ -1,0 +1,63 @@
+"""Checks of lesson 00, welcome: accuracy, model size in MB, speed-up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .harness import CheckResult, Wrong, call, close, number, run_cases
+
+
+def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> CheckResult:
+    """Check ``fn(logits (N, C), labels (N,)) -> fraction of rows whose largest logit is the label``."""
+    gen = torch.Generator().manual_seed(1234)
+
+    def case(n: int, c: int):
+        def run():
+            logits = torch.randn(n, c, generator=gen)
+            labels = torch.randint(0, c, (n,), generator=gen)
+            want = (logits.argmax(-1) == labels).float().mean().item()
+            got = number(call(fn, logits.clone(), labels.clone()), "accuracy")
+            if not 0 <= got <= 1:
+                raise Wrong(f"accuracy must be a fraction in [0, 1], got {got:.4g} (did you forget to divide?)")
+            close(got, want, f"{n} examples, {c} classes", rel=1e-5)
+        return run
+
+    def perfect():
+        labels = torch.tensor([0, 1, 1, 0])
+        got = number(call(fn, torch.nn.functional.one_hot(labels, 2).float(), labels), "accuracy")
+        close(got, 1.0, "logits that always favour the right class")
+
+    return run_cases("accuracy", [perfect, case(10, 2), case(33, 5), case(1, 3), case(500, 2)],
+                "the predicted class of each row is the index of its largest logit (argmax over the last "
+                "dimension); compare with the labels and take the mean as a float.")
+
+
+def predicted_size_mb(fn: Callable[[int, float], float]) -> CheckResult:
+    """Check ``fn(n_params, bytes_per_param) -> size in MB`` (MB = 10^6 bytes)."""
+    def case(n: int, b: float):
+        def run():
+            got = number(call(fn, n, b), "size")
+            want = n * b / 1e6
+            if math.isclose(got, n * b / 2**20, rel_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-6):
+                raise Wrong(f"{got:.6g} is in MiB (2^20 bytes); the course uses MB = 10^6 bytes.")
+            close(got, want, f"{n:,} parameters at {b} bytes each")
+        return run
+
+    return run_cases("predicted_size_mb", [case(1_000_000, 4), case(22_713_218, 4), case(110_000_000, 2), case(7, 1),
+                                      case(123_456_789, 0.5)],
+                "size in bytes is parameters × bytes per parameter; one MB is 10^6 bytes.")
+
+
+def speedup(fn: Callable[[float, float], float]) -> CheckResult:
+    """Check ``fn(baseline_ms, variant_ms) -> speed-up`` (baseline / variant: 2.0 means twice as fast)."""
+    def case(base: float, var: float):
+        def run():
+            close(number(call(fn, base, var), "speed-up"), base / var, f"baseline {base} ms, variant {var} ms")
+        return run
+
+    return run_cases("speedup", [case(100, 50), case(50, 100), case(42.0, 42.0), case(3.3, 1.1), case(1e3, 7.5)],
+                "a speed-up compares how long the baseline takes with how long the variant takes; a faster "
+                "variant must give a number above 1.")

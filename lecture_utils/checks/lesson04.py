@@ -1,0 +1,88 @@
+"""Checks of lesson 04, pruning weights: magnitude mask, sparsity of the weight matrices, CSR bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .harness import CheckResult, Wrong, call, close, number, run_cases, tensor_like
+
+
+def magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Check ``fn(weight, sparsity) -> mask``: a mask of the weight's shape, 1/True where a weight survives,
+    removing the ``round(sparsity × numel)`` entries with the smallest |weight| — the mask of
+    ``torch.nn.utils.prune.l1_unstructured``."""
+    from torch.nn.utils import prune
+
+    gen = torch.Generator().manual_seed(4)
+
+    def case(shape: tuple[int, ...], s: float, spread_rows: bool = False):
+        def run():
+            w = torch.randn(shape, generator=gen)
+            if spread_rows:
+                w = w * torch.logspace(-2, 1, shape[0]).unsqueeze(1)
+            layer = torch.nn.Linear(shape[1], shape[0], bias=False)
+            with torch.no_grad():
+                layer.weight.copy_(w)
+            want = prune.l1_unstructured(layer, "weight", amount=s).weight_mask.bool()
+            got = tensor_like(call(fn, w.clone(), s), w.shape, "mask")
+            got = got.bool() if got.dtype == torch.bool else got != 0
+            where = f"a {shape[0]}×{shape[1]} weight at sparsity {s}"
+            removed, want_removed = int((~got).sum()), int((~want).sum())
+            if removed != want_removed:
+                raise Wrong(f"{where}: your mask removes {removed} weights, expected {want_removed}.")
+            if not torch.equal(got, want):
+                kept_small = (got & ~want).any()
+                raise Wrong(f"{where}: " + ("you kept a weight smaller in magnitude than one you removed — rank by "
+                                            "|w| over the whole matrix." if kept_small else
+                                            "your mask differs from the expected one."))
+        return run
+
+    return run_cases("magnitude_mask", [case((6, 5), 0.5), case((20, 30), 0.9), case((40, 10), 0.3, spread_rows=True),
+                                   case((8, 8), 0.0)],
+                "count how many weights go (round(sparsity × number of weights)), find the threshold among the "
+                "absolute values (torch.topk or sort on the flattened |w|), and keep everything above it.")
+
+
+def matrix_sparsity(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
+    """Check ``fn(model) -> float``: the fraction of zeros over the model's weight matrices only (every module
+    ``weight`` with 2+ dimensions; biases and LayerNorm parameters left out), in [0, 1]."""
+    from ..measure import sparsity
+
+    def case(seed: int, frac: float):
+        def run():
+            torch.manual_seed(seed)
+            model = torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Linear(8, 16), torch.nn.LayerNorm(16),
+                                        torch.nn.Linear(16, 4))
+            with torch.no_grad():
+                for m in (model[1], model[3]):
+                    m.weight[torch.rand_like(m.weight) < frac] = 0
+                    m.bias.zero_()  # zero biases must not count
+            want = sparsity(model)  # before the learner's function runs
+            got = number(call(fn, model), "sparsity")
+            if 1 < got <= 100:
+                raise Wrong(f"got {got:.4g}: return a fraction in [0, 1], not a percentage.")
+            close(got, want, f"a small model with {100 * frac:.0f}% of its Linear weights set to 0", rel=1e-5)
+        return run
+
+    return run_cases("matrix_sparsity", [case(0, 0.5), case(1, 0.9), case(2, 0.0)],
+                "walk over model.modules(), keep the `weight` of those whose weight has 2 or more dimensions, and "
+                "divide the number of zeros by the number of entries of those matrices together.")
+
+
+def csr_nbytes(fn: Callable[[int, int, int, int, int], int]) -> CheckResult:
+    """Check ``fn(rows, cols, nnz, value_bytes, index_bytes) -> int``: bytes of a (rows, cols) matrix with nnz
+    non-zeros in CSR format — values, column indices and row pointers."""
+
+    def case(rows: int, cols: int, nnz: int, vb: int, ib: int):
+        def run():
+            got = number(call(fn, rows, cols, nnz, vb, ib), "bytes")
+            want = nnz * vb + nnz * ib + (rows + 1) * ib
+            close(got, want, f"{rows}×{cols}, {nnz} non-zeros, {vb}-byte values, {ib}-byte indices")
+        return run
+
+    return run_cases("csr_nbytes", [case(384, 384, 14_746, 4, 4), case(1536, 384, 58_982, 4, 8), case(3, 5, 0, 4, 8),
+                               case(10, 1000, 10_000, 2, 4)],
+                "CSR stores one value and one column index per non-zero, plus one row pointer per row and one more "
+                "at the end. The number of columns does not appear.")

@@ -1,0 +1,70 @@
+"""Checks of lesson 05, pruning heads and layers: symmetric layer dropping, predicted speed-up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .harness import CheckResult, Wrong, call, close, number, run_cases
+
+
+def _int_list(value, what: str) -> list[int]:
+    try:
+        items = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise Wrong(f"{what} should be a list of ints, got {value!r}.") from None
+    if any(not float(v).is_integer() for v in value):
+        raise Wrong(f"{what} should hold whole layer numbers, got {value!r}.")
+    return items
+
+
+def symmetric_layers(fn: Callable[[int, int], list]) -> CheckResult:
+    """Check ``fn(n_layers, k) -> the 0-based layers that symmetric dropping removes``: k consecutive layers from
+    the middle; when the kept layers cannot split evenly, the bottom keeps the extra one (any order accepted)."""
+    from ..surgery import layers_to_drop
+
+    def case(n: int, k: int):
+        def run():
+            got = sorted(_int_list(call(fn, n, k), "the dropped layers"))
+            want = layers_to_drop("symmetric", n, k)
+            if got == want:
+                return
+            where = f"{n} layers, k = {k}"
+            if len(got) != k:
+                raise Wrong(f"{where}: you drop {len(got)} layers, expected {k}.")
+            if got == [i + 1 for i in want]:
+                raise Wrong(f"{where}: got {got} — count layers from 0 (layer 0 is next to the embeddings).")
+            top_heavy = (n - k) // 2
+            if got == list(range(top_heavy, top_heavy + k)):
+                raise Wrong(f"{where}: got {got}, which keeps more layers at the top than at the bottom; the bottom "
+                             "should keep the extra one.")
+            raise Wrong(f"{where}: got {got}.")
+        return run
+
+    return run_cases("symmetric_layers", [case(12, 4), case(6, 2), case(12, 6), case(6, 3), case(24, 7), case(7, 2),
+                                     case(6, 1), case(12, 11)],
+                "n_layers − k layers stay: half of them at the bottom (rounded up), the rest at the top. The dropped "
+                "layers are the k consecutive ones just above the bottom part.")
+
+
+def predicted_speedup(fn: Callable[[float, float], float]) -> CheckResult:
+    """Check ``fn(layer_share, kept_fraction) -> predicted speed-up`` when only the share ``layer_share`` of the
+    run time scales with the number of layers (Amdahl's law): ``1 / ((1 - s) + s × f)``."""
+    def case(share: float, kept: float):
+        def run():
+            got = number(call(fn, share, kept), "speed-up")
+            time_ratio = (1 - share) + share * kept
+            want = 1 / time_ratio
+            if not math.isclose(want, time_ratio) and math.isclose(got, time_ratio, rel_tol=1e-6):
+                raise Wrong(f"share {share}, kept {kept}: {got:.4g} is the new time as a fraction of the old; "
+                             "a speed-up is old time / new time.")
+            if share < 1 and kept < 1 and math.isclose(got, 1 / kept, rel_tol=1e-6):
+                raise Wrong(f"share {share}, kept {kept}: {got:.4g} assumes the whole run time shrinks with the "
+                             "layers; the rest (1 − share) stays.")
+            close(got, want, f"share {share}, kept {kept}", rel=1e-6)
+        return run
+
+    return run_cases("predicted_speedup", [case(1.0, 0.5), case(0.9, 0.5), case(0.5, 0.5), case(0.8, 1.0),
+                                      case(0.95, 0.25), case(0.6, 2 / 3)],
+                "split the old run time (call it 1) into a part that shrinks with the kept fraction and a part that "
+                "does not; add them up to get the new time, then compare old with new.")

@@ -1,0 +1,85 @@
+"""Checks of lesson 06, quantization: affine qparams, the quantize-dequantize round trip, symmetric per-row scales."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .harness import CheckResult, Wrong, as_tensor, call, close, number, run_cases
+
+
+def affine_qparams(fn: Callable[[float, float, int], tuple]) -> CheckResult:
+    """Check ``fn(x_min, x_max, bits) -> (scale, zero_point)`` for unsigned affine quantization."""
+    from .. import quantize as q
+
+    def case(lo: float, hi: float, bits: int):
+        def run():
+            got = call(fn, lo, hi, bits)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise Wrong("return a pair (scale, zero_point).")
+            scale, zp = number(got[0], "scale"), number(got[1], "zero point")
+            want_s = q.qparams(lo, hi, bits, "affine")[0].item()
+            close(scale, want_s, f"scale for range [{lo}, {hi}] at {bits} bits", rel=1e-5)
+            # the zero point in exact arithmetic; on a .5 tie float rounding may go either way, so both count
+            t = min(lo, 0.0) / ((max(hi, 0.0) - min(lo, 0.0)) / (2**bits - 1))
+            ties = {math.floor(t), math.ceil(t)} if abs(abs(t - math.floor(t)) - 0.5) < 1e-4 else {round(t)}
+            allowed = {min(max(0 - r, 0), 2**bits - 1) for r in ties}
+            if zp not in allowed:
+                raise Wrong(f"zero point for range [{lo}, {hi}] at {bits} bits: got {zp:g}, expected the integer "
+                             f"{min(allowed)}.")
+        return run
+
+    return run_cases("affine_qparams", [case(-1.0, 1.0, 8), case(-0.3, 2.5, 8), case(-4.0, 0.5, 4), case(0.2, 1.7, 8),
+                                   case(-6.1, -0.4, 3)],
+                "the scale spreads the range over q_max - q_min steps (q_min = 0, q_max = 2^bits - 1); the zero point "
+                "is the integer that x = 0 maps to: q_min - round(x_min / scale). Widen the range to include 0 first.")
+
+
+def quantize_dequantize(fn: Callable[[torch.Tensor, float, int, int], torch.Tensor]) -> CheckResult:
+    """Check ``fn(x, scale, zero_point, bits) -> x_hat`` (unsigned affine round trip, clamped to [0, 2^bits - 1])."""
+    from .. import quantize as q
+
+    gen = torch.Generator().manual_seed(6)
+
+    def case(scale: float, zp: int, bits: int):
+        def run():
+            x = torch.randn(7, 5, generator=gen) * 2
+            got = as_tensor(call(fn, x.clone(), scale, zp, bits), "x_hat")
+            if got.shape != x.shape:
+                raise Wrong(f"x_hat should have the shape of x {tuple(x.shape)}, got {tuple(got.shape)}.")
+            want = q.dequantize(q.quantize(x, torch.tensor(scale), torch.tensor(zp), bits, signed=False),
+                                torch.tensor(scale), torch.tensor(zp))
+            if not torch.allclose(got.float(), want, atol=1e-5):
+                worst = (got.float() - want).abs().max().item()
+                raise Wrong(f"scale {scale}, zero point {zp}, {bits} bits: off by up to {worst:.4g}. Values outside "
+                             "the range must be clamped, and the result must be back in float units.")
+        return run
+
+    return run_cases("quantize_dequantize", [case(0.02, 128, 8), case(0.5, 3, 4), case(0.01, 0, 8), case(1.0, 2, 2)],
+                "round(x / scale) + zero_point, clamp to [0, 2^bits - 1], then undo: (q - zero_point) * scale.")
+
+
+def symmetric_scales(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
+    """Check ``fn(weight (rows, cols), bits) -> scales (rows,)`` for symmetric per-channel (per-row) quantization."""
+    from .. import quantize as q
+
+    gen = torch.Generator().manual_seed(66)
+
+    def case(rows: int, cols: int, bits: int):
+        def run():
+            w = torch.randn(rows, cols, generator=gen) * torch.rand(rows, 1, generator=gen)
+            got = as_tensor(call(fn, w.clone(), bits), "scales")
+            want = q.tensor_qparams(w, bits, "symmetric", per_channel=True)[0].flatten()
+            if got.numel() == 1 and rows > 1:
+                raise Wrong("you returned one scale for the whole matrix; per-channel means one per row.")
+            if got.flatten().shape != want.shape:
+                raise Wrong(f"expected {rows} scales (one per row), got shape {tuple(got.shape)}.")
+            if not torch.allclose(got.flatten().float(), want, rtol=1e-5):
+                raise Wrong(f"a {rows}×{cols} matrix at {bits} bits: scales differ from the expected ones.")
+        return run
+
+    return run_cases("symmetric_scales", [case(4, 10, 8), case(16, 3, 4), case(1, 50, 2), case(7, 7, 3)],
+                "for each row, take its largest absolute value; the symmetric range [-max, max] is spread over "
+                "q_max - q_min = 2^bits - 1 steps of a signed integer.")

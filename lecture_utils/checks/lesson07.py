@@ -1,0 +1,92 @@
+"""Checks of lesson 07, lottery tickets: one round of iterative magnitude pruning, SNIP masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .harness import CheckResult, Wrong, call, run_cases, tensor_like
+
+
+def imp_round(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple]) -> CheckResult:
+    """Check the learner's ``imp_round`` (lesson 07's exercise, one weight matrix) against the course's answer.
+
+    The check is named after the learner's function, not after :func:`lecture_utils.lottery.imp_round`: that one
+    is the library's round over a whole *model* (masks by layer name, the model rewound in place). The learner's
+    ``imp_round`` is the same round for one matrix; it must agree with ``lottery.imp_round`` layer by layer, and the
+    course's one-matrix answer (the fallback the notebook passes to :func:`use`) is
+    :func:`lecture_utils.lottery.prune_and_rewind`.
+
+    ``fn(trained (R, C), init (R, C), mask (R, C) bool, fraction) -> (new_mask, rewound)`` must prune
+    ``round(fraction × survivors)`` of the surviving weights with the smallest ``|trained|``, then set the weights
+    to ``init`` where the new mask is True and 0 elsewhere."""
+    gen = torch.Generator().manual_seed(7)
+
+    def case(shape: tuple[int, int], alive: float, fraction: float):
+        def run():
+            init = torch.randn(shape, generator=gen)
+            mask = torch.rand(shape, generator=gen) < alive
+            trained = (init + torch.randn(shape, generator=gen)) * mask
+            out = call(fn, trained.clone(), init.clone(), mask.clone(), fraction)
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise Wrong("return a pair (new_mask, rewound_weights).")
+            new = tensor_like(out[0], trained.shape, "new_mask").bool()
+            rewound = tensor_like(out[1], trained.shape, "rewound_weights")
+            n_alive = int(mask.sum())
+            want_keep = n_alive - round(fraction * n_alive)
+            where = f"a {shape[0]}×{shape[1]} weight with {n_alive} survivors, fraction {fraction}"
+            if (new & ~mask).any():
+                raise Wrong(f"{where}: your new mask revives weights that were already pruned.")
+            if int(new.sum()) != want_keep:
+                raise Wrong(f"{where}: your mask keeps {int(new.sum())} weights, expected {want_keep}.")
+            mags = trained.abs()
+            if new.any() and (mask & ~new).any() and mags[new].min() < mags[mask & ~new].max():
+                raise Wrong(f"{where}: you pruned a weight larger in magnitude than one you kept.")
+            if torch.allclose(rewound, trained * new) and not torch.allclose(trained * new, init * new):
+                raise Wrong(f"{where}: the survivors keep their trained values; rewind them to init.")
+            if not torch.allclose(rewound, init * new):
+                raise Wrong(f"{where}: rewound weights should equal init where the new mask is True and 0 "
+                             "elsewhere.")
+        return run
+
+    return run_cases("imp_round", [case((4, 5), 1.0, 0.2), case((30, 20), 1.0, 0.5), case((50, 40), 0.41, 0.2),
+                              case((10, 10), 0.8, 0.0), case((25, 8), 0.6, 0.9)],
+                "count the survivors in the mask and prune a fraction of *them* (not of all weights). Among the "
+                "survivors, the ones with the smallest absolute trained value go; then take the initial weights "
+                "and multiply by the new mask.")
+
+
+def snip_mask(fn: Callable[[list[torch.Tensor], list[torch.Tensor], float], list[torch.Tensor]]) -> CheckResult:
+    """Check ``fn(weights, grads, keep) -> masks``: lists of tensors, one per layer; keep the
+    ``round(keep × total)`` connections with the largest ``|grad × weight|`` over all layers together."""
+    gen = torch.Generator().manual_seed(11)
+
+    def case(shapes: list[tuple[int, int]], keep: float, scale_last: float = 1.0):
+        def run():
+            weights = [torch.randn(s, generator=gen) for s in shapes]
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            weights[-1] = weights[-1] * scale_last
+            out = call(fn, [w.clone() for w in weights], [g.clone() for g in grads], keep)
+            if not isinstance(out, (list, tuple)) or len(out) != len(shapes):
+                raise Wrong(f"return a list of {len(shapes)} masks, one per layer.")
+            masks = [tensor_like(m, w.shape, f"mask {i}").bool() for i, (m, w) in enumerate(zip(out, weights,
+                                                                                                 strict=True))]
+            scores = torch.cat([(g * w).abs().flatten() for g, w in zip(grads, weights, strict=True)])
+            kept = torch.cat([m.flatten() for m in masks])
+            want = round(keep * scores.numel())
+            where = f"{len(shapes)} layers, {scores.numel()} weights, keep {keep}"
+            if int(kept.sum()) != want:
+                raise Wrong(f"{where}: you kept {int(kept.sum())} weights, expected {want}.")
+            if kept.any() and (~kept).any() and scores[kept].min() < scores[~kept].max():
+                layerwise = all(int(m.sum()) == round(keep * m.numel()) for m in masks)
+                raise Wrong(f"{where}: you dropped a connection with a larger |g·w| than one you kept"
+                             + (" — SNIP ranks all layers together, not each layer on its own." if layerwise
+                                else "."))
+        return run
+
+    return run_cases("snip_mask", [case([(6, 4)], 0.5), case([(20, 10), (10, 3)], 0.2, scale_last=10.0),
+                              case([(40, 30), (30, 20), (20, 10)], 0.1), case([(5, 5), (5, 2)], 1.0)],
+                "score every connection by the absolute value of gradient times weight, put the scores of all "
+                "layers in one long vector, keep the k largest (torch.topk), then cut the result back into one "
+                "mask per layer with each layer's shape.")

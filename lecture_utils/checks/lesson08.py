@@ -1,0 +1,75 @@
+"""Checks of lesson 08, putting it together: low-rank factors, bytes of a sparse int8 weight."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .harness import CheckResult, Wrong, as_tensor, call, close, number, run_cases
+
+
+def low_rank(fn: Callable[[torch.Tensor, int], tuple]) -> CheckResult:
+    """Check ``fn(weight (out, in), rank) -> (A (out, rank), B (rank, in))`` whose product ``A @ B`` is the best
+    rank-``rank`` approximation of ``weight`` (truncated SVD). The split of the singular values between A and B is
+    free; only the shapes and the product are checked."""
+    gen = torch.Generator().manual_seed(8)
+
+    def case(out: int, inp: int, rank: int, decay: bool = False):
+        def run():
+            w = torch.randn(out, inp, generator=gen)
+            if decay:  # a matrix whose singular values fall off, like trained weights
+                u, _, vh = torch.linalg.svd(w, full_matrices=False)
+                w = (u * torch.logspace(0, -2, min(out, inp))) @ vh
+            got = call(fn, w.clone(), rank)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise Wrong("return a pair (A, B).")
+            a, b = as_tensor(got[0], "A"), as_tensor(got[1], "B")
+            where = f"a {out}×{inp} weight at rank {rank}"
+            if tuple(a.shape) != (out, rank) or tuple(b.shape) != (rank, inp):
+                raise Wrong(f"{where}: A should be {(out, rank)} and B {(rank, inp)}, got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}.")
+            u, s, vh = torch.linalg.svd(w, full_matrices=False)
+            want = (u[:, :rank] * s[:rank]) @ vh[:rank]
+            got_w = a.float() @ b.float()
+            scale = w.abs().max().item()
+            if torch.allclose(got_w, want, atol=1e-4 * scale):
+                return
+            if torch.allclose(got_w, u[:, :rank] @ vh[:rank], atol=1e-4):
+                raise Wrong(f"{where}: A @ B is missing the singular values S.")
+            if rank < min(out, inp) and torch.allclose(got_w, (u[:, -rank:] * s[-rank:]) @ vh[-rank:],
+                                                         atol=1e-4 * scale):
+                raise Wrong(f"{where}: you kept the smallest singular values; keep the largest.")
+            err, best = (got_w - w).norm().item(), (want - w).norm().item()
+            raise Wrong(f"{where}: ‖W − A @ B‖ is {err:.4g}, the best rank-{rank} approximation reaches {best:.4g}.")
+        return run
+
+    return run_cases("low_rank", [case(6, 4, 2), case(20, 30, 5, decay=True), case(48, 16, 16), case(8, 8, 1),
+                             case(64, 24, 12, decay=True)],
+                "torch.linalg.svd(weight, full_matrices=False) gives U, S and Vᵀ with S sorted from largest to "
+                "smallest. Keep the first `rank` columns of U, entries of S and rows of Vᵀ, and put S into A or B "
+                "(or √S into each) so that A @ B = U_r · diag(S_r) · Vᵀ_r.")
+
+
+def sparse_int8_bytes(fn: Callable[[int, int, int], int]) -> CheckResult:
+    """Check ``fn(rows, cols, nnz) -> bytes`` of a pruned weight stored as int8 non-zeros, a 1-bit-per-position
+    bitmask rounded up to whole bytes, and one float32 scale per row."""
+    from ..combine import sparse_int8_bytes as reference
+
+    def case(rows: int, cols: int, nnz: int):
+        def run():
+            got = number(call(fn, rows, cols, nnz), "bytes")
+            want = reference(rows, cols, nnz)
+            where = f"{rows}×{cols} with {nnz} non-zeros"
+            if math.isclose(got, want - 4 * rows):
+                raise Wrong(f"{where}: got {got:g} — the float32 scale of every row is missing.")
+            if math.isclose(got, nnz + rows * cols / 8 + 4 * rows) and got != want:
+                raise Wrong(f"{where}: got {got:g} — a file holds whole bytes: round the bitmask up.")
+            close(got, want, where)
+        return run
+
+    return run_cases("sparse_int8_bytes", [case(512, 40, 1024), case(512, 512, 26_214), case(3, 5, 7), case(10, 10, 0),
+                                      case(7, 9, 63)],
+                "three parts: one byte per non-zero value; one bit per position of the full matrix (rows × cols "
+                "bits, rounded up to whole bytes with math.ceil); and 4 bytes of float32 scale per row.")

@@ -1,0 +1,119 @@
+"""Checks of lesson 09, compressing LLMs: group-wise rounding, KV-cache bytes, Wanda masks, SmoothQuant scales."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .harness import CheckResult, Wrong, as_tensor, call, close, number, run_cases, tensor_like
+
+
+def quantize_groups(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> CheckResult:
+    """Check ``fn(w, bits, group_size) -> w_hat``: round-to-nearest of each group of ``group_size`` consecutive
+    weights of a row, unsigned affine with its own scale and integer zero point (range widened to include 0),
+    dequantized back to floats in ``w``'s shape — :func:`lecture_utils.llm.quantize_groupwise`."""
+    from ..llm import quantize_groupwise
+
+    gen = torch.Generator().manual_seed(9)
+
+    def case(rows: int, cols: int, bits: int, group: int, shift: float = 0.0, outliers: bool = False):
+        def run():
+            w = torch.randn(rows, cols, generator=gen) * 0.05 + shift
+            if outliers:
+                w[:, 3] *= 40
+            got = as_tensor(call(fn, w.clone(), bits, group), "w_hat")
+            if got.shape != w.shape:
+                raise Wrong(f"w_hat should have w's shape {tuple(w.shape)}, got {tuple(got.shape)}.")
+            want = quantize_groupwise(w, bits, group)
+            where = f"a {rows}×{cols} weight, {bits} bits, groups of {group}"
+            levels = max(int(torch.unique(r).numel()) for r in got.reshape(-1, group))
+            if levels > 2**bits:
+                raise Wrong(f"{where}: a group holds {levels} different values, more than 2^{bits}.")
+            if not torch.allclose(got.float(), want, atol=1e-6, rtol=1e-5):
+                per_row = quantize_groupwise(w, bits, None)
+                hint = (" It matches one scale per row: cut each row into groups first (reshape to "
+                        "(-1, group_size))." if torch.allclose(got.float(), per_row, atol=1e-6) else "")
+                raise Wrong(f"{where}: off by up to {(got.float() - want).abs().max().item():.3g}.{hint}")
+        return run
+
+    return run_cases("quantize_groups", [case(8, 64, 4, 16), case(4, 96, 3, 32, outliers=True), case(6, 64, 8, 64),
+                                    case(5, 32, 4, 8, shift=0.2), case(3, 48, 2, 16)],
+                "reshape w to (-1, group_size) so each row is one group; per row take min and max (widened to "
+                "include 0), scale = (max - min) / (2^bits - 1), zero point = round(-min / scale); round, clamp to "
+                "[0, 2^bits - 1], dequantize, and reshape back.")
+
+
+def kv_cache_bytes(fn: Callable[[int, int, int, int, float], float]) -> CheckResult:
+    """Check ``fn(num_layers, num_kv_heads, head_dim, tokens, bytes_per_number) -> bytes`` of a KV cache."""
+    from ..llm import kv_cache_bytes as reference
+
+    def case(layers: int, kv: int, hd: int, tokens: int, b: float):
+        def run():
+            got = number(call(fn, layers, kv, hd, tokens, b), "bytes")
+            want = reference(layers, kv, hd, tokens, b)
+            where = f"{layers} layers, {kv} key/value heads of size {hd}, {tokens} tokens, {b} bytes per number"
+            if want and math.isclose(got, want / 2):
+                raise Wrong(f"{where}: got {got:g}, half the answer — the cache holds a key AND a value.")
+            close(got, want, where)
+        return run
+
+    return run_cases("kv_cache_bytes", [case(30, 3, 64, 1, 4), case(30, 3, 64, 2048, 2), case(32, 8, 128, 4096, 2),
+                                   case(2, 1, 16, 0, 4), case(12, 12, 64, 100, 1)],
+                "for every token the cache keeps one key vector and one value vector per layer and per key/value "
+                "head, each head_dim numbers long; multiply by the bytes of one number.")
+
+
+def wanda_mask(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Check ``fn(w, x_norm, sparsity) -> mask``: Wanda's keep-mask, scores |W_ij| × ‖X_j‖, the
+    ``round(sparsity × in)`` lowest of every output row removed — :func:`lecture_utils.llm.wanda_mask`."""
+    from ..llm import magnitude_mask as mag_ref
+    from ..llm import wanda_mask as reference
+
+    gen = torch.Generator().manual_seed(19)
+
+    def case(rows: int, cols: int, s: float):
+        def run():
+            w = torch.randn(rows, cols, generator=gen)
+            x_norm = torch.rand(cols, generator=gen) * torch.logspace(-1, 1, cols)
+            got = tensor_like(call(fn, w.clone(), x_norm.clone(), s), w.shape, "mask")
+            got = got.bool() if got.dtype == torch.bool else got != 0
+            want = reference(w, x_norm, s)
+            where = f"a {rows}×{cols} weight at sparsity {s}"
+            if torch.equal(got, want):
+                return
+            if torch.equal(got, mag_ref(w * x_norm, s)) or torch.equal(got, mag_ref(w, s)):
+                raise Wrong(f"{where}: you compared over the whole matrix; Wanda compares within each output row.")
+            if torch.equal(got, reference(w, torch.ones(cols), s)):
+                raise Wrong(f"{where}: your mask ignores the input norms (that is magnitude pruning per row).")
+            raise Wrong(f"{where}: your mask differs from the expected one in {int((got != want).sum())} places.")
+        return run
+
+    return run_cases("wanda_mask", [case(6, 8, 0.5), case(16, 32, 0.5), case(10, 20, 0.25), case(4, 12, 0.0)],
+                "score = w.abs() * x_norm (broadcast over rows); in each row drop the round(sparsity × columns) "
+                "lowest scores (topk with largest=False along dim 1) and keep the rest.")
+
+
+def smooth_scales(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Check ``fn(act_absmax, weight_absmax, alpha) -> s``: SmoothQuant's s_j = max|X_j|^α / max|W_j|^(1−α)."""
+    gen = torch.Generator().manual_seed(29)
+
+    def case(n: int, alpha: float):
+        def run():
+            a = torch.rand(n, generator=gen) * 20 + 0.1
+            w = torch.rand(n, generator=gen) + 0.05
+            got = as_tensor(call(fn, a.clone(), w.clone(), alpha), "s")
+            if got.shape != a.shape:
+                raise Wrong(f"expected one factor per channel, shape {tuple(a.shape)}, got {tuple(got.shape)}.")
+            want = a.double() ** alpha / w.double() ** (1 - alpha)
+            if torch.allclose(got.double(), w.double() ** alpha / a.double() ** (1 - alpha), rtol=1e-4) and \
+                    alpha != 0.5:
+                raise Wrong(f"alpha = {alpha}: activations and weights are swapped.")
+            if not torch.allclose(got.double(), want, rtol=1e-4):
+                raise Wrong(f"alpha = {alpha}, {n} channels: factors differ from the expected ones.")
+        return run
+
+    return run_cases("smooth_scales", [case(8, 0.5), case(16, 0.8), case(5, 0.0), case(5, 1.0), case(32, 0.3)],
+                "the activation maximum to the power alpha, divided by the weight maximum to the power 1 - alpha, "
+                "channel by channel (element-wise on the two vectors).")

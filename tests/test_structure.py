@@ -1,0 +1,98 @@
+"""The package's shape: each notebook calls its own lesson's checks."""
+
+import ast
+import importlib
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import lecture_utils as lu
+from lecture_utils.checks import harness
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CHECK_CALL = re.compile(r"\blu\.checks\.(\w+)\s*\(")
+
+
+def _checks_called(path: Path) -> set[str]:
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in cells if c["cell_type"] == "code"]
+    return {name for source in code for name in CHECK_CALL.findall(source)}
+
+
+def _defined_in(module) -> set[str]:
+    return {name for name, fn in inspect.getmembers(module, inspect.isfunction)
+            if fn.__module__ == module.__name__ and not name.startswith("_")}
+
+
+def test_there_is_a_checks_module_for_every_lesson():
+    assert len(NOTEBOOKS) >= 10
+    for path in NOTEBOOKS:
+        importlib.import_module(f"lecture_utils.checks.lesson{path.name[:2]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_a_notebook_calls_only_its_own_lessons_checks(path):
+    lesson = importlib.import_module(f"lecture_utils.checks.lesson{path.name[:2]}")
+    allowed = _defined_in(lesson) | set(harness.__all__)
+    called = _checks_called(path)
+    assert called, f"{path.name} calls no lu.checks.<name>("
+    assert called <= allowed, f"{path.name} calls checks of other lessons: {sorted(called - allowed)}"
+    assert all(getattr(lu.checks, name, None) is not None for name in called)  # re-exported from lu.checks
+
+
+# Layers, lowest first: a module may import from its own layer's ALLOWED_SIDEWAYS pairs and from lower layers only.
+LAYERS = [
+    {"config"},  # the ground floor's own floor: every name and scale, imports nothing of the package
+    {"validate", "progress", "results", "env"},
+    {"data", "models", "training", "measure", "memory", "stats"},
+    {"overparam", "distill", "surgery", "prune", "heads", "quantize", "lottery", "lowrank", "combine", "runtime",
+     "llm"},
+    {"plots", "widgets"},
+    {"checks", "release", "runner"},
+    {"__main__", "__init__"},  # the entry points: the command line and `import lecture_utils`
+]
+ALLOWED_SIDEWAYS = {
+    ("models", "data"), ("models", "training"),  # the teacher: fine-tuned on the course's data (data's checksum)
+    ("measure", "training"), ("stats", "training"),  # measuring a model means running it (evaluate, predict)
+    ("distill", "surgery"), ("heads", "surgery"), ("lowrank", "surgery"),  # surgery: layer access every lesson uses
+    ("combine", "lottery"), ("combine", "quantize"), ("llm", "quantize"),  # 08 and 09 reuse 06's and 07's methods
+}
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """The package's modules that ``path`` imports (``from . import x``, ``from .x import y``, inside functions too)."""
+    tree, found = ast.parse(path.read_text(encoding="utf-8")), set()
+    inside = path.parent.name != package  # a module of a subpackage (checks/): level 2 reaches the package
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            top = node.level - inside == 1
+            if top and node.module:
+                found.add(node.module.split(".")[0])
+            elif top:
+                found.update(a.name for a in node.names)
+            elif node.level == 1 and inside:
+                found.add(path.parent.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found.update(n.split(".")[1] for n in names if n.startswith(f"{package}.") and n.count(".") >= 1)
+    return found
+
+
+def test_dependencies_point_down():
+    package = ROOT / "lecture_utils"
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    modules = {p.stem: p for p in package.glob("*.py")} | {"checks": package / "checks"}
+    assert set(modules) == set(layer), f"put every module in a layer: {sorted(set(modules) ^ set(layer))}"
+    wrong = []
+    for name, path in modules.items():
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            for target in _imports(file, package.name) & set(layer):
+                if target != name and (layer[target] > layer[name]
+                                       or layer[target] == layer[name] and (name, target) not in ALLOWED_SIDEWAYS):
+                    wrong.append(f"{file.relative_to(package)} -> {target}")
+    assert not wrong, "imports that point up (or sideways, unlisted): " + ", ".join(sorted(wrong))
