@@ -332,6 +332,20 @@ def sentiment_loaders(tokenizer, scale: str | Scale | None = None, seed: int = 0
                         sc.batch_size, seed=seed)
 
 
+def majority_accuracy(labels) -> float:
+    """Accuracy (a fraction in [0, 1]) of always predicting the commoner class of ``labels`` (class ids: a list, a
+    tensor or a dataset column) — the floor any classifier of the task must beat.
+
+    Example:
+        >>> majority_accuracy([1, 0, 1, 1])
+        0.75
+    """
+    ids = labels if torch.is_tensor(labels) else torch.as_tensor(list(labels))
+    if ids.numel() == 0 or ids.is_floating_point() or ids.is_complex() or bool((ids < 0).any()):
+        raise ValueError(f"labels must be non-empty, non-negative class ids, got {check.show(labels)}")
+    return torch.bincount(ids.long().flatten()).max().item() / ids.numel()
+
+
 def fixed_batch(tokenizer, texts: list[str], batch_size: int, max_length: int) -> dict[str, torch.Tensor]:
     """One batch of ``batch_size`` texts padded to exactly ``max_length`` tokens, for latency measurements.
 

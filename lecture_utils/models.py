@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -199,6 +200,36 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
 # --------------------------------------------------------------------------------------------------------------
 # Small networks for the from-scratch lessons
 # --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TeacherSetup:
+    """What the lessons on the teacher start from: the fine-tuned teacher, its tokenizer, the task's loaders
+    (``train``, ``validation``, ``test``), its test accuracy and, per split (``validation``, ``test``), the accuracy
+    of always answering the commoner class (fractions in [0, 1])."""
+
+    teacher: nn.Module
+    tokenizer: object
+    loaders: dict
+    test_accuracy: float
+    majority: dict[str, float]
+
+
+def teacher_setup(scale: str | Scale | None = None, device: str | torch.device | None = None) -> TeacherSetup:
+    """The set-up shared by lessons 03–08, in one call: :func:`finetuned_teacher` on ``device`` (default: the
+    course's device), :func:`load_tokenizer`, the sentiment loaders, the teacher's test accuracy and the
+    majority-class accuracies."""
+    from . import data
+    from .training import evaluate
+
+    sc = _scale(scale)
+    teacher = finetuned_teacher(sc, device=device)
+    tokenizer = load_tokenizer(sc)
+    loaders = data.sentiment_loaders(tokenizer, sc)
+    accuracy = evaluate(teacher, loaders["test"], progress=False)["accuracy"]
+    splits = data.load_sentiment(sc)
+    majority = {name: data.majority_accuracy(splits[name]["label"]) for name in ("validation", "test")}
+    return TeacherSetup(teacher, tokenizer, loaders, accuracy, majority)
+
 
 def replace_linears(model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]) -> int:
     """Replace, in place, every ``nn.Linear`` (subclasses included) of ``model`` for which ``make(name, linear)``

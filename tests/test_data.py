@@ -198,3 +198,21 @@ def test_loaders_and_seeds_are_checked(tok):
         data.load_mnist1d(-1)
     with pytest.raises(ValueError, match="max_length"):
         data.tokenize({}, tok, 0)
+
+
+@pytest.mark.parametrize(("labels", "want"), [([1, 0, 1, 1], 0.75), (torch.tensor([0, 0, 1]), 2 / 3), ([2, 2], 1.0),
+                                              (torch.tensor([[0, 1], [1, 1]]), 0.75)])
+def test_majority_accuracy(labels, want):
+    assert lu.data.majority_accuracy(labels) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("bad", [[], [0.5, 1.0], [-1, 0]])
+def test_majority_accuracy_rejects_what_is_not_class_ids(bad):
+    with pytest.raises(ValueError, match="class ids"):
+        lu.data.majority_accuracy(bad)
+
+
+def test_data_docstring_examples_run():
+    import doctest
+
+    assert doctest.testmod(lu.data).failed == 0

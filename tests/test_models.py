@@ -125,3 +125,15 @@ def test_replace_linears_swaps_the_layers_make_returns_and_counts_them():
     assert isinstance(model[2][1], nn.Linear)
     with pytest.raises(TypeError, match="make must be a function"):
         lu.models.replace_linears(model, "identity")
+
+
+def test_teacher_setup_bundles_what_the_lessons_computed_by_hand(prepared):
+    """lessons 03–08 start from teacher_setup: the same teacher, loaders and numbers they used to build themselves."""
+    start = models.teacher_setup("smoke", device="cpu")
+    assert set(start.loaders) == {"train", "validation", "test"}
+    want = lu.training.evaluate(start.teacher, start.loaders["test"], progress=False)["accuracy"]
+    assert start.test_accuracy == want
+    labels = torch.cat([b["labels"] for b in start.loaders["test"]])
+    positive = labels.float().mean().item()
+    assert start.majority["test"] == pytest.approx(max(positive, 1 - positive), abs=1e-12)
+    assert set(start.majority) == {"validation", "test"}
