@@ -413,6 +413,13 @@ class InputStats:
     tokens: int
 
 
+def _check_windows(windows: torch.Tensor) -> None:
+    """Calibration data must be token windows: a non-empty 2-D tensor (n_windows, seq_len)."""
+    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
+        raise ValueError("calibration data must be a non-empty int64 tensor (n_windows, seq_len), got "
+                         f"{tuple(getattr(windows, 'shape', ()))}")
+
+
 def _collect(linears: dict[str, nn.Linear], run: Callable[[], object], hessian: bool = True
              ) -> tuple[dict[str, InputStats], object]:
     """:class:`InputStats` of the inputs of each of ``linears`` (by name) while ``run()`` runs forward passes, and
@@ -450,9 +457,7 @@ def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hess
     """Run ``windows`` (int64, (n, seq_len)) through ``model`` and collect :class:`InputStats` for every decoder
     linear. Linears that read the same tensor (q/k/v, gate/up) share one object. ``hessian=False`` skips ``xtx``
     (an empty tensor) to save memory when only norms and maxima are needed."""
-    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
-        raise ValueError("calibration data must be a non-empty int64 tensor (n_windows, seq_len), got "
-                         f"{tuple(getattr(windows, 'shape', ()))}")
+    _check_windows(windows)
     _positive_int(batch_size, "batch_size")
     linears = decoder_linears(model)
     groups = _input_groups(linears)
@@ -614,9 +619,7 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
     (q/k/v, gate/up) share one Hessian and are quantized together. ``max_layers``: quantize only the first
     ``max_layers`` decoder layers (None = all; a shortcut for quick test runs, the rest stay as they are).
     """
-    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
-        raise ValueError("calibration windows must be a non-empty int64 tensor (n_windows, seq_len), got "
-                         f"{tuple(getattr(windows, 'shape', ()))}")
+    _check_windows(windows)
     _check_bits(bits)
     _positive_int(batch_size, "batch_size")
     if max_layers is not None:
