@@ -26,6 +26,7 @@ HF_TELEMETRY_OFF_ENV = "HF_HUB_DISABLE_TELEMETRY"
 HF_DATASETS_BARS_OFF_ENV = "HF_DATASETS_DISABLE_PROGRESS_BARS"
 OMP_WAIT_ENV = "OMP_WAIT_POLICY"  # OpenMP's: read once when torch loads
 THREADS_ENV = "LECTURE_UTILS_THREADS"  # force torch's CPU threads (default: chosen by setup() from the load)
+HEADLESS_ENV = "LECTURE_UTILS_HEADLESS"  # "1": no front end will show widgets (the runner and test clients set it)
 DEFAULT_SCALE = "laptop"
 # Time budget of one notebook, in seconds, per scale (DESIGN: 30 s smoke, 5 min laptop on a 2-core CPU). Measured
 # and reported by `python -m lecture_utils course`, never asserted by a test: a busy machine is slow, not broken.
@@ -102,6 +103,17 @@ def configure_openmp() -> bool:
     """
     os.environ.setdefault(OMP_WAIT_ENV, "PASSIVE")
     return os.environ[OMP_WAIT_ENV].upper() == "PASSIVE"
+
+
+def headless() -> bool:
+    """True when no front end can show a live widget: the course runner or a test executes the notebook
+    (``$LECTURE_UTILS_HEADLESS=1``) or nbgrader does (``$NBGRADER_EXECUTION`` set by autograde and validate).
+
+    Widgets and widget progress bars then print plain text instead. Besides being the only thing such a run can
+    keep, this avoids a known stall of headless execution: a cell that opens widget comms can leave the executing
+    client waiting for its reply until the cell time-out (jupyter/nbclient#312), though the kernel has finished.
+    """
+    return os.environ.get(HEADLESS_ENV, "") == "1" or bool(os.environ.get(NBGRADER_ENV, ""))
 
 
 def get_scale(name: str | None = None) -> Scale:

@@ -15,10 +15,14 @@ from collections.abc import Iterable
 from tqdm import tqdm as text_tqdm
 
 from .config import PROGRESS_OFF_ENV as DISABLE_ENV  # tqdm's own switch; the course runner sets it
+from .config import headless
 
 
 def in_notebook_kernel() -> bool:
-    """True inside a Jupyter kernel whose front end can show widgets (ipywidgets importable)."""
+    """True inside a Jupyter kernel whose front end can show widgets (ipywidgets importable, not a headless run:
+    see :func:`lecture_utils.config.headless`)."""
+    if headless():
+        return False
     try:
         import ipywidgets  # noqa: F401
         from IPython import get_ipython

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-from .config import BUDGET_S, PROGRESS_OFF_ENV, RESULTS_ENV, SCALE_ENV, STRICT_ENV, get_scale
+from .config import BUDGET_S, HEADLESS_ENV, PROGRESS_OFF_ENV, RESULTS_ENV, SCALE_ENV, STRICT_ENV, get_scale
 
 KERNEL_NAME = "compressing-nn"
 # Hang guards, in seconds per cell: several times what the slowest cell needs on a busy machine, so a slow laptop
@@ -52,7 +52,7 @@ def kernel_env(scale: str, results_file: Path, base: Mapping[str, str] | None = 
     page would show them frozen at 0%)."""
     base = dict(os.environ if base is None else base)
     return {**base, SCALE_ENV: scale, RESULTS_ENV: str(Path(results_file).resolve()), STRICT_ENV: "1",
-            PROGRESS_OFF_ENV: "1"}
+            PROGRESS_OFF_ENV: "1", HEADLESS_ENV: "1"}
 
 
 def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None = None) -> dict:

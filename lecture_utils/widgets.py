@@ -1,9 +1,29 @@
 """Widgets that wrap plain functions. Each widget has a fallback function that prints the same result, for
-front ends where widgets do not render (static pages, some editors) — and so the tests can call it."""
+front ends where widgets do not render (static pages, some editors, headless runs) — and so the tests can call it.
+
+Every widget takes ``static``: True prints the fallback table instead of building the widget; None (the default)
+does so when ipywidgets is missing or the notebook runs headless (the course runner, nbgrader's autograde and
+validate: :func:`lecture_utils.config.headless`).
+"""
 
 from __future__ import annotations
 
 from . import memory
+from .config import headless
+
+
+def _widget_modules(static: bool | None):
+    """(ipywidgets, IPython's display) when a live widget should be built, else (None, None)."""
+    if static is None:
+        static = headless()
+    if static:
+        return None, None
+    try:
+        import ipywidgets
+        from IPython.display import display
+    except ImportError:
+        return None, None
+    return ipywidgets, display
 
 
 def fit_table(models: dict[str, float], devices: dict[str, float] | None = None, dtype: str = "fp32",
@@ -28,16 +48,14 @@ def fit_table(models: dict[str, float], devices: dict[str, float] | None = None,
     return rows
 
 
-def fit_widget(models: dict[str, float]):
+def fit_widget(models: dict[str, float], static: bool | None = None):
     """An interactive "does it fit?" explorer over model, precision, mode and device memory.
 
-    Falls back to :func:`fit_table` (printed for every model and device) when ipywidgets is unavailable.
+    Falls back to :func:`fit_table` (printed for every model and device) when static (see the module docstring).
     Returns the widget (or None after the fallback).
     """
-    try:
-        import ipywidgets as w
-        from IPython.display import display
-    except ImportError:
+    w, display = _widget_modules(static)
+    if w is None:
         fit_table(models)
         return None
     model = w.Dropdown(options=list(models), description="model")
@@ -78,17 +96,15 @@ def quantization_table(weight, bits: tuple[int, ...] = (8, 6, 4, 3, 2)) -> list[
     return rows
 
 
-def quantization_widget(weight):
+def quantization_widget(weight, static: bool | None = None):
     """Explore quantizing ``weight``: bits, scheme and granularity in, round-trip error out.
 
-    Falls back to :func:`quantization_table` when ipywidgets is unavailable. Returns the widget (or None).
+    Falls back to :func:`quantization_table` when static. Returns the widget (or None).
     """
     from .quantize import roundtrip_error
 
-    try:
-        import ipywidgets as w
-        from IPython.display import display
-    except ImportError:
+    w, display = _widget_modules(static)
+    if w is None:
         quantization_table(weight)
         return None
     bits = w.IntSlider(value=8, min=2, max=8, description="bits")
@@ -130,15 +146,13 @@ def temperature_table(logits, temperatures=(1, 2, 4, 8), labels=("rotten", "fres
     return rows
 
 
-def temperature_widget(logits, labels=("rotten", "fresh")):
+def temperature_widget(logits, labels=("rotten", "fresh"), static: bool | None = None):
     """A slider over the temperature showing every example's soft targets; falls back to
-    :func:`temperature_table` when ipywidgets is unavailable. Returns the widget (or None)."""
+    :func:`temperature_table` when static. Returns the widget (or None)."""
     from .distill import soft_targets
 
-    try:
-        import ipywidgets as w
-        from IPython.display import display
-    except ImportError:
+    w, display = _widget_modules(static)
+    if w is None:
         temperature_table(logits, labels=labels)
         return None
     temperature = w.FloatLogSlider(value=1, base=2, min=-1, max=4, step=0.25, description="T")

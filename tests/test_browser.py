@@ -23,7 +23,7 @@ import nbformat
 import pytest
 
 from lecture_utils import runner
-from lecture_utils.config import NBGRADER_ENV, PROGRESS_OFF_ENV, SCALE_ENV, STRICT_ENV
+from lecture_utils.config import HEADLESS_ENV, NBGRADER_ENV, PROGRESS_OFF_ENV, SCALE_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("LECTURE_UTILS_CHROMIUM", "/usr/bin/chromium"))
@@ -66,7 +66,7 @@ def lab(tmp_path_factory, prepared):
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     runner.ensure_kernel()
     port, token = _free_port(), secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if k not in (STRICT_ENV, NBGRADER_ENV, PROGRESS_OFF_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in (STRICT_ENV, NBGRADER_ENV, PROGRESS_OFF_ENV, HEADLESS_ENV)}
     env.update({SCALE_ENV: "smoke"})
     env.update(JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),

@@ -5,6 +5,7 @@ No test here asserts a wall-clock time: budgets are measured and reported by ``p
 cell needs on a busy machine.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from lecture_utils import runner
 
 ROOT = Path(__file__).resolve().parents[1]
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_RESULTS = {
     "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
@@ -68,3 +70,7 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, prepared):
     for key, value in res["results"].items():
         if key.endswith("accuracy"):
             assert 0 <= value <= 1, (key, value)
+    # a headless run prints widgets as tables: no widget comm is opened (they can stall nbclient: config.headless)
+    executed = json.loads((tmp_path / "notebooks" / path.name).read_text())
+    views = [o for c in executed["cells"] for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
+    assert not views, f"{path.name} displayed a live widget in a headless run: {views[:1]}"

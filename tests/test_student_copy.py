@@ -13,7 +13,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from lecture_utils import release, runner
 from lecture_utils.checks import NBGRADER_ENV, STRICT_ENV
-from lecture_utils.config import PROGRESS_OFF_ENV, SCALE_ENV
+from lecture_utils.config import HEADLESS_ENV, PROGRESS_OFF_ENV, SCALE_ENV
 from lecture_utils.results import RESULTS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, results: Path, monkeypatch) ->
     monkeypatch.setenv(SCALE_ENV, "smoke")
     monkeypatch.setenv(RESULTS_ENV, str(results))
     monkeypatch.setenv(PROGRESS_OFF_ENV, "1")
+    monkeypatch.setenv(HEADLESS_ENV, "1")  # a test client, like the runner: widgets print (config.headless)
     NotebookClient(nb, kernel_name=runner.ensure_kernel(), timeout=HANG_GUARD_S, allow_errors=True,
                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                    resources={"metadata": {"path": str(cwd)}}).execute()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import lecture_utils as lu
 
 
@@ -43,3 +45,30 @@ def test_temperature_table_and_widget(capsys):
     box = lu.widgets.temperature_widget(logits)
     box.children[0].value = 4.0
     assert box.children[0].value == 4.0
+
+
+def test_headless_runs_print_every_widget_as_its_table(monkeypatch, capsys):
+    """The runner and nbgrader execute notebooks with no front end: widgets must print, not open comms (which can
+    stall the executing client until the cell time-out, jupyter/nbclient#312)."""
+    import torch
+
+    from lecture_utils import config, progress, runner
+
+    monkeypatch.delenv(config.HEADLESS_ENV, raising=False)
+    monkeypatch.delenv(config.NBGRADER_ENV, raising=False)
+    assert not config.headless()
+    assert lu.widgets.fit_widget({"7B": 7e9}, static=True) is None
+    assert "inference in fp32" in capsys.readouterr().out
+    for name, value in ((config.HEADLESS_ENV, "1"), (config.NBGRADER_ENV, "autograde"),
+                        (config.NBGRADER_ENV, "validate")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            assert config.headless() and not progress.in_notebook_kernel()
+            assert lu.widgets.fit_widget({"7B": 7e9}) is None
+            assert lu.widgets.quantization_widget(torch.ones(2, 4)) is None
+            assert lu.widgets.temperature_widget(torch.zeros(1, 2)) is None
+            out = capsys.readouterr().out
+            assert "inference in fp32" in out and "per-channel" in out and "fresh" in out
+    # the runner's kernels are headless; a widget asked for explicitly is still built
+    assert runner.kernel_env("smoke", Path("r.json"), base={})[config.HEADLESS_ENV] == "1"
+    assert lu.widgets.fit_widget({"7B": 7e9}, static=False) is not None
