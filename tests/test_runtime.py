@@ -116,6 +116,33 @@ def test_int8_is_smaller_and_close(tiny_bert, exported, tmp_path):
     assert (got - ref).abs().max().item() < 0.1 * ref.abs().max().item() + 0.05
 
 
+@pytest.mark.parametrize("surgery_kind", [None, "heads"])
+def test_fusion_keeps_the_logits_and_fuses_layer_norms_and_gelus(tiny_bert, tmp_path, surgery_kind):
+    model = tiny_bert if surgery_kind is None else heads.remove_heads(tiny_bert, {0: [1], 1: [0, 2, 3]})
+    src = runtime.export_onnx(model, _batch(), tmp_path / "m.onnx")
+    fused_path, fused = runtime.optimize_onnx(src, tmp_path / "m-fused.onnx")
+    layers = len(surgery.encoder_layers(model))
+    # per layer: two residual adds + layer norms (attention, feed-forward) and one bias + GELU
+    assert fused == {"SkipLayerNormalization": 2 * layers, "BiasGelu": layers}
+    assert runtime.external_data_files(fused_path) == []  # one file
+    for batch in (_batch(), _batch(2, 9, seed=3), _batch(1, 5, seed=4)):
+        torch.testing.assert_close(runtime.OrtModel(fused_path, threads=1)(**batch).logits, _logits(model, batch),
+                                   atol=FP32_ATOL, rtol=0)
+    # fused, then quantized: still the same model to int8 precision
+    q = runtime.quantize_onnx_dynamic(fused_path, tmp_path / "m-fused-int8.onnx")
+    got, ref = runtime.OrtModel(q, threads=1)(**_batch(4, 12)).logits, _logits(model, _batch(4, 12))
+    assert (got - ref).abs().max().item() < 0.1 * ref.abs().max().item() + 0.05
+    # a graph with nothing to fuse comes back unchanged, with an empty count
+    mlp = runtime.export_onnx(nn.Sequential(nn.Linear(6, 3)).eval(), torch.randn(2, 6), tmp_path / "mlp.onnx")
+    assert runtime.optimize_onnx(mlp, tmp_path / "mlp-fused.onnx")[1] == {}
+    with pytest.raises(ValueError, match="dst must differ"):
+        runtime.optimize_onnx(src, src)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        runtime.optimize_onnx(src, fused_path)
+    with pytest.raises(FileNotFoundError, match="no ONNX file"):
+        runtime.optimize_onnx(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+
+
 @pytest.mark.parametrize("surgery_kind", ["heads", "heads_and_layers"])
 def test_pruned_models_export_with_their_shapes(tiny_bert, tmp_path, surgery_kind):
     if surgery_kind == "heads":
