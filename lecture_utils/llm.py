@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import validate
 from .config import atomic_folder, cache_dir
 from .data import DataMissingError, fetch_wheel, sha256_of
 from .models import checkpoint_meta
@@ -653,12 +654,6 @@ def output_error(w: torch.Tensor, w_hat: torch.Tensor, xtx: torch.Tensor) -> flo
 # Pruning: magnitude and Wanda, unstructured or N:M
 # --------------------------------------------------------------------------------------------------------------
 
-def _check_sparsity(sparsity: float) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-    return float(sparsity)
-
-
 def score_mask(score: torch.Tensor, sparsity: float = 0.5, per_row: bool = True,
                n_m: tuple[int, int] | None = None) -> torch.Tensor:
     """Boolean keep-mask removing the lowest ``score`` entries of a matrix ``(out, in)``.
@@ -678,7 +673,7 @@ def score_mask(score: torch.Tensor, sparsity: float = 0.5, per_row: bool = True,
         groups = score.reshape(-1, m)
         keep = torch.zeros_like(groups, dtype=torch.bool).scatter(1, groups.topk(n, dim=1).indices, True)
         return keep.reshape(score.shape)
-    _check_sparsity(sparsity)
+    sparsity = validate.fraction(sparsity, "sparsity")
     rows = score if per_row else score.reshape(1, -1)
     return _drop_lowest(rows, round(sparsity * rows.shape[1])).view_as(score)
 
@@ -771,8 +766,7 @@ def fake_quantize_activations(model: nn.Module, bits: int = 8, granularity: str 
 def smooth_scales(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """SmoothQuant's per-input-channel factors s_j = max|X_j|^α / max|W_j|^(1−α) (Xiao et al. 2023); dividing the
     activations by s and multiplying the weights' columns by s leaves X Wᵀ unchanged."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    alpha = validate.fraction(alpha, "alpha", high_open=False)
     if act_absmax.shape != weight_absmax.shape or act_absmax.dim() != 1:
         raise ValueError(f"act_absmax and weight_absmax must be 1-D of the same length, got "
                          f"{tuple(act_absmax.shape)} and {tuple(weight_absmax.shape)}")
@@ -788,8 +782,7 @@ def smoothquant_model(model: nn.Module, stats: dict[str, InputStats], alpha: flo
     ``input_layernorm``), of gate/up (through ``post_attention_layernorm``) and of down_proj (through ``up_proj``'s
     rows). The model computes the same function afterwards; only the spread of activations and weights moves.
     ``scale_fn(act_absmax, weight_absmax, alpha)`` computes the factors (default :func:`smooth_scales`)."""
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    alpha = validate.fraction(alpha, "alpha", high_open=False)
     layers = model.model.layers
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
