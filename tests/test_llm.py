@@ -359,3 +359,13 @@ def test_gptq_inverse_factor_equals_the_reference_three_steps():
     damped = h.double() + 0.01 * torch.diag(h.double()).mean() * torch.eye(48, dtype=torch.float64)
     want = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
     assert torch.allclose(llm.inverse_hessian_factor(h, 0.01), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), "0.5", True, None])
+def test_bad_sparsity_and_alpha_name_the_parameter(bad):
+    with pytest.raises(ValueError, match="sparsity"):
+        llm.score_mask(torch.rand(4, 8), sparsity=bad)
+    if bad != 1.0:  # alpha = 1 is allowed (all of the difficulty moved to the weights)
+        with pytest.raises(ValueError, match="alpha"):
+            llm.smooth_scales(torch.rand(8) + 0.1, torch.rand(8) + 0.1, alpha=bad)
+    assert llm.smooth_scales(torch.ones(8), torch.ones(8), alpha=1).shape == (8,)
