@@ -167,10 +167,10 @@ COURSE_VARIANTS: tuple[CourseVariant, ...] = (
     CourseVariant("int8 Linear + embeddings", "06", "quant.int8_all", speedup="quant.int8_dynamic.speedup",
                   note="speed-up of int8 Linear: 8-bit embeddings add lookups, not matrix products"),
     CourseVariant("teacher in ONNX Runtime int8", "06", "runtime.ort_int8", speedup="runtime.ort_int8.speedup_b32"),
-    CourseVariant("4-bit weights, QAT (simulated)", "06", "quant.qat4",
-                  note="simulated in float: no 4-bit kernel, so no real size or speed"),
     CourseVariant("3-bit weights, QAT (simulated)", "06", "quant.qat3",
                   note="simulated in float: no 3-bit kernel, so no real size or speed"),
+    CourseVariant("3-bit weights, fp32 fine-tune then PTQ (simulated)", "06", "quant.ft_ptq3",
+                  note="QAT's control; simulated in float: no 3-bit kernel, so no real size or speed"),
 )
 
 

@@ -44,7 +44,7 @@ EXPECTED_RESULTS = {
                                "combined.ort.accuracy_drop", "combined.ort.test_accuracy", "combined.ort.speedup"},
     "06_quantization": {"quant.int8_dynamic.test_accuracy", "quant.int8_dynamic.speedup",
                         "quant.int8_dynamic.size_ratio", "quant.int8_all.size_ratio", "quant.ptq4.test_accuracy",
-                        "quant.qat4.test_accuracy", "quant.torchao_int8.speedup", "runtime.ort_int8.speedup_b1",
+                        "quant.qat3.test_accuracy", "quant.ft_ptq3.test_accuracy", "quant.torchao_int8.speedup", "runtime.ort_int8.speedup_b1",
                         "runtime.ort_int8.speedup_b32", "runtime.ort_fp32.speedup_b1",
                         "runtime.torch_ao_int8.speedup_b1", "runtime.torchao_int8.speedup_b1",
                         "runtime.ort_int8.test_accuracy", "runtime.ort_int8.size_ratio",
