@@ -97,3 +97,16 @@ def hang_guard():
             signal.signal(signal.SIGALRM, old)
 
     return guard
+
+
+# What a notebook has recorded (lu.record) when a prediction exercise's check runs: the measurement it compares with.
+# Values of one laptop-scale run; the checks that read them are tested against these.
+MEASURED = {"size.minilm.linear_weights": 10_765_056, "size.minilm.other_params": 11_948_930,
+            "size.minilm.int8_linear_mb": 58.631445}
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """This kernel's recorded results replaced by :data:`MEASURED` (restored after the test)."""
+    monkeypatch.setattr(lu.results, "_recorded", dict(MEASURED))
+    return dict(MEASURED)

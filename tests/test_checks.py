@@ -81,6 +81,7 @@ CORRECT = {
     "adam_training_bytes": lambda n: 16 * n,
     "embedding_share": lambda m: sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
     / sum(p.numel() for p in m.parameters()),
+    "predicted_int8_mb": lambda linear, other: (linear + 4 * other) / 1e6,
     "xor_success": lambda logits, y: ((logits > 0) == (y > 0.5)).all(dim=-1),
     "effective_rank": lambda s, e: int(((s.sort(descending=True).values ** 2).cumsum(0) / (s**2).sum() < e - 1e-9)
                                        .sum()) + 1,
@@ -134,6 +135,10 @@ WRONG = {
                         / sum(p.numel() for p in m.parameters()),
                         lambda m: 100 * sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
                         / sum(p.numel() for p in m.parameters())],
+    "predicted_int8_mb": [lambda linear, other: (linear + other) / 1e6,  # everything in int8
+                          lambda linear, other: linear / 1e6,  # the rest forgotten
+                          lambda linear, other: (linear + 4 * other) / 2**20,  # MiB
+                          lambda linear, other: 58.63],  # our model's measurement, typed in: the small model fails
     "xor_success": [lambda logits, y: ((logits > 0) == (y > 0.5)).any(dim=-1),  # one right point is not enough
                     lambda logits, y: ((logits > 0) == (y > 0.5)).float().mean() > 0.5,  # one answer for all
                     lambda logits, y: ((logits > 0) == (y > 0.5)).float().mean(dim=-1) >= 0.75],
@@ -202,7 +207,7 @@ WRONG = {
 
 
 @pytest.fixture(autouse=True)
-def lenient(monkeypatch):
+def lenient(monkeypatch, measured):  # `measured`: what the notebooks record before a prediction check runs
     monkeypatch.delenv(checks.STRICT_ENV, raising=False)
 
 
@@ -424,3 +429,14 @@ def test_a_graded_failure_shows_the_verdict_not_a_traceback(monkeypatch, capsys)
 def test_the_harness_docstring_examples_run():
     result = doctest.testmod(checks.harness)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_a_prediction_check_needs_the_measurement_and_explains_the_gap(monkeypatch, measured, capsys):
+    monkeypatch.setattr(lu.results, "_recorded", {})
+    assert not checks.predicted_int8_mb(CORRECT["predicted_int8_mb"])
+    assert "has not been measured yet" in capsys.readouterr().out
+    monkeypatch.setattr(lu.results, "_recorded", measured)
+    assert checks.predicted_int8_mb(CORRECT["predicted_int8_mb"])
+    assert "measured 58.63 MB" in capsys.readouterr().out
+    assert not checks.predicted_int8_mb(WRONG["predicted_int8_mb"][0])
+    assert "only the Linear layers' weight matrices" in capsys.readouterr().out

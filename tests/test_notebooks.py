@@ -18,7 +18,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_RESULTS = {
     "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
                    "teacher.latency_ms"},
-    "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound"},
+    "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound",
+                        "size.minilm.int8_linear_mb"},
     "03_distillation": {"distill.scratch.test_accuracy", "distill.hard_only.test_accuracy", "distill.kd.test_accuracy",
                         "distill.kd_intermediate.test_accuracy", "distill.small.test_accuracy", "distill.retention",
                         "distill.speedup"},

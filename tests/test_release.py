@@ -102,8 +102,9 @@ def _exercise_cases():
 
 
 @pytest.mark.parametrize("ex", list(_exercise_cases()))
-def test_each_check_passes_on_the_solution_and_fails_on_the_scaffold(ex, monkeypatch, capsys):
-    """Exercise cells are self-contained (they may use lu, torch, np and math), so they run on their own here."""
+def test_each_check_passes_on_the_solution_and_fails_on_the_scaffold(ex, monkeypatch, measured, capsys):
+    """Exercise cells are self-contained (they may use lu, torch, np and math), so they run on their own here; a
+    prediction's check compares with what its notebook would have recorded (conftest's ``measured``)."""
     monkeypatch.delenv(lu.checks.STRICT_ENV, raising=False)
     check = getattr(lu.checks, ex["check_name"])
     for source, should_pass in ((ex["solution"], True), (release.strip_solutions(ex["solution"]), False)):

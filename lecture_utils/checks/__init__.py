@@ -18,7 +18,7 @@ checks live in ``lessonNN`` and import only what that lesson teaches. Notebook N
 
 from .harness import CASE_TIMEOUT_S, NBGRADER_ENV, STRICT_ENV, CheckFailed, CheckResult, use
 from .lesson00 import accuracy, predicted_size_mb, speedup
-from .lesson01 import adam_training_bytes, embedding_share, weight_bytes
+from .lesson01 import adam_training_bytes, embedding_share, predicted_int8_mb, weight_bytes
 from .lesson02 import effective_rank, xor_success
 from .lesson03 import kd_loss, layer_map
 from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity
@@ -34,4 +34,6 @@ __all__ = [
     "effective_rank", "kd_loss", "layer_map", "magnitude_mask", "matrix_sparsity", "csr_nbytes", "symmetric_layers",
     "predicted_speedup", "affine_qparams", "quantize_dequantize", "symmetric_scales", "imp_round", "snip_mask",
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
+    # predict, then measure
+    "predicted_int8_mb",
 ]
