@@ -91,6 +91,7 @@ CORRECT = {
         torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="batchmean")
     + (1 - a) * torch.nn.functional.cross_entropy(s, y),
     "layer_map": lambda n_s, n_t: [(m + 1) * (n_t // n_s) - 1 for m in range(n_s)],
+    "predicted_size_ratio": lambda share, kept: 1 / (share + (1 - share) * kept),
     "magnitude_mask": _magnitude_mask,
     "matrix_sparsity": lambda m: lu.measure.sparsity(m),
     "csr_nbytes": lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (rows + 1) * ib,
@@ -166,6 +167,10 @@ WRONG = {
                     torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="sum")
                 + (1 - a) * torch.nn.functional.cross_entropy(s, y),
                 lambda s, t, y, T, a: torch.nn.functional.cross_entropy(s, y)],
+    "predicted_size_ratio": [lambda share, kept: 1 / kept,  # everything shrinks with the layers
+                             lambda share, kept: share + (1 - share) * kept,  # student / teacher
+                             lambda share, kept: 1 / ((1 - share) + share * kept),  # the shares swapped
+                             lambda share, kept: 1.31],  # our measurement typed in: the small BERT fails
     "layer_map": [lambda n_s, n_t: [m * (n_t // n_s) for m in range(n_s)],  # first of each block
                   lambda n_s, n_t: list(range(n_s))],
     "affine_qparams": [lambda lo, hi, bits: ((hi - lo) / (2**bits - 1), 0),  # range not widened, no zero point

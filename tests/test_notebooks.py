@@ -22,7 +22,7 @@ EXPECTED_RESULTS = {
                         "size.minilm.int8_linear_mb"},
     "03_distillation": {"distill.scratch.test_accuracy", "distill.hard_only.test_accuracy", "distill.kd.test_accuracy",
                         "distill.kd_intermediate.test_accuracy", "distill.small.test_accuracy", "distill.retention",
-                        "distill.speedup"},
+                        "distill.speedup", "distill.student3.size_ratio"},
     "02_why_compression_works": {"overparam.xor.success.w2", "overparam.xor.success.w16"},
     "04_pruning_weights": {"prune.dense.test_accuracy", "prune.global50_ft.test_accuracy",
                            "prune.global90_iter.test_accuracy", "prune.global90_oneshot.test_accuracy",

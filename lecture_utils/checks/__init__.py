@@ -20,7 +20,7 @@ from .harness import CASE_TIMEOUT_S, NBGRADER_ENV, STRICT_ENV, CheckFailed, Chec
 from .lesson00 import accuracy, predicted_size_mb, speedup
 from .lesson01 import adam_training_bytes, embedding_share, predicted_int8_mb, weight_bytes
 from .lesson02 import effective_rank, xor_success
-from .lesson03 import kd_loss, layer_map
+from .lesson03 import kd_loss, layer_map, predicted_size_ratio
 from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity
 from .lesson05 import predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, quantize_dequantize, symmetric_scales
@@ -35,5 +35,5 @@ __all__ = [
     "predicted_speedup", "affine_qparams", "quantize_dequantize", "symmetric_scales", "imp_round", "snip_mask",
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
     # predict, then measure
-    "predicted_int8_mb",
+    "predicted_int8_mb", "predicted_size_ratio",
 ]
