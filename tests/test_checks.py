@@ -69,6 +69,20 @@ def _row_mask(score, s):
     return mask
 
 
+def _paired(t, c, noise):
+    d = t - c
+    if len(d) < 2:
+        return "tie"
+    return "ticket" if d.mean() > 2 * noise(d) else "control" if d.mean() < -2 * noise(d) else "tie"
+
+
+def _unpaired_verdict(t, c):
+    if len(t) < 2:
+        return "tie"
+    m, se = t.mean() - c.mean(), (t.var() / len(t) + c.var() / len(c)) ** 0.5
+    return "ticket" if m > 2 * se else "control" if m < -2 * se else "tie"
+
+
 def _all_param_sparsity(m):
     return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
 
@@ -87,6 +101,7 @@ CORRECT = {
                                        .sum()) + 1,
     "imp_round": _imp_round,
     "snip_mask": _snip_mask,
+    "paired_verdict": lambda t, c: lu.lottery.paired_verdict(t, c),
     "kd_loss": lambda s, t, y, T, a: a * T * T * torch.nn.functional.kl_div(
         torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="batchmean")
     + (1 - a) * torch.nn.functional.cross_entropy(s, y),
@@ -158,6 +173,11 @@ WRONG = {
     "csr_nbytes": [lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + rows * ib,  # forgets the last row pointer
                    lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (cols + 1) * ib,
                    lambda rows, cols, nnz, vb, ib: rows * cols * vb],
+    "paired_verdict": [_unpaired_verdict,  # the two means against their own noise: blind to pairing
+                       lambda t, c: _paired(t, c, noise=lambda d: d.std()),  # standard deviation, not error
+                       lambda t, c: "ticket" if (t - c).mean() > 0 else "control",  # no noise at all
+                       lambda t, c: _paired(c, t, noise=lambda d: d.std() / len(d) ** 0.5),  # swapped
+                       lambda t, c: (t - c).mean()],  # a number, not a verdict
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²
@@ -384,6 +404,7 @@ REFERENCES = {  # the course's reference for each exercise whose function later 
     "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,
     "quantize_dequantize": lu.quantize.quantize_dequantize, "imp_round": lu.lottery.prune_and_rewind,
     "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
+    "paired_verdict": lu.lottery.paired_verdict,
     "sparse_int8_bytes": lu.combine.sparse_int8_bytes,
 }
 
@@ -406,6 +427,7 @@ def test_the_course_reference_passes_its_check(name, capsys):
     lambda: lu.lottery.prune_and_rewind(torch.ones(2, 2), torch.ones(2, 3), torch.ones(2, 2, dtype=torch.bool), 0.2),
     lambda: lu.lottery.global_snip_masks([torch.ones(2)], [], 0.5),
     lambda: lu.lottery.global_snip_masks([torch.ones(2)], [torch.ones(2)], 0.0),
+    lambda: lu.lottery.paired_verdict([0.5, 0.6], [0.5]), lambda: lu.lottery.paired_verdict([[0.5]], [[0.5]]),
 ])
 def test_references_reject_bad_input_with_a_clear_error(call):
     with pytest.raises(ValueError, match="must"):
