@@ -103,7 +103,11 @@ def hang_guard():
 # Values of one laptop-scale run; the checks that read them are tested against these.
 MEASURED = {"size.minilm.linear_weights": 10_765_056, "size.minilm.other_params": 11_948_930,
             "size.minilm.int8_linear_mb": 58.631445, "distill.teacher.embedding_share": 0.5247,
-            "distill.student3.kept_fraction": 0.5, "distill.student3.size_ratio": 1.3056}
+            "distill.student3.kept_fraction": 0.5, "distill.student3.size_ratio": 1.3056,
+            "llm.config.num_hidden_layers": 30, "llm.config.num_attention_heads": 9,
+            "llm.config.num_key_value_heads": 3, "llm.config.hidden_size": 576, "llm.config.head_dim": 64,
+            "llm.kv_cache.batch": 4, "llm.kv_cache.tokens": 128, "llm.kv_cache.bytes_per_number": 4,
+            "llm.kv_cache.batch_bytes": 23_592_960}
 
 
 @pytest.fixture

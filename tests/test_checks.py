@@ -83,6 +83,11 @@ def _unpaired_verdict(t, c):
     return "ticket" if m > 2 * se else "control" if m < -2 * se else "tie"
 
 
+def _cache(cfg, batch, tokens, b, kv="num_key_value_heads", head_dim=True):
+    size = cfg.head_dim if head_dim else cfg.hidden_size // cfg.num_attention_heads  # the latter: not always so
+    return 2 * cfg.num_hidden_layers * getattr(cfg, kv) * size * batch * tokens * b
+
+
 def _all_param_sparsity(m):
     return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
 
@@ -119,6 +124,7 @@ CORRECT = {
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
     "quantize_groups": lambda w, bits, g: _quantize_groups(w, bits, g),
     "kv_cache_bytes": lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b,
+    "predicted_cache_bytes": lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b),
     "wanda_mask": lambda w, x, s: _row_mask(w.abs() * x, s),
     "smooth_scales": lambda a, w, alpha: a**alpha / w ** (1 - alpha),
 }
@@ -219,6 +225,11 @@ WRONG = {
     "quantize_groups": [lambda w, bits, g: _quantize_groups(w, bits, w.shape[1]),  # one scale per row
                         lambda w, bits, g: _quantize_groups(w, bits, g, widen=False),  # range not widened to 0
                         lambda w, bits, g: _quantize_groups(w.flatten()[None], bits, w.numel()).view_as(w)],
+    "predicted_cache_bytes": [lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, kv="num_attention_heads"),
+                              lambda cfg, batch, tokens, b: _cache(cfg, 1, tokens, b),  # one sequence
+                              lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b) / 2,  # keys only
+                              lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, head_dim=False),
+                              lambda cfg, batch, tokens, b: 23_592_960],  # our measurement typed in
     "kv_cache_bytes": [lambda n_layers, kv, hd, tokens, b: n_layers * kv * hd * tokens * b,  # keys only
                        lambda n_layers, kv, hd, tokens, b: 2 * n_layers * 9 * hd * tokens * b,  # query heads
                        lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b * 8],  # bits
@@ -467,3 +478,5 @@ def test_a_prediction_check_needs_the_measurement_and_explains_the_gap(monkeypat
     assert "measured 58.63 MB" in capsys.readouterr().out
     assert not checks.predicted_int8_mb(WRONG["predicted_int8_mb"][0])
     assert "only the Linear layers' weight matrices" in capsys.readouterr().out
+    assert not checks.predicted_cache_bytes(WRONG["predicted_cache_bytes"][0])
+    assert "grouped-query attention" in capsys.readouterr().out

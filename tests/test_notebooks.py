@@ -53,7 +53,7 @@ EXPECTED_RESULTS = {
                             "llm.gptq.w4_g64.ppl", "llm.gptq.w3_g64.ppl", "llm.magnitude50.ppl", "llm.wanda50.ppl",
                             "llm.wanda_2of4.ppl", "llm.w8a8_naive.ppl", "llm.w8a8_smoothquant.ppl",
                             "llm.kv_cache.bytes_per_token", "llm.kv_cache.measured_bytes_per_token",
-                            "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup"},
+                            "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup", "llm.kv_cache.batch_bytes"},
 }
 
 

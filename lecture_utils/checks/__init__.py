@@ -26,7 +26,7 @@ from .lesson05 import predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, quantize_dequantize, symmetric_scales
 from .lesson07 import imp_round, paired_verdict, snip_mask
 from .lesson08 import low_rank, sparse_int8_bytes
-from .lesson09 import kv_cache_bytes, quantize_groups, smooth_scales, wanda_mask
+from .lesson09 import kv_cache_bytes, predicted_cache_bytes, quantize_groups, smooth_scales, wanda_mask
 
 __all__ = [
     "CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "use", "accuracy",
@@ -35,5 +35,5 @@ __all__ = [
     "predicted_speedup", "affine_qparams", "quantize_dequantize", "symmetric_scales", "imp_round", "snip_mask",
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
     # predict, then measure
-    "predicted_int8_mb", "predicted_size_ratio", "paired_verdict",
+    "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes",
 ]
