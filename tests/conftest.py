@@ -107,7 +107,9 @@ MEASURED = {"size.minilm.linear_weights": 10_765_056, "size.minilm.other_params"
             "llm.config.num_hidden_layers": 30, "llm.config.num_attention_heads": 9,
             "llm.config.num_key_value_heads": 3, "llm.config.hidden_size": 576, "llm.config.head_dim": 64,
             "llm.kv_cache.batch": 4, "llm.kv_cache.tokens": 128, "llm.kv_cache.bytes_per_number": 4,
-            "llm.kv_cache.batch_bytes": 23_592_960}
+            "llm.kv_cache.batch_bytes": 23_592_960, "quant.roundtrip.mse_b8": 2.598e-06,
+            "quant.roundtrip.mse_b6": 4.266e-05, "quant.roundtrip.mse_b4": 7.503e-04,
+            "quant.roundtrip.mse_b3": 3.286e-03, "quant.roundtrip.mse_b2": 8.138e-03}
 
 
 @pytest.fixture

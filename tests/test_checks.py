@@ -118,6 +118,7 @@ CORRECT = {
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
+    "predicted_mse": lambda mse8, bits: mse8 * ((2**8 - 1) / (2**bits - 1)) ** 2,
     "low_rank": lambda w, r: _low_rank(w, r),
     "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
     "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
@@ -204,6 +205,10 @@ WRONG = {
     "quantize_dequantize": [lambda x, s, z, bits: torch.round(x / s) + z,  # never dequantized
                             lambda x, s, z, bits: (torch.round(x / s) + z - z) * s,  # no clamp
                             lambda x, s, z, bits: x],
+    "predicted_mse": [lambda mse8, bits: mse8 * 2 ** (8 - bits),  # grows with the step, not its square
+                      lambda mse8, bits: mse8 * 4 ** (8 - bits),  # 2^bits steps instead of 2^bits - 1: 23% off at 3
+                      lambda mse8, bits: mse8 / ((2**8 - 1) / (2**bits - 1)) ** 2,  # shrinks
+                      lambda mse8, bits: 7.5e-4],  # one measurement typed in
     "symmetric_scales": [lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
                          lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
                          lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)],  # per column
