@@ -109,7 +109,10 @@ MEASURED = {"size.minilm.linear_weights": 10_765_056, "size.minilm.other_params"
             "llm.kv_cache.batch": 4, "llm.kv_cache.tokens": 128, "llm.kv_cache.bytes_per_number": 4,
             "llm.kv_cache.batch_bytes": 23_592_960, "quant.roundtrip.mse_b8": 2.598e-06,
             "quant.roundtrip.mse_b6": 4.266e-05, "quant.roundtrip.mse_b4": 7.503e-04,
-            "quant.roundtrip.mse_b3": 3.286e-03, "quant.roundtrip.mse_b2": 8.138e-03}
+            "quant.roundtrip.mse_b3": 3.286e-03, "quant.roundtrip.mse_b2": 8.138e-03, "lowrank.teacher.layers": 6,
+            "lowrank.teacher.hidden": 384, "lowrank.teacher.intermediate": 1536,
+            "lowrank.64.encoder_linear_weights": 2_654_208, "lowrank.128.encoder_linear_weights": 5_308_416,
+            "lowrank.192.encoder_linear_weights": 7_962_624}
 
 
 @pytest.fixture

@@ -120,6 +120,7 @@ CORRECT = {
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
     "predicted_mse": lambda mse8, bits: mse8 * ((2**8 - 1) / (2**bits - 1)) ** 2,
     "low_rank": lambda w, r: _low_rank(w, r),
+    "predicted_low_rank_weights": lambda shapes, r: sum(min(r * (o + i), o * i) for o, i in shapes),
     "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
     "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
@@ -212,6 +213,10 @@ WRONG = {
     "symmetric_scales": [lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
                          lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
                          lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)],  # per column
+    "predicted_low_rank_weights": [lambda shapes, r: sum(r * (o + i) for o, i in shapes),  # every layer factorised
+                                   lambda shapes, r: sum(r * max(o, i) for o, i in shapes),
+                                   lambda shapes, r: sum(r * r + r * (o + i) for o, i in shapes),  # a core S too
+                                   lambda shapes, r: 5_308_416],  # one measurement typed in
     "low_rank": [lambda w, r: _low_rank(w, r, "no_s"),
                  lambda w, r: _low_rank(w, r, "smallest"),
                  lambda w, r: (w[:, :r], torch.eye(r, w.shape[1])),  # the first columns, not the best rank r

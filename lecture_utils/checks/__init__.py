@@ -25,7 +25,7 @@ from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity
 from .lesson05 import predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, predicted_mse, quantize_dequantize, symmetric_scales
 from .lesson07 import imp_round, paired_verdict, snip_mask
-from .lesson08 import low_rank, sparse_int8_bytes
+from .lesson08 import low_rank, predicted_low_rank_weights, sparse_int8_bytes
 from .lesson09 import kv_cache_bytes, predicted_cache_bytes, quantize_groups, smooth_scales, wanda_mask
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
     # predict, then measure
     "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes", "predicted_mse",
+    "predicted_low_rank_weights",
 ]
