@@ -371,3 +371,23 @@ def global_snip_masks(weights: list[torch.Tensor], grads: list[torch.Tensor], ke
     flat = torch.cat([s.flatten() for s in scores])
     kept = _top_k_mask(flat, torch.ones_like(flat, dtype=torch.bool), round(keep * flat.numel()))
     return [m.view_as(s) for m, s in zip(kept.split([s.numel() for s in scores]), scores, strict=True)]
+
+
+def paired_verdict(ticket, control) -> str:
+    """Which of two methods is better over seeds, judged on the per-seed differences ``ticket − control`` (the same
+    seed shares the data order and θ0): ``"ticket"`` if their mean is more than twice its standard error (standard
+    deviation with n − 1, over √n), ``"control"`` if it is below minus twice, else ``"tie"`` — also with fewer than
+    two seeds, where the noise cannot be estimated."""
+    ticket, control = torch.as_tensor(ticket, dtype=torch.float64), torch.as_tensor(control, dtype=torch.float64)
+    if ticket.dim() != 1 or ticket.shape != control.shape:
+        raise ValueError(f"ticket and control must be 1-d with one entry per seed, in the same order; got shapes "
+                         f"{tuple(ticket.shape)} and {tuple(control.shape)}")
+    if len(ticket) < 2:
+        return "tie"
+    diff = ticket - control
+    mean, stderr = diff.mean().item(), diff.std().item() / len(diff) ** 0.5
+    if mean > 2 * stderr:
+        return "ticket"
+    if mean < -2 * stderr:
+        return "control"
+    return "tie"

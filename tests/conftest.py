@@ -97,3 +97,26 @@ def hang_guard():
             signal.signal(signal.SIGALRM, old)
 
     return guard
+
+
+# What a notebook has recorded (lu.record) when a prediction exercise's check runs: the measurement it compares with.
+# Values of one laptop-scale run; the checks that read them are tested against these.
+MEASURED = {"size.minilm.linear_weights": 10_765_056, "size.minilm.other_params": 11_948_930,
+            "size.minilm.int8_linear_mb": 58.631445, "distill.teacher.embedding_share": 0.5247,
+            "distill.student3.kept_fraction": 0.5, "distill.student3.size_ratio": 1.3056,
+            "llm.config.num_hidden_layers": 30, "llm.config.num_attention_heads": 9,
+            "llm.config.num_key_value_heads": 3, "llm.config.hidden_size": 576, "llm.config.head_dim": 64,
+            "llm.kv_cache.batch": 4, "llm.kv_cache.tokens": 128, "llm.kv_cache.bytes_per_number": 4,
+            "llm.kv_cache.batch_bytes": 23_592_960, "quant.roundtrip.mse_b8": 2.598e-06,
+            "quant.roundtrip.mse_b6": 4.266e-05, "quant.roundtrip.mse_b4": 7.503e-04,
+            "quant.roundtrip.mse_b3": 3.286e-03, "quant.roundtrip.mse_b2": 8.138e-03, "lowrank.teacher.layers": 6,
+            "lowrank.teacher.hidden": 384, "lowrank.teacher.intermediate": 1536,
+            "lowrank.64.encoder_linear_weights": 2_654_208, "lowrank.128.encoder_linear_weights": 5_308_416,
+            "lowrank.192.encoder_linear_weights": 7_962_624}
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """This kernel's recorded results replaced by :data:`MEASURED` (restored after the test)."""
+    monkeypatch.setattr(lu.results, "_recorded", dict(MEASURED))
+    return dict(MEASURED)

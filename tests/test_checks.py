@@ -69,6 +69,25 @@ def _row_mask(score, s):
     return mask
 
 
+def _paired(t, c, noise):
+    d = t - c
+    if len(d) < 2:
+        return "tie"
+    return "ticket" if d.mean() > 2 * noise(d) else "control" if d.mean() < -2 * noise(d) else "tie"
+
+
+def _unpaired_verdict(t, c):
+    if len(t) < 2:
+        return "tie"
+    m, se = t.mean() - c.mean(), (t.var() / len(t) + c.var() / len(c)) ** 0.5
+    return "ticket" if m > 2 * se else "control" if m < -2 * se else "tie"
+
+
+def _cache(cfg, batch, tokens, b, kv="num_key_value_heads", head_dim=True):
+    size = cfg.head_dim if head_dim else cfg.hidden_size // cfg.num_attention_heads  # the latter: not always so
+    return 2 * cfg.num_hidden_layers * getattr(cfg, kv) * size * batch * tokens * b
+
+
 def _all_param_sparsity(m):
     return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
 
@@ -81,27 +100,33 @@ CORRECT = {
     "adam_training_bytes": lambda n: 16 * n,
     "embedding_share": lambda m: sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
     / sum(p.numel() for p in m.parameters()),
+    "predicted_int8_mb": lambda linear, other: (linear + 4 * other) / 1e6,
     "xor_success": lambda logits, y: ((logits > 0) == (y > 0.5)).all(dim=-1),
     "effective_rank": lambda s, e: int(((s.sort(descending=True).values ** 2).cumsum(0) / (s**2).sum() < e - 1e-9)
                                        .sum()) + 1,
     "imp_round": _imp_round,
     "snip_mask": _snip_mask,
+    "paired_verdict": lambda t, c: lu.lottery.paired_verdict(t, c),
     "kd_loss": lambda s, t, y, T, a: a * T * T * torch.nn.functional.kl_div(
         torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="batchmean")
     + (1 - a) * torch.nn.functional.cross_entropy(s, y),
     "layer_map": lambda n_s, n_t: [(m + 1) * (n_t // n_s) - 1 for m in range(n_s)],
+    "predicted_size_ratio": lambda share, kept: 1 / (share + (1 - share) * kept),
     "magnitude_mask": _magnitude_mask,
     "matrix_sparsity": lambda m: lu.measure.sparsity(m),
     "csr_nbytes": lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (rows + 1) * ib,
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
+    "predicted_mse": lambda mse8, bits: mse8 * ((2**8 - 1) / (2**bits - 1)) ** 2,
     "low_rank": lambda w, r: _low_rank(w, r),
+    "predicted_low_rank_weights": lambda shapes, r: sum(min(r * (o + i), o * i) for o, i in shapes),
     "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
     "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
     "quantize_groups": lambda w, bits, g: _quantize_groups(w, bits, g),
     "kv_cache_bytes": lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b,
+    "predicted_cache_bytes": lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b),
     "wanda_mask": lambda w, x, s: _row_mask(w.abs() * x, s),
     "smooth_scales": lambda a, w, alpha: a**alpha / w ** (1 - alpha),
 }
@@ -134,6 +159,10 @@ WRONG = {
                         / sum(p.numel() for p in m.parameters()),
                         lambda m: 100 * sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
                         / sum(p.numel() for p in m.parameters())],
+    "predicted_int8_mb": [lambda linear, other: (linear + other) / 1e6,  # everything in int8
+                          lambda linear, other: linear / 1e6,  # the rest forgotten
+                          lambda linear, other: (linear + 4 * other) / 2**20,  # MiB
+                          lambda linear, other: 58.63],  # our model's measurement, typed in: the small model fails
     "xor_success": [lambda logits, y: ((logits > 0) == (y > 0.5)).any(dim=-1),  # one right point is not enough
                     lambda logits, y: ((logits > 0) == (y > 0.5)).float().mean() > 0.5,  # one answer for all
                     lambda logits, y: ((logits > 0) == (y > 0.5)).float().mean(dim=-1) >= 0.75],
@@ -152,6 +181,11 @@ WRONG = {
     "csr_nbytes": [lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + rows * ib,  # forgets the last row pointer
                    lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (cols + 1) * ib,
                    lambda rows, cols, nnz, vb, ib: rows * cols * vb],
+    "paired_verdict": [_unpaired_verdict,  # the two means against their own noise: blind to pairing
+                       lambda t, c: _paired(t, c, noise=lambda d: d.std()),  # standard deviation, not error
+                       lambda t, c: "ticket" if (t - c).mean() > 0 else "control",  # no noise at all
+                       lambda t, c: _paired(c, t, noise=lambda d: d.std() / len(d) ** 0.5),  # swapped
+                       lambda t, c: (t - c).mean()],  # a number, not a verdict
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²
@@ -161,6 +195,10 @@ WRONG = {
                     torch.log_softmax(s / T, -1), torch.softmax(t / T, -1), reduction="sum")
                 + (1 - a) * torch.nn.functional.cross_entropy(s, y),
                 lambda s, t, y, T, a: torch.nn.functional.cross_entropy(s, y)],
+    "predicted_size_ratio": [lambda share, kept: 1 / kept,  # everything shrinks with the layers
+                             lambda share, kept: share + (1 - share) * kept,  # student / teacher
+                             lambda share, kept: 1 / ((1 - share) + share * kept),  # the shares swapped
+                             lambda share, kept: 1.31],  # our measurement typed in: the small BERT fails
     "layer_map": [lambda n_s, n_t: [m * (n_t // n_s) for m in range(n_s)],  # first of each block
                   lambda n_s, n_t: list(range(n_s))],
     "affine_qparams": [lambda lo, hi, bits: ((hi - lo) / (2**bits - 1), 0),  # range not widened, no zero point
@@ -168,9 +206,17 @@ WRONG = {
     "quantize_dequantize": [lambda x, s, z, bits: torch.round(x / s) + z,  # never dequantized
                             lambda x, s, z, bits: (torch.round(x / s) + z - z) * s,  # no clamp
                             lambda x, s, z, bits: x],
+    "predicted_mse": [lambda mse8, bits: mse8 * 2 ** (8 - bits),  # grows with the step, not its square
+                      lambda mse8, bits: mse8 * 4 ** (8 - bits),  # 2^bits steps instead of 2^bits - 1: 23% off at 3
+                      lambda mse8, bits: mse8 / ((2**8 - 1) / (2**bits - 1)) ** 2,  # shrinks
+                      lambda mse8, bits: 7.5e-4],  # one measurement typed in
     "symmetric_scales": [lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
                          lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
                          lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)],  # per column
+    "predicted_low_rank_weights": [lambda shapes, r: sum(r * (o + i) for o, i in shapes),  # every layer factorised
+                                   lambda shapes, r: sum(r * max(o, i) for o, i in shapes),
+                                   lambda shapes, r: sum(r * r + r * (o + i) for o, i in shapes),  # a core S too
+                                   lambda shapes, r: 5_308_416],  # one measurement typed in
     "low_rank": [lambda w, r: _low_rank(w, r, "no_s"),
                  lambda w, r: _low_rank(w, r, "smallest"),
                  lambda w, r: (w[:, :r], torch.eye(r, w.shape[1])),  # the first columns, not the best rank r
@@ -189,6 +235,11 @@ WRONG = {
     "quantize_groups": [lambda w, bits, g: _quantize_groups(w, bits, w.shape[1]),  # one scale per row
                         lambda w, bits, g: _quantize_groups(w, bits, g, widen=False),  # range not widened to 0
                         lambda w, bits, g: _quantize_groups(w.flatten()[None], bits, w.numel()).view_as(w)],
+    "predicted_cache_bytes": [lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, kv="num_attention_heads"),
+                              lambda cfg, batch, tokens, b: _cache(cfg, 1, tokens, b),  # one sequence
+                              lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b) / 2,  # keys only
+                              lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, head_dim=False),
+                              lambda cfg, batch, tokens, b: 23_592_960],  # our measurement typed in
     "kv_cache_bytes": [lambda n_layers, kv, hd, tokens, b: n_layers * kv * hd * tokens * b,  # keys only
                        lambda n_layers, kv, hd, tokens, b: 2 * n_layers * 9 * hd * tokens * b,  # query heads
                        lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b * 8],  # bits
@@ -202,7 +253,7 @@ WRONG = {
 
 
 @pytest.fixture(autouse=True)
-def lenient(monkeypatch):
+def lenient(monkeypatch, measured):  # `measured`: what the notebooks record before a prediction check runs
     monkeypatch.delenv(checks.STRICT_ENV, raising=False)
 
 
@@ -374,6 +425,7 @@ REFERENCES = {  # the course's reference for each exercise whose function later 
     "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,
     "quantize_dequantize": lu.quantize.quantize_dequantize, "imp_round": lu.lottery.prune_and_rewind,
     "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
+    "paired_verdict": lu.lottery.paired_verdict,
     "sparse_int8_bytes": lu.combine.sparse_int8_bytes,
 }
 
@@ -396,6 +448,7 @@ def test_the_course_reference_passes_its_check(name, capsys):
     lambda: lu.lottery.prune_and_rewind(torch.ones(2, 2), torch.ones(2, 3), torch.ones(2, 2, dtype=torch.bool), 0.2),
     lambda: lu.lottery.global_snip_masks([torch.ones(2)], [], 0.5),
     lambda: lu.lottery.global_snip_masks([torch.ones(2)], [torch.ones(2)], 0.0),
+    lambda: lu.lottery.paired_verdict([0.5, 0.6], [0.5]), lambda: lu.lottery.paired_verdict([[0.5]], [[0.5]]),
 ])
 def test_references_reject_bad_input_with_a_clear_error(call):
     with pytest.raises(ValueError, match="must"):
@@ -424,3 +477,16 @@ def test_a_graded_failure_shows_the_verdict_not_a_traceback(monkeypatch, capsys)
 def test_the_harness_docstring_examples_run():
     result = doctest.testmod(checks.harness)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_a_prediction_check_needs_the_measurement_and_explains_the_gap(monkeypatch, measured, capsys):
+    monkeypatch.setattr(lu.results, "_recorded", {})
+    assert not checks.predicted_int8_mb(CORRECT["predicted_int8_mb"])
+    assert "has not been measured yet" in capsys.readouterr().out
+    monkeypatch.setattr(lu.results, "_recorded", measured)
+    assert checks.predicted_int8_mb(CORRECT["predicted_int8_mb"])
+    assert "measured 58.63 MB" in capsys.readouterr().out
+    assert not checks.predicted_int8_mb(WRONG["predicted_int8_mb"][0])
+    assert "only the Linear layers' weight matrices" in capsys.readouterr().out
+    assert not checks.predicted_cache_bytes(WRONG["predicted_cache_bytes"][0])
+    assert "grouped-query attention" in capsys.readouterr().out

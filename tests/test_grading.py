@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import MEASURED
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from lecture_utils import release, runner
@@ -65,6 +66,14 @@ WRONG = {
                        "return (torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1) - zero) * scale",
     "smooth_scales": "return act_absmax**alpha / weight_absmax**alpha",
     "wanda_mask": "return w.abs() >= w.abs().median()",
+    # predict, then measure
+    "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
+    "predicted_size_ratio": "return 1 / kept_fraction",
+    "paired_verdict": "return 'ticket' if ticket.mean() > control.mean() else 'control'",
+    "predicted_cache_bytes": "return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * "
+                             "batch * tokens * bytes_per_number",
+    "predicted_mse": "return mse_8bit * 2 ** (8 - bits)",
+    "predicted_low_rank_weights": "return sum(rank * (o + i) for o, i in linear_shapes)",
 }
 
 
@@ -108,7 +117,9 @@ def submissions(source: nbformat.NotebookNode, one_wrong: bool = False) -> dict[
 def exercises_notebook() -> nbformat.NotebookNode:
     """Every exercise of every lesson (solution cell and check cell, with their nbgrader metadata) in one notebook."""
     cells = [new_markdown_cell("# Every exercise of the course"),
-             new_code_cell("import math\n\nimport numpy as np\nimport torch\n\nimport lecture_utils as lu")]
+             new_code_cell("import math\n\nimport numpy as np\nimport torch\n\nimport lecture_utils as lu"),
+             new_code_cell("# what the lessons record before their prediction checks (what those compare with)\n"
+                           + "\n".join(f"lu.record({k!r}, {v!r}, quiet=True)" for k, v in MEASURED.items()))]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         for ex in release.exercises(nb):

@@ -18,10 +18,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED_RESULTS = {
     "00_welcome": {"teacher.test_accuracy", "teacher.train_seconds", "teacher.params", "teacher.size_mb",
                    "teacher.latency_ms"},
-    "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound"},
+    "01_size_problem": {"size.minilm.params", "size.minilm.embedding_share", "size.minilm.int8_linear_bound",
+                        "size.minilm.int8_linear_mb"},
     "03_distillation": {"distill.scratch.test_accuracy", "distill.hard_only.test_accuracy", "distill.kd.test_accuracy",
                         "distill.kd_intermediate.test_accuracy", "distill.small.test_accuracy", "distill.retention",
-                        "distill.speedup"},
+                        "distill.speedup", "distill.student3.size_ratio"},
     "02_why_compression_works": {"overparam.xor.success.w2", "overparam.xor.success.w16"},
     "04_pruning_weights": {"prune.dense.test_accuracy", "prune.global50_ft.test_accuracy",
                            "prune.global90_iter.test_accuracy", "prune.global90_oneshot.test_accuracy",
@@ -53,7 +54,7 @@ EXPECTED_RESULTS = {
                             "llm.gptq.w4_g64.ppl", "llm.gptq.w3_g64.ppl", "llm.magnitude50.ppl", "llm.wanda50.ppl",
                             "llm.wanda_2of4.ppl", "llm.w8a8_naive.ppl", "llm.w8a8_smoothquant.ppl",
                             "llm.kv_cache.bytes_per_token", "llm.kv_cache.measured_bytes_per_token",
-                            "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup"},
+                            "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup", "llm.kv_cache.batch_bytes"},
 }
 
 

@@ -18,15 +18,15 @@ checks live in ``lessonNN`` and import only what that lesson teaches. Notebook N
 
 from .harness import CASE_TIMEOUT_S, NBGRADER_ENV, STRICT_ENV, CheckFailed, CheckResult, use
 from .lesson00 import accuracy, predicted_size_mb, speedup
-from .lesson01 import adam_training_bytes, embedding_share, weight_bytes
+from .lesson01 import adam_training_bytes, embedding_share, predicted_int8_mb, weight_bytes
 from .lesson02 import effective_rank, xor_success
-from .lesson03 import kd_loss, layer_map
+from .lesson03 import kd_loss, layer_map, predicted_size_ratio
 from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity
 from .lesson05 import predicted_speedup, symmetric_layers
-from .lesson06 import affine_qparams, quantize_dequantize, symmetric_scales
-from .lesson07 import imp_round, snip_mask
-from .lesson08 import low_rank, sparse_int8_bytes
-from .lesson09 import kv_cache_bytes, quantize_groups, smooth_scales, wanda_mask
+from .lesson06 import affine_qparams, predicted_mse, quantize_dequantize, symmetric_scales
+from .lesson07 import imp_round, paired_verdict, snip_mask
+from .lesson08 import low_rank, predicted_low_rank_weights, sparse_int8_bytes
+from .lesson09 import kv_cache_bytes, predicted_cache_bytes, quantize_groups, smooth_scales, wanda_mask
 
 __all__ = [
     "CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "use", "accuracy",
@@ -34,4 +34,7 @@ __all__ = [
     "effective_rank", "kd_loss", "layer_map", "magnitude_mask", "matrix_sparsity", "csr_nbytes", "symmetric_layers",
     "predicted_speedup", "affine_qparams", "quantize_dequantize", "symmetric_scales", "imp_round", "snip_mask",
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
+    # predict, then measure
+    "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes", "predicted_mse",
+    "predicted_low_rank_weights",
 ]

@@ -260,3 +260,36 @@ def tensor_like(value: Any, shape: torch.Size, what: str) -> torch.Tensor:
         raise Wrong(f"{what} should have the weight's shape {tuple(shape)}, got {tuple(value.shape)}.")
     return value
 
+
+
+def measured(key: str, what: str) -> float:
+    """A number this kernel's notebook recorded with ``lu.record`` (a prediction exercise's measurement); feedback
+    naming ``what`` when the cell that measures it has not run yet."""
+    from ..results import recorded
+
+    value = recorded().get(key)
+    if value is None:
+        raise Wrong(f"{what} has not been measured yet: run the cells above this check first (the one that "
+                     f"records {key!r}).")
+    return value
+
+
+def predicted(got: float, want: float, what: str, rel: float, gap: str = "") -> None:
+    """Feedback unless the prediction ``got`` is within ``rel`` (relative) of the measurement ``want``; ``gap``
+    says what a prediction outside the tolerance has missed."""
+    if not math.isclose(got, want, rel_tol=rel):
+        off = f"{100 * (got / want - 1):+.1f}%" if want else "off"
+        raise Wrong(f"{what}: you predicted {got:.4g}, measured {want:.4g} ({off}, more than the ±{100 * rel:g}% "
+                     f"allowed).{' ' + gap if gap else ''}")
+
+
+def verdict(title: str, cases: list[Callable[[], None]], hint: str, explain: Callable[[], str]) -> CheckResult:
+    """:func:`run_cases` for a prediction: after a pass, also print ``explain()`` (prediction against measurement,
+    and what the remaining gap is)."""
+    result = run_cases(title, cases, hint)
+    if result.passed:
+        try:
+            print("   " + explain())
+        except Exception:  # noqa: BLE001 - the explanation is a bonus; the verdict stands without it
+            pass
+    return result

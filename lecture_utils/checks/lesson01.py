@@ -1,4 +1,5 @@
-"""Checks of lesson 01, the size problem: bytes of weights, of Adam training, the embeddings' share."""
+"""Checks of lesson 01, the size problem: bytes of weights, of Adam training, the embeddings' share; the predicted
+size of int8 Linear layers against the measured file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from .. import memory
-from .harness import CheckResult, Wrong, call, close, number, run_cases
+from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, verdict
 
 
 def weight_bytes(fn: Callable[[int, int], float]) -> CheckResult:
@@ -64,3 +65,52 @@ def embedding_share(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
     return run_cases("embedding_share", [case(1000, 16, 2), case(30522, 32, 1), case(50, 64, 4)],
                 "walk over model.named_parameters(); the embeddings' parameters have 'embeddings' in their name. "
                 "Divide their element count (numel) by the total.")
+
+
+INT8_TOLERANCE = 0.02  # the file also holds names, shapes and one scale and zero point per quantized matrix
+
+
+def predicted_int8_mb(fn: Callable[[int, int], float]) -> CheckResult:
+    """Check ``fn(linear_weights, other_params) -> predicted MB on disk`` once the ``nn.Linear`` weights are stored in
+    int8 and every other parameter stays fp32, against files measured here: a small model quantized by the check,
+    and the lesson's own model (measured and recorded by the notebook), each within ``INT8_TOLERANCE``."""
+    from ..measure import size_mb
+    from ..quantize import dynamic_int8
+
+    def judge(linear: int, other: int, want: float, where: str):
+        got = number(call(fn, linear, other), "predicted size")
+        if math.isclose(got, (linear + other) / 1e6, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} MB stores every parameter in one byte, but only the Linear layers' "
+                         "weight matrices are quantized; the rest stays fp32.")
+        if math.isclose(got, linear / 1e6, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} MB counts the int8 weights only; the other parameters are still in "
+                         "the file, in fp32.")
+        if math.isclose(got, 4 * (linear + other) / 1e6, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} MB is the fp32 size of the whole model.")
+        predicted(got, want, where, INT8_TOLERANCE, "Count the bytes per parameter of each part (int8: 1, fp32: 4), "
+                  "then convert to MB (10^6 bytes).")
+
+    def small_model():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Embedding(3000, 64), torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                    torch.nn.Linear(256, 64))
+        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        other = sum(p.numel() for p in model.parameters()) - linear
+        judge(linear, other, size_mb(dynamic_int8(model)), "a small model (an embedding table and two Linear "
+              "layers) quantized by the check")
+
+    def lesson_model():
+        linear = int(measured("size.minilm.linear_weights", "the Linear weights of our model"))
+        other = int(measured("size.minilm.other_params", "the other parameters of our model"))
+        judge(linear, other, measured("size.minilm.int8_linear_mb", "the int8 file"), "our model")
+
+    def explain() -> str:
+        linear, other = int(measured("size.minilm.linear_weights", "")), int(measured("size.minilm.other_params", ""))
+        got = number(call(fn, linear, other), "")
+        want = measured("size.minilm.int8_linear_mb", "")
+        return (f"our model: predicted {got:.2f} MB, measured {want:.2f} MB ({100 * (want / got - 1):+.2f}%): the "
+                "file also stores each tensor's name and shape, and a scale and zero point per int8 matrix.")
+
+    return verdict("predicted_int8_mb", [small_model, lesson_model],
+                   "the file holds the int8 weight matrices at one byte per weight and every other parameter "
+                   "(embeddings, biases, LayerNorm) at four; MB means 10^6 bytes.", explain)

@@ -1,4 +1,5 @@
-"""Checks of lesson 03, distillation: Hinton's loss, the student-to-teacher layer map."""
+"""Checks of lesson 03, distillation: Hinton's loss, the student-to-teacher layer map; the student's predicted size
+ratio against the measured files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, close, number, run_cases
+from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, verdict
 
 
 def kd_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
@@ -57,3 +58,57 @@ def layer_map(fn: Callable[[int, int], list]) -> CheckResult:
     return run_cases("layer_map", [case(3, 6), case(1, 6), case(4, 12), case(6, 6), case(2, 8)],
                 "the teacher has k = n_teacher / n_student layers per student layer; student layer m (counting from "
                 "0) learns from the last teacher layer of its block of k.")
+
+
+SIZE_RATIO_TOLERANCE = 0.02  # the head (pooler and classifier) and each file's names and shapes are left out
+
+
+def predicted_size_ratio(fn: Callable[[float, float], float]) -> CheckResult:
+    """Check ``fn(embedding_share, kept_fraction) -> predicted teacher size / student size`` for a student that keeps
+    the embeddings and a fraction of the encoder's layers, against sizes on disk measured here: a small BERT and its
+    student built by the check, and the lesson's teacher and 3-layer student (recorded by the notebook), each within
+    ``SIZE_RATIO_TOLERANCE``."""
+    from ..distill import student_from_teacher
+    from ..measure import parameters_by_component, size_mb
+
+    def judge(share: float, kept: float, want: float, where: str):
+        got = number(call(fn, share, kept), "predicted size ratio")
+        if math.isclose(got, 1 / kept, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} assumes the whole model shrinks with its layers; the embeddings "
+                         "stay whole.")
+        if got < 1:
+            raise Wrong(f"{where}: {got:.4g} is below 1, so the smaller student would be the larger file. A ratio "
+                         "here is teacher size / student size.")
+        if math.isclose(got, 1 / ((1 - share) + share * kept), rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} shrinks the embeddings with the layers and keeps the encoder whole; "
+                         "it is the other way round.")
+        predicted(got, want, where, SIZE_RATIO_TOLERANCE, "Split the teacher (call its size 1) into the part the "
+                  "student keeps whole and the part that shrinks with the layers kept.")
+
+    def small_bert():
+        from transformers import BertConfig, BertForSequenceClassification
+
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=3000, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                         intermediate_size=128, max_position_embeddings=64)
+        teacher = BertForSequenceClassification(cfg)
+        parts = parameters_by_component(teacher)
+        want = size_mb(teacher) / size_mb(student_from_teacher(teacher, [0, 2]))
+        judge(parts["embeddings"] / parts["total"], 0.5, want, "a small BERT (4 layers) and a 2-layer student built "
+              "by the check")
+
+    def lesson_students():
+        share = measured("distill.teacher.embedding_share", "the teacher's embedding share")
+        kept = measured("distill.student3.kept_fraction", "the student's fraction of layers")
+        judge(share, kept, measured("distill.student3.size_ratio", "the size ratio"), "our teacher and student")
+
+    def explain() -> str:
+        share = measured("distill.teacher.embedding_share", "")
+        kept = measured("distill.student3.kept_fraction", "")
+        got, want = number(call(fn, share, kept), ""), measured("distill.student3.size_ratio", "")
+        return (f"our student: predicted {got:.3f}×, measured {want:.3f}× ({100 * (want / got - 1):+.2f}%): the "
+                "pooler and classifier, which the student also keeps whole, are a sliver of the model.")
+
+    return verdict("predicted_size_ratio", [small_bert, lesson_students],
+                   "the student copies the embeddings (and the small head) whole and keeps only some of the encoder's "
+                   "layers. Work out the student's size as a fraction of the teacher's, then invert it.", explain)

@@ -1,4 +1,5 @@
-"""Checks of lesson 06, quantization: affine qparams, the quantize-dequantize round trip, symmetric per-row scales."""
+"""Checks of lesson 06, quantization: affine qparams, the quantize-dequantize round trip, symmetric per-row scales;
+the predicted growth of the round-trip error against the measured one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, as_tensor, call, close, number, run_cases
+from .harness import CheckResult, Wrong, as_tensor, call, close, measured, number, predicted, run_cases, verdict
 
 
 def affine_qparams(fn: Callable[[float, float, int], tuple]) -> CheckResult:
@@ -83,3 +84,51 @@ def symmetric_scales(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckRe
     return run_cases("symmetric_scales", [case(4, 10, 8), case(16, 3, 4), case(1, 50, 2), case(7, 7, 3)],
                 "for each row, take its largest absolute value; the symmetric range [-max, max] is spread over "
                 "q_max - q_min = 2^bits - 1 steps of a signed integer.")
+
+
+MSE_TOLERANCE = 0.10  # rounding error spread evenly over a step: close while a step is small next to the weights
+MSE_BITS = (6, 4, 3)  # at 2 bits the even spread no longer holds (the notebook shows how far off it is)
+
+
+def predicted_mse(fn: Callable[[float, int], float]) -> CheckResult:
+    """Check ``fn(mse_8bit, bits) -> predicted mean squared round-trip error at ``bits`` bits`` (affine, one scale per
+    tensor, the same range) against errors measured here: a random Gaussian matrix, and the lesson's weight matrix
+    (measured and recorded by the notebook), at 6, 4 and 3 bits, each within ``MSE_TOLERANCE``."""
+    from ..quantize import roundtrip_error
+
+    def judge(mse8: float, bits: int, want: float, where: str):
+        got = number(call(fn, mse8, bits), "predicted mean squared error")
+        if math.isclose(got, mse8 * (2 ** (8 - bits)), rel_tol=1e-3):
+            raise Wrong(f"{where}, {bits} bits: {got:.3g} grows with the step; the *squared* error grows with the "
+                         "step squared.")
+        if math.isclose(got, mse8 * 4 ** (8 - bits), rel_tol=1e-3) and not math.isclose(got, want, rel_tol=0.1):
+            raise Wrong(f"{where}, {bits} bits: {got:.3g} is {100 * (got / want - 1):+.0f}% off. Four times per bit "
+                         "is the rough rule; count the steps exactly: 2^bits levels leave 2^bits − 1 steps across "
+                         "the range.")
+        predicted(got, want, f"{where}, {bits} bits", MSE_TOLERANCE, "How does the step change with the bits when "
+                  "the range stays the same, and how does a squared error change with the step?")
+
+    def gaussian():
+        gen = torch.Generator().manual_seed(6)
+        w = torch.randn(256, 256, generator=gen) * 0.05
+        mse8 = roundtrip_error(w, 8)["mse"]
+        for bits in MSE_BITS:
+            judge(mse8, bits, roundtrip_error(w, bits)["mse"], "a random Gaussian matrix made by the check")
+
+    def lesson_matrix():
+        mse8 = measured("quant.roundtrip.mse_b8", "the 8-bit error of W")
+        for bits in MSE_BITS:
+            judge(mse8, bits, measured(f"quant.roundtrip.mse_b{bits}", f"the {bits}-bit error of W"), "W")
+
+    def explain() -> str:
+        mse8 = measured("quant.roundtrip.mse_b8", "")
+        parts = [f"{b} bits {number(call(fn, mse8, b), ''):.2e} vs {measured(f'quant.roundtrip.mse_b{b}', ''):.2e}"
+                 for b in (*MSE_BITS, 2)]
+        return ("W, predicted vs measured: " + "; ".join(parts) + ". At 2 bits the rule breaks: most weights round "
+                "to the level at 0.0 and their error is the weight itself, less than an even spread over a step "
+                "would give.")
+
+    return verdict("predicted_mse", [gaussian, lesson_matrix],
+                   "the range stays the same; only the number of integer steps across it changes with the bits. "
+                   "Rounding error is spread over one step, so the squared error scales with the step squared.",
+                   explain)

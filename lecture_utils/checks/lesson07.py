@@ -1,4 +1,5 @@
-"""Checks of lesson 07, lottery tickets: one round of iterative magnitude pruning, SNIP masks."""
+"""Checks of lesson 07, lottery tickets: one round of iterative magnitude pruning, SNIP masks; a paired verdict over
+seeds (is a difference more than the seed-to-seed noise?)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,36 @@ def snip_mask(fn: Callable[[list[torch.Tensor], list[torch.Tensor], float], list
                 "score every connection by the absolute value of gradient times weight, put the scores of all "
                 "layers in one long vector, keep the k largest (torch.topk), then cut the result back into one "
                 "mask per layer with each layer's shape.")
+
+
+def paired_verdict(fn: Callable[[torch.Tensor, torch.Tensor], str]) -> CheckResult:
+    """Check ``fn(ticket, control) -> "ticket" | "control" | "tie"`` on per-seed accuracies: the mean of the paired
+    differences against twice its standard error (see :func:`lecture_utils.lottery.paired_verdict`)."""
+    from ..lottery import paired_verdict as reference
+
+    def case(ticket: list[float], control: list[float], why: str = ""):
+        def run():
+            t, c = torch.tensor(ticket), torch.tensor(control)
+            got = call(fn, t.clone(), c.clone())
+            if not isinstance(got, str) or got.strip().lower() not in ("ticket", "control", "tie"):
+                raise Wrong(f'return one of the strings "ticket", "control" or "tie", got {got!r}.')
+            want = reference(t, c)
+            if got.strip().lower() != want:
+                diff = [round(100 * d, 1) for d in (t - c).tolist()]
+                raise Wrong(f"ticket {ticket}, control {control} (differences {diff} points): you said {got!r}, "
+                             f"expected {want!r}.{' ' + why if why else ''}")
+        return run
+
+    return run_cases("paired_verdict", [
+        case([0.60, 0.62, 0.61], [0.50, 0.51, 0.52]),
+        case([0.50, 0.52, 0.51], [0.60, 0.61, 0.62]),
+        case([0.60, 0.55, 0.58], [0.55, 0.59, 0.57], "The differences change sign: that is noise."),
+        case([0.50, 0.70, 0.60], [0.48, 0.675, 0.582], "The seeds differ a lot, but within each seed the ticket "
+             "wins by about 2 points every time: compare seed by seed, not the two means."),
+        case([0.64, 0.60, 0.62, 0.63, 0.61], [0.60, 0.60, 0.60, 0.60, 0.60], "Twice the standard *error* of the "
+             "mean (standard deviation / √n), not twice the standard deviation."),
+        case([0.7], [0.5], "One seed cannot show how large the noise is."),
+        case([0.55, 0.57], [0.50, 0.51]),
+    ], "subtract seed by seed (ticket − control); compare the mean of those differences with twice its standard "
+       "error, their standard deviation (n − 1) divided by √(number of seeds). With fewer than two seeds, say "
+       '"tie".')

@@ -1,4 +1,5 @@
-"""Checks of lesson 08, putting it together: low-rank factors, bytes of a sparse int8 weight."""
+"""Checks of lesson 08, putting it together: low-rank factors, bytes of a sparse int8 weight; the predicted weights of
+a factorised encoder against the measured model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, as_tensor, call, close, number, run_cases
+from .harness import CheckResult, Wrong, as_tensor, call, close, measured, number, predicted, run_cases, verdict
 
 
 def low_rank(fn: Callable[[torch.Tensor, int], tuple]) -> CheckResult:
@@ -73,3 +74,68 @@ def sparse_int8_bytes(fn: Callable[[int, int, int], int]) -> CheckResult:
                                       case(7, 9, 63)],
                 "three parts: one byte per non-zero value; one bit per position of the full matrix (rows × cols "
                 "bits, rounded up to whole bytes with math.ceil); and 4 bytes of float32 scale per row.")
+
+
+LOW_RANK_TOLERANCE = 0.0  # a count of weights: the prediction must be exact (up to float rounding)
+LOW_RANK_RANKS = (64, 128, 192)  # the ranks lesson 08 factorises its teacher at
+
+
+def _linear_weights(model: torch.nn.Module) -> int:
+    """Weights of the nn.Linear layers inside the encoder (a factorised layer's two thin ones included)."""
+    return sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+               and ".encoder." in f".{n}.")
+
+
+def _bert_shapes(layers: int, hidden: int, intermediate: int) -> list[tuple[int, int]]:
+    """(out, in) of every encoder Linear of a BERT: query, key, value, attention output, feed-forward in and out."""
+    return [(hidden, hidden)] * 4 * layers + [(intermediate, hidden), (hidden, intermediate)] * layers
+
+
+def predicted_low_rank_weights(fn: Callable[[list, int], float]) -> CheckResult:
+    """Check ``fn(linear_shapes, rank) -> predicted weights`` of the encoder's Linear layers (shapes ``(out, in)``)
+    once ``lu.lowrank.factorize_linears`` has factorised, at ``rank``, every one where that saves weights, against
+    models measured here: a small BERT factorised by the check, and the lesson's teacher at ranks 64, 128 and 192
+    (measured and recorded by the notebook). A count: it must be exact."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ..lowrank import factorize_linears
+
+    def judge(shapes: list, rank: int, want: float, where: str):
+        got = number(call(fn, [tuple(s) for s in shapes], rank), "predicted weights")
+        if math.isclose(got, sum(rank * (o + i) for o, i in shapes), rel_tol=1e-9) and not math.isclose(got, want):
+            raise Wrong(f"{where}, rank {rank}: {got:,.0f} factorises every layer, but a layer is replaced only "
+                         "where the two thin matrices hold fewer weights than the original.")
+        predicted(got, want, f"{where}, rank {rank}", LOW_RANK_TOLERANCE + 1e-9, "For each layer, compare the "
+                  "weights of the two factors with the original's and keep whichever is smaller.")
+
+    def small_bert():
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128, max_position_embeddings=16)
+        model = BertForSequenceClassification(cfg)
+        shapes = _bert_shapes(2, 32, 128)
+        for rank in (8, 16, 24):  # 32×32 breaks even at 16; 128×32 at 25.6
+            judge(shapes, rank, _linear_weights(factorize_linears(model, rank)), "a small BERT (hidden 32, "
+                  "feed-forward 128, 2 layers) factorised by the check")
+
+    def teacher_shapes() -> list[tuple[int, int]]:
+        return _bert_shapes(*(int(measured(f"lowrank.teacher.{k}", f"the teacher's {k}"))
+                              for k in ("layers", "hidden", "intermediate")))
+
+    def lesson_teacher():
+        shapes = teacher_shapes()
+        for rank in LOW_RANK_RANKS:
+            judge(shapes, rank, measured(f"lowrank.{rank}.encoder_linear_weights", f"the rank-{rank} model"),
+                  "our teacher")
+
+    def explain() -> str:
+        shapes = teacher_shapes()
+        dense = sum(o * i for o, i in shapes)
+        parts = [f"rank {r}: {measured(f'lowrank.{r}.encoder_linear_weights', '') / 1e6:.2f} M"
+                 for r in LOW_RANK_RANKS]
+        return (f"our teacher's encoder Linear weights: {dense / 1e6:.2f} M dense; " + ", ".join(parts)
+                + " — exactly as predicted: the biases and LayerNorms, outside this count, stay as they are.")
+
+    return verdict("predicted_low_rank_weights", [small_bert, lesson_teacher],
+                   "a factorised (out, in) layer holds rank × (in + out) weights instead of out × in; "
+                   "factorize_linears replaces a layer only where that is fewer.", explain)

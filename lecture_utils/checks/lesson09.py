@@ -1,4 +1,5 @@
-"""Checks of lesson 09, compressing LLMs: group-wise rounding, KV-cache bytes, Wanda masks, SmoothQuant scales."""
+"""Checks of lesson 09, compressing LLMs: group-wise rounding, KV-cache bytes (and a prediction of them from a config,
+against measured caches), Wanda masks, SmoothQuant scales."""
 
 from __future__ import annotations
 
@@ -7,7 +8,19 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, as_tensor, call, close, number, run_cases, tensor_like
+from .harness import (
+    CheckResult,
+    Wrong,
+    as_tensor,
+    call,
+    close,
+    measured,
+    number,
+    predicted,
+    run_cases,
+    tensor_like,
+    verdict,
+)
 
 
 def quantize_groups(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> CheckResult:
@@ -117,3 +130,65 @@ def smooth_scales(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
     return run_cases("smooth_scales", [case(8, 0.5), case(16, 0.8), case(5, 0.0), case(5, 1.0), case(32, 0.3)],
                 "the activation maximum to the power alpha, divided by the weight maximum to the power 1 - alpha, "
                 "channel by channel (element-wise on the two vectors).")
+
+
+CACHE_TOLERANCE = 0.01  # a transformers cache holds exactly keys and values: nothing to leave out
+
+
+def predicted_cache_bytes(fn: Callable[..., float]) -> CheckResult:
+    """Check ``fn(config, batch, tokens, bytes_per_number) -> predicted bytes of the KV cache`` after one forward
+    pass over ``batch`` sequences of ``tokens`` tokens, read from a transformers config, against caches measured
+    here: two small grouped-query Llamas run by the check, and the lesson's SmolLM2 (measured and recorded by the
+    notebook), each within ``CACHE_TOLERANCE``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ..llm import measured_cache_bytes
+
+    def judge(config, batch: int, tokens: int, nbytes: float, want: float, where: str):
+        got = number(call(fn, config, batch, tokens, nbytes), "predicted cache bytes")
+        kv, heads = config.num_key_value_heads, config.num_attention_heads
+        if kv != heads and math.isclose(got, want * heads / kv, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:,.0f} bytes is the cache with one key/value head per *query* head; "
+                         "grouped-query attention stores num_key_value_heads of them.")
+        if batch > 1 and math.isclose(got, want / batch, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:,.0f} bytes is the cache of one sequence; the batch holds {batch}.")
+        if math.isclose(got, want / 2, rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:,.0f} bytes stores the keys only; the values are cached too.")
+        predicted(got, want, where, CACHE_TOLERANCE, "Read the sizes from the config: layers, key/value heads and "
+                  "the size of one head (config.head_dim).")
+
+    def small_llama(heads: int, kv_heads: int, head_dim: int, layers: int, batch: int, tokens: int):
+        def run():
+            config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=32, num_attention_heads=heads,
+                                 num_key_value_heads=kv_heads, head_dim=head_dim, num_hidden_layers=layers)
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(config).eval()
+            with torch.no_grad():
+                out = model(input_ids=torch.randint(0, 64, (batch, tokens)), use_cache=True)
+            judge(config, batch, tokens, 4, measured_cache_bytes(out.past_key_values),
+                  f"a small Llama ({layers} layers, {heads} query heads sharing {kv_heads} key/value heads of size "
+                  f"{head_dim}), {batch} × {tokens} tokens in float32")
+        return run
+
+    def lesson_config():
+        names = ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size", "head_dim")
+        values = {n: int(measured(f"llm.config.{n}", f"the model's {n}")) for n in names}
+        return LlamaConfig(vocab_size=64, intermediate_size=64, **values)
+
+    def lesson_model():
+        config = lesson_config()
+        batch, tokens = int(measured("llm.kv_cache.batch", "the batch")), int(measured("llm.kv_cache.tokens", ""))
+        judge(config, batch, tokens, measured("llm.kv_cache.bytes_per_number", "the cache's number format"),
+              measured("llm.kv_cache.batch_bytes", "the cache"), f"SmolLM2, {batch} × {tokens} tokens")
+
+    def explain() -> str:
+        batch, tokens = int(measured("llm.kv_cache.batch", "")), int(measured("llm.kv_cache.tokens", ""))
+        got = number(call(fn, lesson_config(), batch, tokens, measured("llm.kv_cache.bytes_per_number", "")), "")
+        want = measured("llm.kv_cache.batch_bytes", "")
+        return (f"SmolLM2, {batch} × {tokens} tokens: predicted {got / 1e6:.2f} MB, measured {want / 1e6:.2f} MB: "
+                "the cache is exactly keys and values, so the arithmetic leaves nothing out.")
+
+    return verdict("predicted_cache_bytes", [small_llama(4, 2, 8, 2, 3, 7), small_llama(4, 1, 16, 3, 1, 5),
+                                             lesson_model],
+                   "one key and one value vector of head_dim numbers per layer, per key/value head, per token of "
+                   "every sequence in the batch; multiply by the bytes per number.", explain)
