@@ -68,3 +68,21 @@ def test_no_sys_path_tricks_in_notebooks():
         text = nb.read_text()
         assert "sys.path" not in text and "%cd" not in text, nb.name
         assert "import lecture_utils as lu" in text, nb.name
+
+
+def test_notebooks_are_committed_clean_and_valid():
+    """Committed without outputs (make course makes the executed copies), valid nbformat with an id on every cell
+    (nbformat will refuse cells without one), and unique ids (nbgrader and JupyterLab key on them)."""
+    import json
+
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        raw = json.loads(path.read_text())
+        nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
+        ids = [c.get("id") for c in raw["cells"]]
+        assert all(ids), f"{path.name}: cells {[i for i, x in enumerate(ids) if not x]} have no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+        for i, cell in enumerate(raw["cells"]):
+            if cell["cell_type"] == "code":
+                assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} cell {i} has outputs"
