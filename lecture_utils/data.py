@@ -319,6 +319,24 @@ def make_loaders(tokenized, tokenizer, batch_size: int, seed: int = 0) -> dict[s
     return loaders
 
 
+def by_length(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+    """An evaluation loader over the same tokenised examples as ``loader``, in order of length (shortest first,
+    ties in their original order), with the same batch size and padding: each batch is padded only to its own
+    longest text, so scoring costs fewer padded tokens; the predictions are the same, in the new order. Use the one
+    loader for every model you compare example by example (``lu.stats``)."""
+    if not isinstance(loader, torch.utils.data.DataLoader) or not hasattr(loader.dataset, "__getitem__"):
+        raise check.BadType(f"loader must be a DataLoader over a tokenised split (from make_loaders), got "
+                            f"{check.show(loader)}")
+    ds = loader.dataset
+    try:
+        lengths = [len(ids) for ids in ds["input_ids"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError("loader's dataset has no 'input_ids' column: by_length needs a tokenised split") from exc
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return torch.utils.data.DataLoader(ds, batch_size=loader.batch_size, sampler=order,
+                                       collate_fn=loader.collate_fn)
+
+
 def _check_tokenizer(tokenizer) -> None:
     if not callable(tokenizer) or not hasattr(tokenizer, "pad"):
         raise check.BadType(f"tokenizer must be a Hugging Face tokenizer (e.g. lu.models.load_tokenizer()), got "

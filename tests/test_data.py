@@ -216,3 +216,18 @@ def test_data_docstring_examples_run():
     import doctest
 
     assert doctest.testmod(lu.data).failed == 0
+
+
+def test_by_length_orders_examples_shortest_first_and_pads_less(prepared):
+    tok = lu.models.load_tokenizer("smoke")
+    test = data.sentiment_loaders(tok, "smoke")["test"]
+    sorted_test = data.by_length(test)
+    plain = list(test)
+    batches = list(sorted_test)
+    assert sorted_test.batch_size == test.batch_size and len(batches) == len(plain)
+    lengths = torch.cat([b["attention_mask"].sum(1) for b in batches])
+    assert torch.equal(lengths, lengths.sort().values)  # shortest first
+    assert sorted(lengths.tolist()) == sorted(torch.cat([b["attention_mask"].sum(1) for b in plain]).tolist())
+    assert sum(b["input_ids"].numel() for b in batches) <= sum(b["input_ids"].numel() for b in plain)
+    with pytest.raises(TypeError, match="loader"):
+        data.by_length([{"input_ids": torch.ones(2, 3)}])

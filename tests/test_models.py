@@ -137,3 +137,49 @@ def test_teacher_setup_bundles_what_the_lessons_computed_by_hand(prepared):
     positive = labels.float().mean().item()
     assert start.majority["test"] == pytest.approx(max(positive, 1 - positive), abs=1e-12)
     assert set(start.majority) == {"validation", "test"}
+
+
+def test_mean_pooling_reads_the_mean_of_the_real_tokens_and_survives_surgery_and_reload(bert4, tmp_path):
+    from transformers import BertForSequenceClassification
+
+    ids = torch.tensor([[5, 6, 7, 0, 0], [5, 8, 9, 10, 11]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    cls_logits = bert4(input_ids=ids, attention_mask=mask).logits
+    models.set_pooling(bert4, "mean")
+    assert models.pooling_of(bert4) == "mean" and bert4.config.pooling == "mean"
+    with torch.no_grad():
+        padded = bert4(input_ids=ids, attention_mask=mask).logits
+        alone = bert4(input_ids=ids[:1, :3], attention_mask=mask[:1, :3]).logits
+        states = bert4.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        pool = bert4.bert.pooler
+        by_hand = bert4.classifier(pool.activation(pool.dense(states[0, :3].mean(0))))
+    assert torch.allclose(padded[0], alone[0], atol=1e-5)  # padding does not enter the mean
+    assert torch.allclose(padded[0], by_hand, atol=1e-5)
+    assert not torch.allclose(padded, cls_logits)
+    dropped = lu.surgery.drop_layers(bert4, [3])  # a deep copy: its hook feeds its own pooler
+    assert models.pooling_of(dropped) == "mean"
+    with torch.no_grad():
+        dropped(input_ids=ids, attention_mask=mask)
+    assert dropped.bert.pooler.mask is None and bert4.bert.pooler.mask is None  # used once, then let go
+    bert4.save_pretrained(tmp_path)
+    reloaded = models.set_pooling(BertForSequenceClassification.from_pretrained(tmp_path).eval(), "mean")
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids, attention_mask=mask).logits, padded, atol=1e-5)
+    models.set_pooling(bert4, "cls")  # and back: the [CLS] head again, no hook left
+    assert models.pooling_of(bert4) == "cls" and not bert4.bert._forward_pre_hooks
+    with torch.no_grad():
+        assert torch.allclose(bert4(input_ids=ids, attention_mask=mask).logits, cls_logits, atol=1e-5)
+
+
+def test_pooling_is_checked_and_keeps_the_cls_teacher_folder(tiny_distilbert):
+    with pytest.raises(ValueError, match="pooling"):
+        models.load_classifier("smoke", pooling="max")
+    with pytest.raises(ValueError, match="pooling"):
+        models.teacher_dir("smoke", pooling="CLS")
+    with pytest.raises(ValueError, match="pooler"):
+        models.set_pooling(tiny_distilbert, "mean")
+    assert models.teacher_dir("smoke", "cls") == models.teacher_dir("smoke")
+    assert "pooling" not in models.teacher_settings("smoke")  # the course's cached teacher keeps its name
+    mean_dir = models.teacher_dir("smoke", "mean")
+    assert mean_dir != models.teacher_dir("smoke") and mean_dir.name.startswith("meanpool-smoke-")
+    assert models.teacher_settings("smoke", "mean")["pooling"] == "mean"
