@@ -42,24 +42,32 @@ def cmd_prepare(_args) -> int:
     return 0
 
 
-def prepare_teacher(scale: str) -> None:
+def prepare_teacher(scale: str, poolings: tuple[str, ...] = ("cls",)) -> None:
     """Train (once) and cache the fine-tuned teacher at ``scale`` here, with a progress bar and no cell time limit,
-    so every lesson loads it in seconds and none can be cut off half-way through training it."""
+    so every lesson loads it in seconds and none can be cut off half-way through training it. ``poolings``: which
+    heads ("cls", the course's teacher; "mean", lesson 05's controlled comparison)."""
     from .models import finetuned_teacher, teacher_dir, teacher_meta
 
-    if teacher_meta(scale) is None:
-        print(f"▶ Training the course's teacher at {scale} scale once (minutes on a CPU; cached for every lesson)")
-    finetuned_teacher(scale, device="cpu" if scale != "full" else None, progress=True)
-    meta = teacher_meta(scale)
-    print(f"✅ Teacher at {scale} scale in {teacher_dir(scale)} (trained in {meta['train_seconds']:.0f} s, "
-          f"validation accuracy {meta['validation_accuracy']:.4f})")
+    for pooling in poolings:
+        name = "the course's teacher" if pooling == "cls" else f"the {pooling}-pooled teacher (lesson 05)"
+        if teacher_meta(scale, pooling) is None:
+            print(f"▶ Training {name} at {scale} scale once (minutes on a CPU; cached for every lesson)")
+        finetuned_teacher(scale, device="cpu" if scale != "full" else None, progress=True, pooling=pooling)
+        meta = teacher_meta(scale, pooling)
+        print(f"✅ {name[0].upper() + name[1:]} at {scale} scale in {teacher_dir(scale, pooling)} (trained in "
+              f"{meta['train_seconds']:.0f} s, validation accuracy {meta['validation_accuracy']:.4f})")
+
+
+def teacher_poolings(only: list[str] | None) -> tuple[str, ...]:
+    """The teachers a course run needs: the course's, and lesson 05's mean-pooled one when lesson 05 runs."""
+    return ("cls", "mean") if not only or any("05".startswith(o) or o.startswith("05") for o in only) else ("cls",)
 
 
 def cmd_course(args) -> int:
     from .runner import run_course
 
     cmd_prepare(args)
-    prepare_teacher(args.scale)
+    prepare_teacher(args.scale, teacher_poolings(args.only))
     root = _root()
     summary = run_course(root / "notebooks", root / "build", scale=args.scale, only=args.only)
     failed = [k for k, v in summary["notebooks"].items() if v["status"] != "ok"]

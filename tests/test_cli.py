@@ -41,7 +41,7 @@ def test_unknown_scale_is_refused():
 def test_course_trains_the_teacher_before_any_notebook_runs(monkeypatch, prepared, capsys):
     """The teacher is trained by the command itself (no cell time limit), before the first lesson needs it."""
     calls = []
-    monkeypatch.setattr(cli, "prepare_teacher", lambda scale: calls.append(("teacher", scale)))
+    monkeypatch.setattr(cli, "prepare_teacher", lambda scale, poolings: calls.append(("teacher", scale, poolings)))
     import lecture_utils.runner as runner
 
     def fake_run_course(src, build, scale=None, only=None):
@@ -50,9 +50,19 @@ def test_course_trains_the_teacher_before_any_notebook_runs(monkeypatch, prepare
 
     monkeypatch.setattr(runner, "run_course", fake_run_course)
     assert cli.main(["course", "--scale", "smoke"]) == 0
-    assert calls == [("teacher", "smoke"), ("notebooks", "smoke")]
+    assert calls == [("teacher", "smoke", ("cls", "mean")), ("notebooks", "smoke")]
+    calls.clear()
+    assert cli.main(["course", "--scale", "smoke", "--only", "03"]) == 0
+    assert calls[0] == ("teacher", "smoke", ("cls",))  # lesson 05's mean-pooled teacher only when 05 runs
+
+
+def test_teacher_poolings_follow_the_lessons_that_run():
+    assert cli.teacher_poolings(None) == ("cls", "mean")
+    assert cli.teacher_poolings(["05"]) == cli.teacher_poolings(["0"]) == ("cls", "mean")
+    assert cli.teacher_poolings(["03", "09"]) == ("cls",)
 
 
 def test_prepare_teacher_loads_the_cached_teacher_and_says_so(prepared, capsys):
-    cli.prepare_teacher("smoke")
-    assert "Teacher at smoke scale" in capsys.readouterr().out
+    cli.prepare_teacher("smoke", ("cls", "mean"))
+    out = capsys.readouterr().out
+    assert "The course's teacher at smoke scale" in out and "The mean-pooled teacher (lesson 05) at smoke" in out
