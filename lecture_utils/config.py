@@ -24,6 +24,7 @@ PROGRESS_OFF_ENV = "TQDM_DISABLE"  # tqdm's own switch: "1" silences every bar (
 HF_OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")  # Hugging Face: no network
 HF_TELEMETRY_OFF_ENV = "HF_HUB_DISABLE_TELEMETRY"
 HF_DATASETS_BARS_OFF_ENV = "HF_DATASETS_DISABLE_PROGRESS_BARS"
+HF_HUB_BARS_OFF_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
 OMP_WAIT_ENV = "OMP_WAIT_POLICY"  # OpenMP's: read once when torch loads
 THREADS_ENV = "LECTURE_UTILS_THREADS"  # force torch's CPU threads (default: chosen by setup() from the load)
 HEADLESS_ENV = "LECTURE_UTILS_HEADLESS"  # "1": no front end will show widgets (the runner and test clients set it)

@@ -24,6 +24,7 @@ import torch
 from .config import (
     DEFAULT_SCALE,
     HF_DATASETS_BARS_OFF_ENV,
+    HF_HUB_BARS_OFF_ENV,
     HF_OFFLINE_ENVS,
     HF_TELEMETRY_OFF_ENV,
     OMP_WAIT_ENV,
@@ -32,6 +33,7 @@ from .config import (
     Scale,
     cache_dir,
     get_scale,
+    headless,
 )
 
 OFFLINE_VARS = HF_OFFLINE_ENVS  # the variables that keep the Hugging Face libraries off the network
@@ -55,6 +57,21 @@ def configure_offline(scale_name: str | None = None) -> bool:
     os.environ.setdefault(HF_TELEMETRY_OFF_ENV, "1")
     os.environ.setdefault(HF_DATASETS_BARS_OFF_ENV, "1")  # one tqdm bar per map() is noise in a lesson
     return True
+
+
+def library_bars_off() -> None:
+    """Turn off the Hugging Face libraries' own progress bars (downloads, "Writing model shards" when a model is
+    saved; the datasets library's are off from import, :func:`configure_offline`).
+
+    In a Jupyter kernel they are live widgets: a headless run (:func:`lecture_utils.config.headless`) must not open
+    any, and keeps nothing useful from them. :func:`setup` calls this when the run is headless.
+    """
+    os.environ[HF_HUB_BARS_OFF_ENV] = "1"
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
 
 
 def quiet_library_logs() -> None:
@@ -212,6 +229,8 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         if not quiet:
             print("⚠️  The model hub is unreachable: full scale needs it for bert-base-uncased and SST-2. "
                   f"Use the offline default instead: {SCALE_ENV}={DEFAULT_SCALE}.")
+    if headless():
+        library_bars_off()
     seed_everything(seed)
     busy = None
     if threads is None:

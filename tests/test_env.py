@@ -117,3 +117,24 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_chose_otherwise():
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ACTIVE"
     assert lu.setup(scale="smoke", quiet=True)["omp_wait_policy"] == os.environ.get(wait)
+
+
+def test_headless_setup_turns_the_hugging_face_bars_off(monkeypatch):
+    """A headless run must open no widget: the libraries' own bars (e.g. "Writing model shards" when a model is
+    saved) would be live widgets in the kernel."""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    from lecture_utils import config, env
+
+    monkeypatch.delenv(config.HF_HUB_BARS_OFF_ENV, raising=False)
+    monkeypatch.delenv(config.NBGRADER_ENV, raising=False)
+    monkeypatch.setenv(config.HEADLESS_ENV, "1")
+    threads = torch.get_num_threads()
+    try:
+        env.setup(quiet=True, threads=threads)
+        assert are_progress_bars_disabled() and not hf_logging.is_progress_bar_enabled()
+    finally:
+        monkeypatch.delenv(config.HF_HUB_BARS_OFF_ENV, raising=False)  # set by setup; it would veto re-enabling
+        enable_progress_bars()
+        hf_logging.enable_progress_bar()
