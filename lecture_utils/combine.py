@@ -176,13 +176,15 @@ COURSE_VARIANTS: tuple[CourseVariant, ...] = (
 
 def _matches(variant: CourseVariant, results: Mapping[str, float]) -> list[tuple[str, tuple[str, ...]]]:
     """(prefix, wildcard parts) for every recorded accuracy key that matches the variant."""
-    pattern = variant.prefix + ".test_accuracy"
+    want = variant.prefix.split(".")
     out = []
     for key in sorted(results):
-        if fnmatch.fnmatchcase(key, pattern):
-            prefix = key[: -len(".test_accuracy")]
-            parts = tuple(p for p, q in zip(prefix.split("."), variant.prefix.split("."), strict=False) if q == "*")
-            out.append((prefix, parts))
+        if not key.endswith(".test_accuracy"):
+            continue
+        prefix = key[: -len(".test_accuracy")]
+        got = prefix.split(".")  # a wildcard stands for one part: layers.*.k3 is not layers.meanpool.top.k3
+        if len(got) == len(want) and all(fnmatch.fnmatchcase(g, w) for g, w in zip(got, want, strict=True)):
+            out.append((prefix, tuple(g for g, w in zip(got, want, strict=True) if w == "*")))
     return out
 
 

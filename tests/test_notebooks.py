@@ -32,7 +32,7 @@ EXPECTED_RESULTS = {
                                 "layers.top.k3.test_accuracy", "layers.bottom.k3.test_accuracy",
                                 "layers.alternate.k3.test_accuracy", "layers.symmetric.k3.test_accuracy",
                                 "layers.contribution.k3.test_accuracy", "layers.top.k2.test_accuracy",
-                                "layers.top.k3.speedup", "layers.pretrained_top.k3.test_accuracy",
+                                "layers.top.k3.speedup",
                                 "layers.meanpool.teacher.test_accuracy", "layers.meanpool.top.k3.test_accuracy",
                                 "layers.meanpool.alternate.k3.test_accuracy"},
     "07_lottery_tickets": {"lottery.dense.test_accuracy", "lottery.ticket_20.test_accuracy",
