@@ -24,7 +24,7 @@ from torch.nn.utils import prune
 
 from . import validate as check
 from .measure import count_parameters, sparsity_by_layer, weight_matrices
-from .training import evaluate, train
+from .training import LossFn, evaluate, train
 
 Targets = dict[str, nn.Module]
 METHODS = ("global", "layerwise")
@@ -266,12 +266,16 @@ def keeps_mask_zeros(model: nn.Module) -> bool:
 
 def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Iterable, steps_per_round: int,
                     lr: float = 5e-5, method: str = "global", eval_loader: Iterable | None = None,
-                    exclude: Sequence[str] = ("embeddings",)) -> list[dict]:
+                    exclude: Sequence[str] = ("embeddings",), loss_fn: LossFn | None = None,
+                    eval_every_round: bool = True) -> list[dict]:
     """Prune → fine-tune rounds, in place: for each sparsity of the increasing sequence ``sparsities``, grow the
     masks to it (:func:`prune_model`) and fine-tune for ``steps_per_round`` optimiser steps with
     :func:`lecture_utils.training.train` (the pruning hooks keep pruned weights at 0). Returns one dict per round:
-    ``round``, ``sparsity`` (measured over the targets), ``steps``, ``seconds``, and ``accuracy`` on
-    ``eval_loader`` when given. ``exclude`` picks the targets as in :func:`linear_targets`."""
+    ``round``, ``sparsity`` (measured over the targets), ``steps``, ``seconds`` (wall-clock training time of the
+    round), and ``accuracy`` on ``eval_loader`` when given — after every round, or only after the last one with
+    ``eval_every_round=False`` (a test-set pass costs about as much as a dozen training steps). ``exclude`` picks
+    the targets as in :func:`linear_targets`; ``loss_fn`` (default cross-entropy) is passed to ``train``, e.g.
+    :func:`lecture_utils.distill.distillation_loss` to recover with the dense teacher's soft targets."""
     values = [check_sparsity(s) for s in check.items(sparsities, "sparsities", what="a list of fractions")]
     if any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise ValueError(f"sparsities must be a non-empty, strictly increasing sequence, got {list(sparsities)}")
@@ -281,17 +285,47 @@ def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Itera
     check.loader(loader)
     if eval_loader is not None:
         check.loader(eval_loader, "eval_loader")
+    if loss_fn is not None:
+        check.callable_(loss_fn, "loss_fn")
+    eval_every_round = check.flag(eval_every_round, "eval_every_round")
     targets = linear_targets(model, exclude=exclude)
     rows = []
     for i, s in enumerate(values, start=1):
         prune_model(model, s, method, targets)
-        hist = train(model, loader, max_steps=steps_per_round, lr=lr, progress=False, desc=f"round {i}")
+        hist = train(model, loader, max_steps=steps_per_round, lr=lr, loss_fn=loss_fn, progress=False,
+                     desc=f"round {i}")
         row = {"round": i, "sparsity": sparsity_report(model, targets)["linear"], "steps": hist["steps"],
                "seconds": hist["seconds"]}
-        if eval_loader is not None:
+        if eval_loader is not None and (eval_every_round or i == len(values)):
             row["accuracy"] = evaluate(model, eval_loader, progress=False)["accuracy"]
         rows.append(row)
     return rows
+
+
+def cubic_schedule(final: float, rounds: int, initial: float = 0.0) -> list[float]:
+    """Zhu and Gupta (2017, *To prune, or not to prune*, arXiv 1710.01878)'s gradual schedule, sampled at
+    ``rounds`` equally spaced pruning steps: round t of n has sparsity ``final + (initial - final)(1 - t/n)³``,
+    so the early rounds remove many weights (there are many redundant ones) and the last rounds few. Sparsities
+    are fractions in [0, 1); the list is increasing and ends exactly at ``final``; ``initial`` (the sparsity
+    before round 1) must be lower than ``final``."""
+    final = check_sparsity(final)
+    initial = check.fraction(initial, "initial", hint="the sparsity before the first round, usually 0")
+    rounds = check.integer(rounds, "rounds", 1, hint="the number of prune → fine-tune rounds")
+    if initial >= final:
+        raise ValueError(f"initial must be lower than final, got initial={initial} and final={final}")
+    return [final + (initial - final) * (1 - t / rounds) ** 3 for t in range(1, rounds + 1)]
+
+
+def layer_kind(name: str) -> str:
+    """The role of an encoder Linear layer, from its dotted name: the part after the layer index
+    (``bert.encoder.layer.3.attention.self.query`` → ``attention.self.query``); a name without a numeric part
+    is its own kind (``classifier``)."""
+    check.text(name, "name")
+    parts = name.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].isdigit():
+            return ".".join(parts[i + 1:]) or name
+    return name
 
 
 # Reference answers of lesson 04's exercises (used by the student copy until the learner's pass their check).
@@ -316,3 +350,14 @@ def csr_nbytes(rows: int, cols: int, nnz: int, value_bytes: int, index_bytes: in
     if nnz > rows * cols:
         raise ValueError(f"nnz must be at most rows × cols = {rows * cols}, got {nnz}")
     return nnz * value_bytes + nnz * index_bytes + (rows + 1) * index_bytes
+
+
+def sparsity_by_kind(layers: dict[str, float]) -> dict[str, float]:
+    """Mean sparsity of each kind of layer (:func:`layer_kind`: ``attention.self.query``, ...,
+    ``output.dense``) from ``{module name: sparsity}`` — the ``"layers"`` of :func:`sparsity_report`. Fractions
+    in [0, 1]; kinds in the order they first appear."""
+    check.mapping(layers, "layers", non_empty=True, what="a dict {module name: sparsity}")
+    groups: dict[str, list[float]] = {}
+    for name, value in layers.items():
+        groups.setdefault(layer_kind(name), []).append(check.fraction(value, f"layers[{name!r}]", high_open=False))
+    return {kind: sum(v) / len(v) for kind, v in groups.items()}

@@ -51,6 +51,13 @@ def _magnitude_mask(w, s, per_row=False, largest=False):
     return mask.view_as(w)
 
 
+def _by_kind(layers, key=lambda n: n.split(".", 4)[-1], how=lambda v: sum(v) / len(v)):
+    groups = {}
+    for name, value in layers.items():
+        groups.setdefault(key(name), []).append(value)
+    return {k: how(v) for k, v in groups.items()}
+
+
 def _quantize_groups(w, bits, g, widen=True):
     rows = w.reshape(-1, g)
     lo, hi = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
@@ -115,6 +122,7 @@ CORRECT = {
     "magnitude_mask": _magnitude_mask,
     "matrix_sparsity": lambda m: lu.measure.sparsity(m),
     "csr_nbytes": lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (rows + 1) * ib,
+    "sparsity_by_kind": lambda layers: _by_kind(layers),
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
@@ -186,6 +194,10 @@ WRONG = {
                        lambda t, c: "ticket" if (t - c).mean() > 0 else "control",  # no noise at all
                        lambda t, c: _paired(c, t, noise=lambda d: d.std() / len(d) ** 0.5),  # swapped
                        lambda t, c: (t - c).mean()],  # a number, not a verdict
+    "sparsity_by_kind": [lambda layers: _by_kind(layers, key=lambda n: n.split(".")[-1]),  # "dense" lumps three kinds
+                         lambda layers: _by_kind(layers, how=max),  # the largest, not the mean
+                         lambda layers: {k: 100 * v for k, v in _by_kind(layers).items()},  # percentages
+                         lambda layers: sum(layers.values()) / len(layers)],  # one number, not a dict
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²
@@ -422,6 +434,7 @@ REFERENCES = {  # the course's reference for each exercise whose function later 
     "embedding_share": lu.measure.embedding_share, "xor_success": lu.overparam.xor_success,
     "effective_rank": lu.overparam.effective_rank, "magnitude_mask": lu.prune.magnitude_mask,
     "matrix_sparsity": lu.measure.sparsity, "csr_nbytes": lu.prune.csr_nbytes,
+    "sparsity_by_kind": lu.prune.sparsity_by_kind,
     "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,
     "quantize_dequantize": lu.quantize.quantize_dequantize, "imp_round": lu.lottery.prune_and_rewind,
     "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
@@ -441,6 +454,7 @@ def test_the_course_reference_passes_its_check(name, capsys):
     lambda: lu.measure.accuracy(torch.zeros(3, 2), torch.zeros(4)), lambda: lu.measure.speedup(1.0, 0),
     lambda: lu.measure.embedding_share(torch.nn.ReLU()), lambda: lu.prune.magnitude_mask(torch.ones(3, 3), 1.5),
     lambda: lu.prune.csr_nbytes(2, 2, 5, 4, 4), lambda: lu.prune.csr_nbytes(2, 2, -1, 4, 4),
+    lambda: lu.prune.sparsity_by_kind({}), lambda: lu.prune.sparsity_by_kind({"layer.0.query": 1.5}),
     lambda: lu.surgery.predicted_speedup(1.2, 0.5), lambda: lu.surgery.predicted_speedup(1.0, 0.0),
     lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.0, 0, 8),
     lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 300, 8),

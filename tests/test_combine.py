@@ -61,7 +61,8 @@ def test_recorded_variants_are_placed_relative_to_the_teacher_measured_now():
     results = {"quant.int8_dynamic.test_accuracy": 0.81, "quant.int8_dynamic.speedup": 4.0,
                "quant.int8_dynamic.size_ratio": 2.0, "layers.top.k3.test_accuracy": 0.7,
                "layers.top.k3.speedup": 2.0, "layers.top.k3.size_mb": 70.0, "layers.bottom.k3.test_accuracy": 0.6,
-               "prune.global90_iter.test_accuracy": 0.75, "prune.latency_ratio_90": 1.25,
+               "prune.global90_oneshot.test_accuracy": 0.6, "prune.latency_ratio_90": 1.25,
+               "prune.layerwise90_gradual.test_accuracy": 0.75,
                "quant.qat3.test_accuracy": 0.8, "layers.meanpool.top.k3.test_accuracy": 0.8}
     rows = {r["name"]: r for r in combine.recorded_variants(results, teacher_latency_ms=200.0, teacher_size_mb=90.0)}
     int8 = rows["int8 Linear (dynamic)"]
@@ -70,8 +71,10 @@ def test_recorded_variants_are_placed_relative_to_the_teacher_measured_now():
     assert top["latency_ms"] == 100.0 and top["size_mb"] == 70.0 and top["key"] == "layers.top.k3.test_accuracy"
     bottom = rows["3 layers kept (bottom)"]
     assert not bottom["on_chart"] and "no speed-up recorded" in bottom["note"]
-    pruned = rows["pruned 90%, iterative"]
+    pruned = rows["pruned 90%, one-shot"]
     assert pruned["size_mb"] == 90.0 and pruned["latency_ms"] == pytest.approx(250.0) and pruned["on_chart"]
+    gradual = rows["pruned 90% layer-wise, gradual"]
+    assert gradual["size_mb"] == 90.0 and gradual["latency_ms"] == pytest.approx(250.0) and gradual["accuracy"] == 0.75
     assert not rows["3-bit weights, QAT (simulated)"]["on_chart"]
     assert not [n for n in rows if "meanpool" in n]  # a wildcard is one part of the key, not several
     missing = combine.missing_variants(results)

@@ -250,3 +250,61 @@ def test_pruning_arguments_are_explained():
         P.compressed_bytes([torch.eye(3)], level=12)
     with pytest.raises(TypeError, match="weights must be a list of tensors"):
         P.compressed_bytes(torch.eye(3).numpy())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Gradual schedules, recovery with another loss, and where the zeros went by kind of layer
+# --------------------------------------------------------------------------------------------------------------
+
+def test_cubic_schedule_follows_zhu_and_gupta():
+    s = P.cubic_schedule(0.9, 3)
+    assert s == pytest.approx([0.9 - 0.9 * (2 / 3) ** 3, 0.9 - 0.9 * (1 / 3) ** 3, 0.9])
+    assert s[-1] == 0.9 and all(b > a for a, b in zip(s, s[1:], strict=False))
+    assert P.cubic_schedule(0.8, 1) == [0.8]
+    steps = [b - a for a, b in zip([0.0, *P.cubic_schedule(0.9, 6)], P.cubic_schedule(0.9, 6), strict=False)]
+    assert steps == sorted(steps, reverse=True)  # big cuts first, small ones last
+    assert P.cubic_schedule(0.9, 2, initial=0.5)[0] == pytest.approx(0.9 - 0.4 / 8)
+    with pytest.raises(ValueError, match="rounds must be"):
+        P.cubic_schedule(0.9, 0)
+    with pytest.raises(ValueError, match=r"sparsity must be"):
+        P.cubic_schedule(1.0, 3)
+    with pytest.raises(ValueError, match="initial must be lower than final"):
+        P.cubic_schedule(0.5, 3, initial=0.6)
+
+
+def test_layer_kind_and_sparsity_by_kind(tiny_bert):
+    assert P.layer_kind("bert.encoder.layer.3.attention.self.query") == "attention.self.query"
+    assert P.layer_kind("bert.encoder.layer.10.output.dense") == "output.dense"
+    assert P.layer_kind("classifier") == "classifier"
+    P.prune_global(tiny_bert, 0.5, P.linear_targets(tiny_bert, exclude=P.HEAD))
+    kinds = P.sparsity_by_kind(P.sparsity_report(tiny_bert, exclude=P.HEAD)["layers"])
+    assert list(kinds) == ["attention.self.query", "attention.self.key", "attention.self.value",
+                           "attention.output.dense", "intermediate.dense", "output.dense"]
+    assert all(0 <= v <= 1 for v in kinds.values())
+    assert P.sparsity_by_kind({"l.0.a": 0.2, "l.1.a": 0.4, "l.0.b": 1.0}) == pytest.approx({"a": 0.3, "b": 1.0})
+    with pytest.raises(ValueError, match="layers must not be empty"):
+        P.sparsity_by_kind({})
+    with pytest.raises(ValueError, match=r"layers\['l.0.a'\]"):
+        P.sparsity_by_kind({"l.0.a": 1.5})
+    with pytest.raises(TypeError, match="name"):
+        P.layer_kind(3)
+
+
+def test_iterative_prune_takes_a_loss_and_can_evaluate_once(tiny_bert):
+    gen = torch.Generator().manual_seed(3)
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}
+              for _ in range(2)]
+    calls = []
+
+    def loss_fn(model, batch):
+        calls.append(1)
+        return lu.training.cross_entropy_loss(model, batch)
+
+    rows = P.iterative_prune(tiny_bert, P.cubic_schedule(0.8, 3), loader, steps_per_round=2, method="layerwise",
+                             eval_loader=loader, loss_fn=loss_fn, eval_every_round=False, exclude=P.HEAD)
+    assert len(calls) == 6 and [("accuracy" in r) for r in rows] == [False, False, True]
+    assert rows[-1]["sparsity"] == pytest.approx(0.8, abs=2e-3)
+    with pytest.raises(TypeError, match="loss_fn"):
+        P.iterative_prune(tiny_bert, [0.9], loader, steps_per_round=1, loss_fn="ce")
+    with pytest.raises(TypeError, match="eval_every_round"):
+        P.iterative_prune(tiny_bert, [0.9], loader, steps_per_round=1, eval_every_round=1)

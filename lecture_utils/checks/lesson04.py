@@ -1,4 +1,5 @@
-"""Checks of lesson 04, pruning weights: magnitude mask, sparsity of the weight matrices, CSR bytes."""
+"""Checks of lesson 04, pruning weights: magnitude mask, sparsity of the weight matrices, CSR bytes, sparsity by
+kind of layer."""
 
 from __future__ import annotations
 
@@ -86,3 +87,39 @@ def csr_nbytes(fn: Callable[[int, int, int, int, int], int]) -> CheckResult:
                                case(10, 1000, 10_000, 2, 4)],
                 "CSR stores one value and one column index per non-zero, plus one row pointer per row and one more "
                 "at the end. The number of columns does not appear.")
+
+
+def sparsity_by_kind(fn: Callable[[dict[str, float]], dict[str, float]]) -> CheckResult:
+    """Check ``fn(layers) -> {kind: mean sparsity}``: ``layers`` maps encoder Linear names
+    (``bert.encoder.layer.3.attention.self.query``) to their sparsity; the kind is the part of the name after the
+    layer number (``attention.self.query``, ``attention.output.dense``, ``intermediate.dense``, ``output.dense``),
+    and each kind's value is the mean sparsity of its layers, a fraction in [0, 1]."""
+    gen = torch.Generator().manual_seed(14)
+
+    def case(prefix: str, kinds: tuple[str, ...], n_layers: int):
+        def run():
+            layers = {f"{prefix}.{i}.{k}": round(float(torch.rand((), generator=gen)), 4)
+                      for i in range(n_layers) for k in kinds}
+            want = {k: sum(layers[f"{prefix}.{i}.{k}"] for i in range(n_layers)) / n_layers for k in kinds}
+            got = call(fn, dict(layers))
+            if not isinstance(got, dict):
+                raise Wrong(f"return a dict {{kind: mean sparsity}}, got {type(got).__name__}.")
+            where = f"{n_layers} layers named {prefix}.<i>.<kind>"
+            if set(got) != set(want):
+                raise Wrong(f"{where}: your kinds are {sorted(map(str, got))}, expected {sorted(want)} — the kind is "
+                            "everything after the layer number.")
+            for k in kinds:
+                value = number(got[k], f"the value for {k!r}")
+                if 1 < value <= 100:
+                    raise Wrong(f"{where}: {k!r} is {value:.4g}; return a fraction in [0, 1], not a percentage.")
+                close(value, want[k], f"{where}, kind {k!r}", rel=1e-6)
+        return run
+
+    bert = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+            "intermediate.dense", "output.dense")
+    return run_cases("sparsity_by_kind", [case("bert.encoder.layer", bert, 6), case("bert.encoder.layer", bert, 2),
+                                          case("distilbert.transformer.layer", ("attention.q_lin", "ffn.lin1",
+                                                                                "ffn.lin2"), 3)],
+                     "split each name at its dots, find the part that is a number (the layer index: "
+                     "part.isdigit()), join what follows it with dots — that is the kind — and average the "
+                     "sparsities of each kind. 'output.dense' and 'attention.output.dense' are different kinds.")
