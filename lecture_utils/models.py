@@ -52,14 +52,15 @@ def quiet_transformers():
     """Silence transformers' info messages and its weight-loading progress bar inside the ``with`` block."""
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        if bars:  # as it was: a headless run keeps its bars off (env.library_bars_off)
+            hf_logging.enable_progress_bar()
 
 
 def _check_attn(attn_implementation: str) -> None:

@@ -188,6 +188,16 @@ def _writable_onnx(path: str | Path, overwrite: bool, what: str = "path") -> Pat
     return path
 
 
+def _src_and_dst(src: str | Path, dst: str | Path, overwrite: bool, why_differ: str) -> tuple[Path, Path]:
+    """A readable ONNX model ``src`` (with its weights) and a writable, different ``dst``, or a clear error."""
+    src = _existing_onnx(src, "src")
+    external_data_files(src)
+    dst = _onnx_path(dst, "dst")
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"dst must differ from src ({str(src)!r}): {why_differ}")
+    return src, _writable_onnx(dst, overwrite, "dst")
+
+
 def scratch_dir(prefix: str = "onnx-") -> Path:
     """A new empty temporary folder for exported files, removed when Python exits (a notebook's kernel stops), so
     lessons never write into the learner's folders nor leave 100 MB files behind."""
@@ -352,12 +362,7 @@ def optimize_onnx(src: str | Path, dst: str | Path, overwrite: bool = False) -> 
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    src = _existing_onnx(src, "src")
-    external_data_files(src)  # a readable model with its weights, or a clear error
-    dst = _onnx_path(dst, "dst")
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"dst must differ from src ({str(src)!r}): the unfused model is kept.")
-    dst = _writable_onnx(dst, overwrite, "dst")
+    src, dst = _src_and_dst(src, dst, overwrite, "the unfused model is kept.")
     logger = logging.getLogger("onnxruntime.transformers")  # it logs every fusion pass at INFO/WARNING
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -372,6 +377,29 @@ def optimize_onnx(src: str | Path, dst: str | Path, overwrite: bool = False) -> 
     finally:
         logger.setLevel(level)
     return dst, fused
+
+
+def session_op_counts(path: str | Path) -> dict[str, int]:
+    """How many nodes of each operator type the graph at ``path`` has *after* ONNX Runtime's own optimisations,
+    the ones an :func:`ort_session` applies when it loads a model (all levels, CPU). Comparing this for a graph with
+    and without :func:`optimize_onnx` shows whether the offline fusion adds anything the session does not."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    path = _existing_onnx(path)
+    external_data_files(path)
+    with tempfile.TemporaryDirectory(prefix="ort-optimized-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3  # errors only (it warns that the saved graph is specific to this CPU)
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        counts: dict[str, int] = {}
+        for node in onnx.load(opts.optimized_model_filepath, load_external_data=False).graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
 
 
 def _load_graph_nodes(path: Path) -> list:
@@ -395,12 +423,7 @@ def quantize_onnx_dynamic(src: str | Path, dst: str | Path, embeddings: bool = T
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    src = _existing_onnx(src, "src")
-    external_data_files(src)  # a readable model with its weights, or a clear error
-    dst = _onnx_path(dst, "dst")
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"dst must differ from src ({str(src)!r}): the float model is kept.")
-    dst = _writable_onnx(dst, overwrite, "dst")
+    src, dst = _src_and_dst(src, dst, overwrite, "the float model is kept.")
     ops = ["MatMul", "Gemm"] + (["Gather"] if embeddings else [])
     logger = logging.getLogger()  # ORT advises pre-processing through the root logger on every call
     level = logger.level

@@ -138,3 +138,20 @@ def test_headless_setup_turns_the_hugging_face_bars_off(monkeypatch):
         monkeypatch.delenv(config.HF_HUB_BARS_OFF_ENV, raising=False)  # set by setup; it would veto re-enabling
         enable_progress_bars()
         hf_logging.enable_progress_bar()
+
+
+def test_quiet_transformers_leaves_the_bars_as_it_found_them():
+    from transformers.utils import logging as hf_logging
+
+    from lecture_utils import models
+
+    hf_logging.disable_progress_bar()
+    try:
+        with models.quiet_transformers():
+            pass
+        assert not hf_logging.is_progress_bar_enabled()  # a headless run's bars stay off
+    finally:
+        hf_logging.enable_progress_bar()
+    with models.quiet_transformers():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
