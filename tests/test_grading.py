@@ -51,6 +51,7 @@ WRONG = {
     "matrix_sparsity": "return sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in "
                        "model.parameters())",
     "csr_nbytes": "return nnz * (value_bytes + index_bytes) + rows * index_bytes",
+    "sparsity_by_kind": "return {name.split('.')[-1]: value for name, value in layers.items()}  # last part only",
     "symmetric_layers": "return list(range(n_layers - k, n_layers))",
     "predicted_speedup": "return 1 / kept_fraction",
     "affine_qparams": "return (x_max - x_min) / (2**bits - 1), 0",
