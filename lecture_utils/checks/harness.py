@@ -261,7 +261,6 @@ def tensor_like(value: Any, shape: torch.Size, what: str) -> torch.Tensor:
     return value
 
 
-
 def measured(key: str, what: str) -> float:
     """A number this kernel's notebook recorded with ``lu.record`` (a prediction exercise's measurement); feedback
     naming ``what`` when the cell that measures it has not run yet."""
@@ -293,3 +292,14 @@ def verdict(title: str, cases: list[Callable[[], None]], hint: str, explain: Cal
         except Exception:  # noqa: BLE001 - the explanation is a bonus; the verdict stands without it
             pass
     return result
+
+
+def seeded_bert(vocab: int, hidden: int, layers: int, intermediate: int, max_positions: int) -> torch.nn.Module:
+    """A BERT sequence classifier with 2 attention heads and weights seeded with 0: the small model a check builds
+    to test the learner's function on a case of its own (sizes in tokens and features)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=intermediate, max_position_embeddings=max_positions))

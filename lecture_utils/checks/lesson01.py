@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from .. import memory
-from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, verdict
+from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, seeded_bert, verdict
 
 
 def weight_bytes(fn: Callable[[int, int], float]) -> CheckResult:
@@ -42,14 +42,9 @@ def adam_training_bytes(fn: Callable[[int], float]) -> CheckResult:
 
 def embedding_share(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
     """Check ``fn(model) -> fraction of the model's parameters that sit in its embeddings`` on small BERTs."""
-    from transformers import BertConfig, BertForSequenceClassification
-
     def case(vocab: int, hidden: int, layers: int):
         def run():
-            cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                             intermediate_size=2 * hidden, max_position_embeddings=32)
-            torch.manual_seed(0)
-            model = BertForSequenceClassification(cfg)
+            model = seeded_bert(vocab, hidden, layers, 2 * hidden, 32)
             emb = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." in f".{n}")
             want = emb / sum(p.numel() for p in model.parameters())
             got = number(call(fn, model), "share")

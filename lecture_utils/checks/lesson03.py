@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, verdict
+from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, seeded_bert, verdict
 
 
 def kd_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
@@ -86,12 +86,7 @@ def predicted_size_ratio(fn: Callable[[float, float], float]) -> CheckResult:
                   "student keeps whole and the part that shrinks with the layers kept.")
 
     def small_bert():
-        from transformers import BertConfig, BertForSequenceClassification
-
-        torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=3000, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                         intermediate_size=128, max_position_embeddings=64)
-        teacher = BertForSequenceClassification(cfg)
+        teacher = seeded_bert(3000, 32, 4, 128, 64)
         parts = parameters_by_component(teacher)
         want = size_mb(teacher) / size_mb(student_from_teacher(teacher, [0, 2]))
         judge(parts["embeddings"] / parts["total"], 0.5, want, "a small BERT (4 layers) and a 2-layer student built "

@@ -8,7 +8,19 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, as_tensor, call, close, measured, number, predicted, run_cases, verdict
+from .harness import (
+    CheckResult,
+    Wrong,
+    as_tensor,
+    call,
+    close,
+    measured,
+    number,
+    predicted,
+    run_cases,
+    seeded_bert,
+    verdict,
+)
 
 
 def low_rank(fn: Callable[[torch.Tensor, int], tuple]) -> CheckResult:
@@ -96,8 +108,6 @@ def predicted_low_rank_weights(fn: Callable[[list, int], float]) -> CheckResult:
     once ``lu.lowrank.factorize_linears`` has factorised, at ``rank``, every one where that saves weights, against
     models measured here: a small BERT factorised by the check, and the lesson's teacher at ranks 64, 128 and 192
     (measured and recorded by the notebook). A count: it must be exact."""
-    from transformers import BertConfig, BertForSequenceClassification
-
     from ..lowrank import factorize_linears
 
     def judge(shapes: list, rank: int, want: float, where: str):
@@ -109,10 +119,7 @@ def predicted_low_rank_weights(fn: Callable[[list, int], float]) -> CheckResult:
                   "weights of the two factors with the original's and keep whichever is smaller.")
 
     def small_bert():
-        torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=128, max_position_embeddings=16)
-        model = BertForSequenceClassification(cfg)
+        model = seeded_bert(50, 32, 2, 128, 16)
         shapes = _bert_shapes(2, 32, 128)
         for rank in (8, 16, 24):  # 32×32 breaks even at 16; 128×32 at 25.6
             judge(shapes, rank, _linear_weights(factorize_linears(model, rank)), "a small BERT (hidden 32, "
