@@ -165,6 +165,13 @@ def factorize_linears(model: nn.Module, rank: int, include: Sequence[str] = ("en
     return model
 
 
+def encoder_linear_weights(model: nn.Module) -> int:
+    """Weights (no biases) of the ``nn.Linear`` layers inside the encoder — a factorised layer counts its two thin
+    ones — i.e. what :func:`factorize_linears` changes."""
+    return sum(m.weight.numel() for n, m in model.named_modules()
+               if isinstance(m, nn.Linear) and ".encoder." in f".{n}.")
+
+
 def low_rank_layers(model: nn.Module) -> dict[str, LowRankLinear]:
     """The model's :class:`LowRankLinear` layers by module name."""
     check.module(model)

@@ -168,3 +168,14 @@ def test_counts_and_layers_check_their_sizes():
 def test_docstring_examples_run():
     result = doctest.testmod(lowrank)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_encoder_linear_weights_counts_what_factorisation_changes(bert4):
+    from torch import nn
+
+    from lecture_utils import lowrank
+
+    by_hand = sum(m.weight.numel() for m in bert4.bert.encoder.modules() if isinstance(m, nn.Linear))
+    assert lowrank.encoder_linear_weights(bert4) == by_hand  # the classifier and pooler are not counted
+    factorised = lowrank.factorize_linears(bert4, 2)
+    assert 0 < lowrank.encoder_linear_weights(factorised) < by_hand

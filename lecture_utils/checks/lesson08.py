@@ -92,12 +92,6 @@ LOW_RANK_TOLERANCE = 0.0  # a count of weights: the prediction must be exact (up
 LOW_RANK_RANKS = (64, 128, 192)  # the ranks lesson 08 factorises its teacher at
 
 
-def _linear_weights(model: torch.nn.Module) -> int:
-    """Weights of the nn.Linear layers inside the encoder (a factorised layer's two thin ones included)."""
-    return sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-               and ".encoder." in f".{n}.")
-
-
 def _bert_shapes(layers: int, hidden: int, intermediate: int) -> list[tuple[int, int]]:
     """(out, in) of every encoder Linear of a BERT: query, key, value, attention output, feed-forward in and out."""
     return [(hidden, hidden)] * 4 * layers + [(intermediate, hidden), (hidden, intermediate)] * layers
@@ -108,7 +102,7 @@ def predicted_low_rank_weights(fn: Callable[[list, int], float]) -> CheckResult:
     once ``lu.lowrank.factorize_linears`` has factorised, at ``rank``, every one where that saves weights, against
     models measured here: a small BERT factorised by the check, and the lesson's teacher at ranks 64, 128 and 192
     (measured and recorded by the notebook). A count: it must be exact."""
-    from ..lowrank import factorize_linears
+    from ..lowrank import encoder_linear_weights, factorize_linears
 
     def judge(shapes: list, rank: int, want: float, where: str):
         got = number(call(fn, [tuple(s) for s in shapes], rank), "predicted weights")
@@ -122,7 +116,7 @@ def predicted_low_rank_weights(fn: Callable[[list, int], float]) -> CheckResult:
         model = seeded_bert(50, 32, 2, 128, 16)
         shapes = _bert_shapes(2, 32, 128)
         for rank in (8, 16, 24):  # 32×32 breaks even at 16; 128×32 at 25.6
-            judge(shapes, rank, _linear_weights(factorize_linears(model, rank)), "a small BERT (hidden 32, "
+            judge(shapes, rank, encoder_linear_weights(factorize_linears(model, rank)), "a small BERT (hidden 32, "
                   "feed-forward 128, 2 layers) factorised by the check")
 
     def teacher_shapes() -> list[tuple[int, int]]:
