@@ -8,7 +8,7 @@ where a mask is given). Training reuses :func:`lecture_utils.training.train` thr
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from . import validate as check
 from .surgery import check_layer_indices, encoder_layers, keep_layers
+from .training import TEACHER_LOGITS, model_device, model_inputs, to_device
 
 
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -142,7 +143,7 @@ def attention_scores(model: nn.Module, inputs: Mapping[str, torch.Tensor],
             hooks.append(getattr(attn, part).register_forward_hook(
                 lambda _m, _inp, out, i=i, part=part: captured.__setitem__((i, part), out)))
     try:
-        output = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True)
+        output = model(**model_inputs(inputs), output_hidden_states=True)
     finally:
         for h in hooks:
             h.remove()
@@ -201,13 +202,42 @@ def add_projections(student: nn.Module, teacher_width: int) -> nn.ModuleList:
     return projections
 
 
+@torch.no_grad()
+def with_teacher_logits(teacher: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> list[dict]:
+    """Copies of ``batches`` (dicts with the model's inputs, e.g. a fixed stream from a sentiment loader), each
+    with the teacher's logits (batch, classes) under ``"teacher_logits"``, computed once with the teacher in eval
+    mode. :func:`distillation_loss` then reads them instead of running the teacher at every step — the same numbers
+    (an eval-mode teacher is deterministic), for the teacher's cost paid once however many students train on the
+    stream. The model never sees that entry (:data:`lecture_utils.training.TARGET_KEYS`).
+
+    Example:
+        >>> stream = lu.distill.with_teacher_logits(teacher, stream)  # doctest: +SKIP
+        >>> lu.training.train(student, stream, loss_fn=lu.distill.distillation_loss(teacher))  # doctest: +SKIP
+    """
+    check.module(teacher, "teacher")
+    teacher.eval()
+    device = model_device(teacher)
+    out = []
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, Mapping) or "input_ids" not in batch:
+            raise check.BadType(f"batches[{i}] must be a dict batch with 'input_ids' (from a sentiment loader), got "
+                                f"{check.show(batch)}")
+        logits = teacher(**model_inputs(to_device(batch, device))).logits.float().cpu()
+        out.append({**batch, TEACHER_LOGITS: logits})
+    if not out:
+        raise ValueError("batches is empty: with_teacher_logits needs at least one batch")
+    return out
+
+
 def distillation_loss(teacher: nn.Module, temperature: float = 2.0, alpha: float = 0.5,
                       layer_map: list[int] | None = None, cosine_weight: float = 0.0, hidden_weight: float = 0.0,
                       attention_weight: float = 0.0):
     """A ``loss_fn(student, batch)`` for :func:`lecture_utils.training.train` that combines Hinton's loss with
     optional intermediate losses on mapped layers: student layer m ↔ teacher layer ``layer_map[m]`` (default
     :func:`uniform_layer_map`). Weights of 0 switch a term off. The teacher runs without gradients. A student
-    narrower than the teacher needs :func:`add_projections` for the hidden-state loss.
+    narrower than the teacher needs :func:`add_projections` for the hidden-state loss. A batch that carries the
+    teacher's logits already (:func:`with_teacher_logits`) is not run through the teacher again, unless an
+    intermediate loss needs the teacher's hidden states or attention.
     """
     n_teacher = len(encoder_layers(teacher))
     temperature = check.positive(temperature, "temperature")
@@ -221,15 +251,18 @@ def distillation_loss(teacher: nn.Module, temperature: float = 2.0, alpha: float
 
     def loss_fn(student: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         mask = batch.get("attention_mask")
+        if not intermediate and TEACHER_LOGITS in batch:
+            s_out = student(**model_inputs(batch))
+            return kd_loss(s_out.logits, batch[TEACHER_LOGITS], batch.get("labels"), temperature, alpha)
         with torch.no_grad():
             if attention_weight > 0:
                 t_out, t_scores = attention_scores(teacher, batch)
             else:
-                t_out = teacher(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=intermediate)
+                t_out = teacher(**model_inputs(batch), output_hidden_states=intermediate)
         if attention_weight > 0:
             s_out, s_scores = attention_scores(student, batch)
         else:
-            s_out = student(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=intermediate)
+            s_out = student(**model_inputs(batch), output_hidden_states=intermediate)
         loss = kd_loss(s_out.logits, t_out.logits, batch.get("labels"), temperature, alpha)
         if not intermediate:
             return loss

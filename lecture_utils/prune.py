@@ -302,6 +302,54 @@ def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Itera
     return rows
 
 
+def gradual_prune(model: nn.Module, final: float, loader: Iterable, steps: int, events: int = 6, ramp: float = 0.5,
+                  lr: float = 5e-5, method: str = "global", exclude: Sequence[str] = ("embeddings",),
+                  loss_fn: LossFn | None = None) -> dict:
+    """Zhu and Gupta's gradual pruning, in place: **one** run of ``steps`` optimiser steps of
+    :func:`lecture_utils.training.train` (one AdamW, one warm-up/decay schedule) during which the masks grow to the
+    sparsity ``final`` in ``events`` pruning steps along :func:`cubic_schedule`, spaced evenly over the first
+    ``ramp`` of the run (the first before step 1); the rest of the run trains at ``final``. The pruning hooks keep
+    pruned weights at 0. Unlike :func:`iterative_prune`, nothing restarts between cuts. Returns ``train``'s history
+    plus ``"schedule"``: the ``(step, sparsity)`` of each pruning event, sparsity measured over the targets.
+
+    Example:
+        >>> hist = lu.prune.gradual_prune(model, 0.9, stream, steps=60, method="layerwise")  # doctest: +SKIP
+        >>> hist["schedule"][-1]  # doctest: +SKIP
+        (30, 0.9)
+    """
+    final = check.fraction(final, "final", low_open=True, hint="the sparsity at the end, e.g. 0.9 for 90% zeros")
+    steps = check.integer(steps, "steps", 1, hint="the optimiser steps of the whole run")
+    events = check.integer(events, "events", 1, hint="how many times the masks grow")
+    ramp = check.fraction(ramp, "ramp", low_open=True, high_open=False,
+                          hint="the share of the run over which the masks grow")
+    check.choice(method, "method", METHODS)
+    check.loader(loader)
+    every = max(1, int(ramp * steps) // max(1, events - 1))
+    if (events - 1) * every >= steps:
+        raise ValueError(f"events={events} pruning steps every {every} optimiser steps do not fit in steps={steps}: "
+                         f"use fewer events or more steps")
+    targets = linear_targets(model, exclude=exclude)
+    sparsities = cubic_schedule(final, events)
+    schedule = []
+
+    def cut(m: nn.Module, step: int, s: float) -> None:
+        prune_model(m, s, method, targets)
+        schedule.append((step, sparsity_report(m, targets)["linear"]))
+
+    cut(model, 0, sparsities[0])
+    done = {"step": 0}
+
+    def after_step(m: nn.Module) -> None:
+        done["step"] += 1
+        k = len(schedule)
+        if k < events and done["step"] == k * every:
+            cut(m, done["step"], sparsities[k])
+
+    hist = train(model, loader, max_steps=steps, lr=lr, loss_fn=loss_fn, after_step=after_step, progress=False,
+                 desc="gradual pruning")
+    return {**hist, "schedule": schedule}
+
+
 def cubic_schedule(final: float, rounds: int, initial: float = 0.0) -> list[float]:
     """Zhu and Gupta (2017, *To prune, or not to prune*, arXiv 1710.01878)'s gradual schedule, sampled at
     ``rounds`` equally spaced pruning steps: round t of n has sparsity ``final + (initial - final)(1 - t/n)³``,

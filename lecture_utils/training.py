@@ -21,6 +21,13 @@ from .progress import bar as progress_bar
 
 Batch = Mapping | tuple | list
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
+TEACHER_LOGITS = "teacher_logits"  # a teacher's logits stored in a batch (lecture_utils.distill.with_teacher_logits)
+TARGET_KEYS = ("labels", TEACHER_LOGITS)  # entries of a dict batch that are targets, never the model's inputs
+
+
+def model_inputs(batch: Mapping) -> dict:
+    """The entries of a dict batch that the model takes: all but the targets (:data:`TARGET_KEYS`)."""
+    return {k: v for k, v in batch.items() if k not in TARGET_KEYS}
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
@@ -38,8 +45,7 @@ def logits_and_labels(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tenso
     if isinstance(batch, Mapping):
         if "labels" not in batch:
             raise ValueError(f"a dict batch must hold 'labels' next to the model's inputs, got keys {sorted(batch)}")
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        out = model(**inputs)
+        out = model(**model_inputs(batch))
         return (out.logits if hasattr(out, "logits") else out), batch["labels"]
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise check.BadType(f"a batch must be a dict with 'labels' or a pair (x, y), got {check.show(batch)}")

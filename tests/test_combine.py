@@ -73,7 +73,7 @@ def test_recorded_variants_are_placed_relative_to_the_teacher_measured_now():
     assert not bottom["on_chart"] and "no speed-up recorded" in bottom["note"]
     pruned = rows["pruned 90%, one-shot"]
     assert pruned["size_mb"] == 90.0 and pruned["latency_ms"] == pytest.approx(250.0) and pruned["on_chart"]
-    gradual = rows["pruned 90% layer-wise, gradual"]
+    gradual = rows["pruned 90% layer-wise, gradual, soft targets"]
     assert gradual["size_mb"] == 90.0 and gradual["latency_ms"] == pytest.approx(250.0) and gradual["accuracy"] == 0.75
     assert not rows["3-bit weights, QAT (simulated)"]["on_chart"]
     assert not [n for n in rows if "meanpool" in n]  # a wildcard is one part of the key, not several

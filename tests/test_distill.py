@@ -194,3 +194,34 @@ def test_distillation_loss_checks_its_settings_and_the_layer_map(bert4):
     loss_fn = distill.distillation_loss(bert4, layer_map=[1, 2, 3], cosine_weight=1.0)
     with pytest.raises(ValueError, match="layer_map has 3 entries but the student has 2 layers"):
         loss_fn(student, _batch())
+
+
+def test_stored_teacher_logits_give_the_same_loss_without_running_the_teacher(bert4):
+    student = distill.student_from_teacher(bert4, [0, 2]).eval()  # no dropout: two calls give the same loss
+    batches = [_batch(mask_last=2), _batch()]
+    stream = distill.with_teacher_logits(bert4, batches)
+    assert all(set(s) == set(b) | {"teacher_logits"} for s, b in zip(stream, batches, strict=True))
+    assert "teacher_logits" not in batches[0]  # copies: the caller's batches are unchanged
+    loss_fn = distill.distillation_loss(bert4, temperature=2.0, alpha=0.5)
+    calls = []
+    hook = bert4.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for s, b in zip(stream, batches, strict=True):
+            stored, live = loss_fn(student, s), None
+            assert not calls  # the stored logits were read, the teacher did not run
+            live = loss_fn(student, b)
+            assert calls and torch.equal(stored, live)
+            calls.clear()
+        # an intermediate loss needs the teacher's hidden states: the teacher runs even with stored logits
+        distill.distillation_loss(bert4, cosine_weight=1.0)(student, stream[0])
+        assert calls
+    finally:
+        hook.remove()
+    logits, labels = training.logits_and_labels(student, stream[0])  # the model never sees the stored logits
+    assert logits.shape == stream[0]["teacher_logits"].shape and torch.equal(labels, stream[0]["labels"])
+    hist = training.train(student, stream, max_steps=2, lr=1e-3, loss_fn=loss_fn, progress=False)
+    assert hist["steps"] == 2
+    with pytest.raises(TypeError, match=r"batches\[0\] must be a dict batch"):
+        distill.with_teacher_logits(bert4, [(torch.zeros(2, 3), torch.zeros(2))])
+    with pytest.raises(ValueError, match="batches is empty"):
+        distill.with_teacher_logits(bert4, [])

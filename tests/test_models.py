@@ -137,6 +137,14 @@ def test_teacher_setup_bundles_what_the_lessons_computed_by_hand(prepared):
     positive = labels.float().mean().item()
     assert start.majority["test"] == pytest.approx(max(positive, 1 - positive), abs=1e-12)
     assert set(start.majority) == {"validation", "test"}
+    # the scoring loaders run shortest first, and the teacher's answers are the ones it gives in the dataset's order
+    lengths = [len(ids) for ids in start.loaders["test"].dataset["input_ids"]]
+    order = list(start.loaders["test"].sampler)
+    assert [lengths[i] for i in order] == sorted(lengths)
+    plain = lu.data.sentiment_loaders(start.tokenizer, "smoke")["test"]
+    assert torch.equal(start.test_correct, lu.stats.correct(start.teacher, plain)[order])
+    assert torch.equal(start.test_correct, start.test_logits.argmax(-1) == labels)
+    assert start.test_correct.dtype == torch.bool and start.test_correct.float().mean().item() == start.test_accuracy
 
 
 def test_mean_pooling_reads_the_mean_of_the_real_tokens_and_survives_surgery_and_reload(bert4, tmp_path):

@@ -308,3 +308,29 @@ def test_iterative_prune_takes_a_loss_and_can_evaluate_once(tiny_bert):
         P.iterative_prune(tiny_bert, [0.9], loader, steps_per_round=1, loss_fn="ce")
     with pytest.raises(TypeError, match="eval_every_round"):
         P.iterative_prune(tiny_bert, [0.9], loader, steps_per_round=1, eval_every_round=1)
+
+
+def test_gradual_prune_grows_the_masks_along_the_cubic_schedule_within_one_run(tiny_bert):
+    gen = torch.Generator().manual_seed(3)
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}
+              for _ in range(3)]
+    hist = P.gradual_prune(tiny_bert, 0.8, loader, steps=12, events=4, ramp=0.5, lr=1e-2, method="layerwise",
+                           exclude=P.HEAD)
+    assert hist["steps"] == 12 and len(hist["losses"]) == 12  # one run: one optimiser, nothing restarts
+    assert [step for step, _ in hist["schedule"]] == [0, 2, 4, 6]  # 6 = half of 12, in 3 equal gaps
+    assert [s for _, s in hist["schedule"]] == pytest.approx(P.cubic_schedule(0.8, 4), abs=2e-3)
+    assert P.sparsity_report(tiny_bert, exclude=P.HEAD)["linear"] == pytest.approx(0.8, abs=2e-3)
+    assert P.keeps_mask_zeros(tiny_bert) and not P.is_pruned(tiny_bert.classifier)
+
+
+def test_gradual_prune_rejects_what_does_not_fit(tiny_bert):
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
+    with pytest.raises(ValueError, match="do not fit in steps=4"):
+        P.gradual_prune(tiny_bert, 0.5, loader, steps=4, events=6, ramp=1.0)
+    with pytest.raises(ValueError, match="final must be"):
+        P.gradual_prune(tiny_bert, 1.0, loader, steps=10)
+    with pytest.raises(ValueError, match="ramp must be"):
+        P.gradual_prune(tiny_bert, 0.5, loader, steps=10, ramp=0)
+    with pytest.raises(ValueError, match="events must be"):
+        P.gradual_prune(tiny_bert, 0.5, loader, steps=10, events=0)
+    assert not P.is_pruned(tiny_bert)  # every check runs before the first cut
