@@ -300,9 +300,9 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
 class TeacherSetup:
     """What the lessons on the teacher start from: the fine-tuned teacher, its tokenizer, the task's loaders
     (``train`` shuffled; ``validation`` and ``test`` in order of length, :func:`lecture_utils.data.by_length`), the
-    teacher's test accuracy, its test logits (N, C) and which test reviews it gets right (one bool per review; both
-    in the order of ``loaders["test"]``) and, per split (``validation``, ``test``), the accuracy of always
-    answering the commoner class (fractions in [0, 1])."""
+    teacher's test accuracy, per split (``validation``, ``test``) the accuracy of always answering the commoner class
+    (fractions in [0, 1]), and the teacher's test logits (N, C) with the test labels (N,), in the order of
+    ``loaders["test"]``."""
 
     teacher: nn.Module
     tokenizer: object
@@ -310,7 +310,12 @@ class TeacherSetup:
     test_accuracy: float
     majority: dict[str, float]
     test_logits: torch.Tensor
-    test_correct: torch.Tensor
+    test_labels: torch.Tensor
+
+    @property
+    def test_correct(self) -> torch.Tensor:
+        """One bool per test review (in the order of ``loaders["test"]``): did the teacher get it right?"""
+        return self.test_logits.argmax(-1) == self.test_labels
 
 
 def teacher_setup(scale: str | Scale | None = None, device: str | torch.device | None = None) -> TeacherSetup:
@@ -331,10 +336,10 @@ def teacher_setup(scale: str | Scale | None = None, device: str | torch.device |
     loaders = data.sentiment_loaders(tokenizer, sc)
     loaders.update({split: data.by_length(loaders[split]) for split in ("validation", "test")})
     logits, labels = predict(teacher, loaders["test"])
-    correct = logits.argmax(-1) == labels
+    accuracy = (logits.argmax(-1) == labels).float().mean().item()
     splits = data.load_sentiment(sc)
     majority = {name: data.majority_accuracy(splits[name]["label"]) for name in ("validation", "test")}
-    return TeacherSetup(teacher, tokenizer, loaders, correct.float().mean().item(), majority, logits, correct)
+    return TeacherSetup(teacher, tokenizer, loaders, accuracy, majority, logits, labels)
 
 
 def replace_linears(model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]) -> int:

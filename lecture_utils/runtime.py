@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .measure import BYTES_PER_MB
-from .training import predict
+from .training import model_inputs, predict
 
 DYNAMIC_DIMS = ("batch", "sequence")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
@@ -310,7 +310,7 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     """
     _check_exportable(model)
     if isinstance(inputs, Mapping):
-        names = [k for k in inputs if k != "labels"]
+        names = list(model_inputs(inputs))
         if not names or not all(torch.is_tensor(inputs[k]) for k in names):
             raise TypeError("inputs must be a dict of tensors (a tokenizer's batch) or a tensor, got a dict with "
                             f"keys {list(inputs)} and non-tensor values")

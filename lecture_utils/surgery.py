@@ -170,7 +170,7 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
     criterion of contribution-based dropping (Sajjad et al.). Batches are dicts with ``input_ids`` and
     ``attention_mask`` (labels are ignored).
     """
-    from .training import model_device, to_device
+    from .training import model_device, model_inputs, to_device
 
     encoder_layers(model)
     check.loader(batches, "batches")
@@ -183,7 +183,7 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
             if not isinstance(batch, Mapping) or "attention_mask" not in batch:
                 raise check.BadType(f"each batch must be a dict with input_ids and attention_mask, got "
                                     f"{check.show(batch)}")
-            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            batch = to_device(model_inputs(batch), device)
             hidden = model(**batch, output_hidden_states=True).hidden_states
             mask = batch["attention_mask"].bool()
             sims = torch.stack([torch.nn.functional.cosine_similarity(a, b, dim=-1)[mask]
