@@ -1,0 +1,32 @@
+"""Lessons 09 and 10: a generative language model (SmolLM2-135M-Instruct) compressed and run on a CPU.
+
+One module per job, each re-exported here so ``lu.llm.<name>`` reaches every helper:
+
+- :mod:`.model`: fetch, convert once and cache the model; its decoder blocks and linears; token windows;
+- :mod:`.evaluate`: :func:`perplexity` on fixed token windows, :func:`generate` (greedy), :func:`forward_ms`;
+- :mod:`.footprint`: bytes of the weights at a storage format and of the KV cache (:func:`kv_cache_bytes`);
+- :mod:`.rtn`: weight-only round-to-nearest (:func:`quantize_groupwise`, :func:`rtn_model`);
+- :mod:`.calibration`: statistics of every linear layer's inputs (:func:`calibrate`): Hessian ``XᵀX``, squared
+  norms, per-channel maxima;
+- :mod:`.gptq`: GPTQ (:func:`gptq_quantize`, :func:`gptq_model`);
+- :mod:`.activations`: simulated W8A8 (:func:`fake_quantize_activations`) and SmoothQuant
+  (:func:`smooth_scales`, :func:`smoothquant_model`);
+- :mod:`.prune`: Wanda and magnitude masks including 2:4 (:func:`wanda_mask`, :func:`magnitude_mask`,
+  :func:`prune_model`).
+
+Written for Llama-style ``*ForCausalLM`` models of transformers. Units: bytes are bytes, perplexity is
+exp(mean negative log-likelihood per predicted token, in nats).
+"""
+
+from . import activations, calibration, evaluate, footprint, gptq, model, prune, rtn
+from .activations import *  # noqa: F403
+from .calibration import *  # noqa: F403
+from .evaluate import *  # noqa: F403
+from .footprint import *  # noqa: F403
+from .gptq import *  # noqa: F403
+from .model import *  # noqa: F403
+from .prune import *  # noqa: F403
+from .rtn import *  # noqa: F403
+
+__all__ = [*model.__all__, *evaluate.__all__, *footprint.__all__, *rtn.__all__, *calibration.__all__, *gptq.__all__,
+           *activations.__all__, *prune.__all__]

