@@ -4,13 +4,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: course test lab student doctor setup clean
+.PHONY: course test check lab student doctor setup clean
 
 course: setup      ## execute every notebook at laptop scale into build/ (results: build/results.json)
 	$(PY) -m lecture_utils course
 
-test: setup        ## the whole test suite: helpers, every notebook at smoke scale, the release tooling
+test: setup        ## lint, then the whole test suite in parallel: helpers, every notebook at smoke scale, grading, browser
 	$(PY) -m lecture_utils test
+
+check: setup       ## the fast tier (minutes): lint and every test that executes no notebook and starts no server
+	$(PY) -m lecture_utils check
 
 lab: setup         ## JupyterLab on notebooks/
 	$(PY) -m lecture_utils lab

@@ -49,7 +49,6 @@ from . import (  # noqa: E402
     plots,
     prune,
     quantize,
-    release,
     results,
     runtime,
     stats,
@@ -79,3 +78,13 @@ __all__ = ["checks", "combine", "config", "data", "distill", "env", "heads", "ll
            "memory", "models", "overparam", "plots", "prune", "quantize", "release", "results", "runtime", "stats",
            "surgery", "training", "widgets",
            "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]
+
+
+def __getattr__(name: str):
+    """``lu.release`` on first use: it needs nbformat, whose schema checker takes seconds to import, and a lesson's
+    kernel never writes a release (``from lecture_utils import release`` works as usual)."""
+    if name == "release":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.release")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
     prepare   fetch and verify the offline data (idempotent)
     course    prepare, then execute every notebook at laptop scale into build/ (results in build/results.json)
-    test      prepare, then run the whole test suite (what CI runs)
+    test      prepare, lint, then run the whole test suite in parallel (what CI runs)
+    check     the fast tier: lint and every test that executes no notebook and starts no server
     student   write the student release to build/student/
     lab       open JupyterLab on notebooks/
     doctor    check versions, data and model, and say what to fix
@@ -16,6 +17,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .config import DEFAULT_SCALE, SCALE_ENV, SCALES, project_root
@@ -77,14 +79,53 @@ def cmd_course(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_test(args) -> int:
-    cmd_prepare(args)
-    root = _root()
-    code = subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=root)
+LINTED = ("lecture_utils", "tests", "notebooks")  # what ruff checks (its settings: pyproject.toml)
+MAX_TEST_WORKERS = 4  # each worker may run a notebook kernel of 1-2 GB: more would not fit a 8-16 GB laptop
+
+
+def test_workers(cores: int | None = None) -> int:
+    """How many pytest workers (pytest-xdist) the suite runs on: one per core, at most :data:`MAX_TEST_WORKERS`.
+    Each worker uses one torch thread (tests/conftest.py), so the workers never oversubscribe the cores."""
+    return max(1, min(MAX_TEST_WORKERS, cores if cores is not None else (os.cpu_count() or 1)))
+
+
+def lint(root: Path) -> int:
+    """ruff over the package, the tests and the notebooks; 0 when clean."""
+    code = subprocess.call([sys.executable, "-m", "ruff", "check", *LINTED], cwd=root)
+    print("✅ ruff: clean" if code == 0 else "❌ ruff found problems (above); `ruff check --fix` repairs many.")
+    return code
+
+
+def run_pytest(root: Path, extra: list[str], fast: bool = False) -> int:
+    """pytest in parallel with its slowest tests listed; ``fast`` leaves out the tests marked ``slow``. pytest's
+    exit code 5 (no test collected) becomes a failure."""
+    cmd = [sys.executable, "-m", "pytest", "-n", str(test_workers()), "--dist", "loadgroup", "--durations=15"]
+    code = subprocess.call([*cmd, *(["-m", "not slow"] if fast else []), *extra], cwd=root)
     if code == 5:
         print("❌ pytest collected no tests: that is a failure, not a pass.")
         return 1
     return code
+
+
+def _prepare_tests(poolings: tuple[str, ...]) -> None:
+    """The data, the language model and the smoke-scale teachers, once, before the test workers start (each
+    smoke-scale test then loads them in seconds; a cache lock keeps two builders from racing anyway)."""
+    start = time.perf_counter()
+    cmd_prepare(None)
+    prepare_teacher("smoke", poolings)
+    print(f"✅ Prepared for the tests in {time.perf_counter() - start:.0f} s")
+
+
+def cmd_test(args) -> int:
+    _prepare_tests(("cls", "mean"))
+    root = _root()
+    return lint(root) or run_pytest(root, args.pytest_args)
+
+
+def cmd_check(args) -> int:
+    _prepare_tests(("cls",))
+    root = _root()
+    return lint(root) or run_pytest(root, args.pytest_args, fast=True)
 
 
 def cmd_student(_args) -> int:
@@ -119,13 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", choices=list(SCALES), default=os.environ.get(SCALE_ENV) or DEFAULT_SCALE)
     p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 03")
     p.set_defaults(fn=cmd_course)
-    p = sub.add_parser("test", help="run the test suite (extra arguments go to pytest)")
+    p = sub.add_parser("test", help="lint, then the whole test suite in parallel (extra arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_test)
+    p = sub.add_parser("check", help="the fast tier: lint and the tests not marked slow (extra arguments go to pytest)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_check)
     sub.add_parser("student", help="write the student release").set_defaults(fn=cmd_student)
     sub.add_parser("lab", help="open JupyterLab on the notebooks").set_defaults(fn=cmd_lab)
     sub.add_parser("doctor", help="check the installation").set_defaults(fn=cmd_doctor)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["test"], ["check"]):  # everything after the command goes to pytest as it is, options included
+        args = parser.parse_args(argv[:1])
+        args.pytest_args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     return args.fn(args)
 
 

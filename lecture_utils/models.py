@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import validate as check
-from .config import Scale, atomic_folder, cache_dir
+from .config import Scale, atomic_folder, cache_dir, cache_lock
 from .data import sha256_of
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -258,9 +258,7 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
     """
     from transformers import AutoModelForSequenceClassification
 
-    from . import data
-    from .env import get_device, seed_everything
-    from .training import evaluate, train
+    from .env import get_device
 
     _check_attn(attn_implementation)
     sc = _scale(scale)
@@ -269,27 +267,37 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
     check.flag(progress, "progress")
     pooling = _check_pooling(pooling)
     folder = teacher_dir(sc, pooling)
-    if rebuild or teacher_meta(sc, pooling) is None:
-        seed_everything(TEACHER_SEED)
-        tok = load_tokenizer(sc)
-        loaders = data.sentiment_loaders(tok, sc, seed=TEACHER_SEED)
-        model = load_classifier(sc, pooling=pooling).to(dev)
-        hist = train(model, loaders["train"], epochs=sc.teacher_epochs, lr=TEACHER_LR, progress=progress,
-                     desc="fine-tuning the teacher" + ("" if pooling == "cls" else f" ({pooling} pooling)"))
-        val = evaluate(model, loaders["validation"], progress=False)
-        with atomic_folder(folder) as tmp, quiet_transformers():
-            model.to("cpu").save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            meta = {"settings": teacher_settings(sc, pooling), "train_seconds": hist["seconds"],
-                    "train_steps": hist["steps"], "validation_accuracy": val["accuracy"], "device": dev.type,
-                    "sha256": sha256_of(tmp / "model.safetensors")}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    with cache_lock(folder):  # another process training the same teacher: wait for it, then load its result
+        if rebuild or teacher_meta(sc, pooling) is None:
+            _train_teacher(sc, pooling, dev, folder, progress)
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, attn_implementation=attn_implementation, local_files_only=True)
     if pooling != "cls":
         set_pooling(model, pooling)
     return model.to(dev).eval()
+
+
+def _train_teacher(sc: Scale, pooling: str, dev: torch.device, folder: Path, progress: bool) -> None:
+    """Fine-tune the teacher of ``sc`` with ``pooling`` on ``dev`` and write it atomically to ``folder``."""
+    from . import data
+    from .env import seed_everything
+    from .training import evaluate, train
+
+    seed_everything(TEACHER_SEED)
+    tok = load_tokenizer(sc)
+    loaders = data.sentiment_loaders(tok, sc, seed=TEACHER_SEED)
+    model = load_classifier(sc, pooling=pooling).to(dev)
+    hist = train(model, loaders["train"], epochs=sc.teacher_epochs, lr=TEACHER_LR, progress=progress,
+                 desc="fine-tuning the teacher" + ("" if pooling == "cls" else f" ({pooling} pooling)"))
+    val = evaluate(model, loaders["validation"], progress=False)
+    with atomic_folder(folder) as tmp, quiet_transformers():
+        model.to("cpu").save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        meta = {"settings": teacher_settings(sc, pooling), "train_seconds": hist["seconds"],
+                "train_steps": hist["steps"], "validation_accuracy": val["accuracy"], "device": dev.type,
+                "sha256": sha256_of(tmp / "model.safetensors")}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,59 @@
-"""Shared fixtures: a tiny random BERT (fast, no download), an isolated cache, the prepared course data."""
+"""Shared fixtures (a tiny random BERT, an isolated cache, the prepared course data) and the suite's shape: markers
+by lesson, the slowest tests first, one torch thread per parallel worker."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
 
 import lecture_utils as lu
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = sorted(p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LESSON_IN_ID = re.compile(r"(?<![0-9])([0-9]{2})_[a-z]")  # "09_compressing_llms" in a test's id
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in each pytest-xdist worker ("gw0", "gw1", ...)
+# Seconds each slow module took per test on the idle 2-core machine (to start the longest first, so the workers
+# finish together); a module not listed counts as a fast one.
+SLOW_COST_S = {"test_grading.py": 60, "test_browser.py": 80, "test_student_copy.py": 25, "test_notebooks.py": 25}
+
+
+def pytest_configure(config):
+    for lesson in LESSONS:
+        config.addinivalue_line("markers", f"lesson{lesson}: runs lesson {lesson}'s notebook (or its student copy)")
+    if WORKER:  # several workers share the cores: one torch thread each, in this process and in the kernels it starts
+        os.environ.setdefault(lu.config.THREADS_ENV, "1")
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of one lesson's notebook ``lessonNN``; run the slow tests first, the costliest first (the
+    same order in every worker, as pytest-xdist requires)."""
+    for item in items:
+        match = LESSON_IN_ID.search(item.nodeid.split("::", 1)[-1])
+        if match and match.group(1) in LESSONS:
+            item.add_marker(getattr(pytest.mark, f"lesson{match.group(1)}"))
+
+    def cost(item) -> float:
+        if item.get_closest_marker("slow") is None:
+            return 0.0
+        base = SLOW_COST_S.get(Path(str(item.fspath)).name, 10)
+        match = LESSON_IN_ID.search(item.nodeid)
+        return base * (2 if match and match.group(1) in ("03", "04", "05", "06", "08", "09", "10") else 1)
+
+    items.sort(key=cost, reverse=True)  # stable: ties keep the collection order
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_worker():
+    """A test that called ``lu.setup()`` may leave torch on more threads: back to one in a parallel worker."""
+    yield
+    if WORKER and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 # property-based tests: no per-example time limit (a busy machine is slow, not wrong), and few enough examples to
 # keep each test at seconds

@@ -18,19 +18,56 @@ def test_help_lists_the_commands():
         assert command in out
 
 
-def test_student_command_writes_the_release(capsys):
+def test_student_command_writes_the_release(tmp_path, monkeypatch, capsys):
+    """Into a copy of the checkout: the test suite never writes where a user works (build/student/)."""
+    import shutil
+
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    monkeypatch.setattr(cli, "_root", lambda: tmp_path)
     assert cli.main(["student"]) == 0
-    assert sorted(p.name for p in (ROOT / "build" / "student").glob("*.ipynb")) == sorted(
+    assert sorted(p.name for p in (tmp_path / "build" / "student").glob("*.ipynb")) == sorted(
         p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert "Student release" in capsys.readouterr().out
 
 
+def _fake_calls(monkeypatch, lint_code: int, pytest_code: int) -> list[list[str]]:
+    """Record the commands the CLI starts instead of running them: ruff exits ``lint_code``, pytest ``pytest_code``."""
+    calls: list[list[str]] = []
+
+    def call(cmd, *args, **kwargs):
+        calls.append(list(cmd))
+        return lint_code if "ruff" in cmd else pytest_code
+
+    monkeypatch.setattr(cli.subprocess, "call", call)
+    monkeypatch.setattr(cli, "prepare_teacher", lambda scale, poolings: None)
+    return calls
+
+
 def test_pytest_collecting_nothing_is_a_failure(monkeypatch, prepared, capsys):
-    monkeypatch.setattr(cli.subprocess, "call", lambda *a, **k: 5)
+    _fake_calls(monkeypatch, 0, 5)
     assert cli.main(["test"]) == 1
     assert "no tests" in capsys.readouterr().out
-    monkeypatch.setattr(cli.subprocess, "call", lambda *a, **k: 0)
+    _fake_calls(monkeypatch, 0, 0)
     assert cli.main(["test"]) == 0
+
+
+def test_test_and_check_lint_first_and_run_in_parallel(monkeypatch, prepared, capsys):
+    calls = _fake_calls(monkeypatch, 1, 0)
+    assert cli.main(["test"]) == 1  # lint fails: no test runs
+    assert len(calls) == 1 and calls[0][1:4] == ["-m", "ruff", "check"] and "notebooks" in calls[0]
+    calls = _fake_calls(monkeypatch, 0, 0)
+    assert cli.main(["check", "-k", "llm"]) == 0
+    pytest_cmd = calls[1]
+    assert pytest_cmd[1:3] == ["-m", "pytest"] and "--durations=15" in pytest_cmd and pytest_cmd[-2:] == ["-k", "llm"]
+    assert pytest_cmd[pytest_cmd.index("-m", 3) + 1] == "not slow"  # the fast tier leaves the slow tests out
+    assert pytest_cmd[pytest_cmd.index("-n") + 1] == str(cli.test_workers())
+    calls = _fake_calls(monkeypatch, 0, 0)
+    assert cli.main(["test"]) == 0 and "not slow" not in calls[1]
+
+
+def test_workers_are_one_per_core_up_to_a_limit():
+    assert cli.test_workers(1) == 1 and cli.test_workers(2) == 2
+    assert cli.test_workers(64) == cli.MAX_TEST_WORKERS and cli.test_workers(0) == 1
 
 
 def test_unknown_scale_is_refused():

@@ -47,3 +47,31 @@ def test_atomic_folder_replaces_only_on_success(tmp_path):
         raise RuntimeError("interrupted")
     assert (target / "a.txt").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["thing"]  # no temporary folder left behind
+
+
+def test_cache_lock_makes_a_second_builder_wait_for_the_first(tmp_path):
+    """Two builders of one cache entry (two notebooks, two test workers): the second enters only after the first
+    left, so it finds the entry complete instead of building it again or replacing it under a reader."""
+    import threading
+    import time
+
+    from lecture_utils.config import cache_lock
+
+    target, events = tmp_path / "entry", []
+
+    def builder(name: str, hold_s: float) -> None:
+        with cache_lock(target):
+            events.append(f"{name} in")
+            time.sleep(hold_s)
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=builder, args=("first", 0.5))
+    first.start()
+    while not events:
+        time.sleep(0.01)
+    second = threading.Thread(target=builder, args=("second", 0))
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert events == ["first in", "first out", "second in", "second out"]
+    assert (tmp_path / ".entry.lock").exists() and not target.exists()  # the lock builds nothing itself

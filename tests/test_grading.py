@@ -186,6 +186,10 @@ def points(nb: nbformat.NotebookNode) -> float:
                if c.metadata.get("nbgrader", {}).get("grade"))
 
 
+# every test here grades with the one course directory built by `graded`: keep them on one parallel worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, prepared):
     course = tmp_path_factory.mktemp("grading") / "course"

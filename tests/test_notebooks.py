@@ -67,6 +67,7 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_at_smoke_scale(path, tmp_path, prepared):
     res = runner.execute_notebook(path, tmp_path, "smoke")

@@ -37,6 +37,7 @@ def executed(tmp_path_factory, prepared):
     return nb
 
 
+@pytest.mark.slow
 def test_saved_notebook_holds_no_widget_reference(executed):
     outputs = [o for c in executed.cells for o in c.outputs]
     assert not [o for o in outputs if WIDGET_VIEW in o.get("data", {})], json.dumps(outputs)[:2000]
@@ -46,6 +47,7 @@ def test_saved_notebook_holds_no_widget_reference(executed):
     assert "0%" not in text.replace("100%", "")
 
 
+@pytest.mark.slow
 def test_html_page_shows_no_frozen_bar(executed):
     body, _ = HTMLExporter().from_notebook_node(executed)
     assert "kept: 100%" in body

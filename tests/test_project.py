@@ -86,3 +86,9 @@ def test_notebooks_are_committed_clean_and_valid():
         for i, cell in enumerate(raw["cells"]):
             if cell["cell_type"] == "code":
                 assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} cell {i} has outputs"
+
+
+def test_the_licence_file_matches_pyproject():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["license"] == {"text": "MIT"}
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

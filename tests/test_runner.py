@@ -4,6 +4,7 @@ import json
 import os
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from lecture_utils import runner
@@ -13,6 +14,7 @@ def _write(path, cells):
     nbformat.write(new_notebook(cells=cells), path)
 
 
+@pytest.mark.slow
 def test_run_course_collects_results_and_reports_errors(tmp_path, capsys):
     src = tmp_path / "notebooks"
     src.mkdir()
@@ -34,6 +36,7 @@ def test_run_course_collects_results_and_reports_errors(tmp_path, capsys):
     assert "demo.value" in capsys.readouterr().out  # the summary table
 
 
+@pytest.mark.slow
 def test_only_selects_by_prefix_and_merges(tmp_path):
     src = tmp_path / "notebooks"
     src.mkdir()
@@ -50,6 +53,7 @@ def test_format_summary_lists_notebooks_and_results():
     assert "00_x" in text and "teacher.test_accuracy" in text and "0.8321" in text
 
 
+@pytest.mark.slow
 def test_the_failed_or_timed_out_cell_is_named_and_the_callers_environment_is_untouched(tmp_path, monkeypatch):
     monkeypatch.delenv(runner.STRICT_ENV, raising=False)
     src = tmp_path / "notebooks"
@@ -68,6 +72,7 @@ def test_the_failed_or_timed_out_cell_is_named_and_the_callers_environment_is_un
     assert runner.STRICT_ENV not in os.environ
 
 
+@pytest.mark.slow
 def test_summary_reports_each_notebook_against_its_budget(tmp_path, monkeypatch):
     src = tmp_path / "notebooks"
     src.mkdir()

@@ -43,6 +43,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, results: Path, monkeypatch) ->
     return nb
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [p.name for p in NOTEBOOKS])
 def test_student_notebook_runs_top_to_bottom(name, student_dir, tmp_path, monkeypatch, prepared):
     nb = execute(nbformat.read(student_dir / name, as_version=4), student_dir, tmp_path / "results.json",
@@ -65,6 +66,7 @@ def test_every_notebook_asks_for_the_course_kernel():
     assert '"Python (compressing-nn)"' in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_first_cell_in_a_kernel_without_the_package_says_what_to_do_in_one_line(tmp_path, monkeypatch):
     """Every notebook's first code cell, in a kernel where ``import lecture_utils`` fails: one line, no traceback."""
     firsts = [next(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code")

