@@ -99,7 +99,9 @@ def lint(root: Path) -> int:
 def run_pytest(root: Path, extra: list[str], fast: bool = False) -> int:
     """pytest in parallel with its slowest tests listed; ``fast`` leaves out the tests marked ``slow``. pytest's
     exit code 5 (no test collected) becomes a failure."""
-    cmd = [sys.executable, "-m", "pytest", "-n", str(test_workers()), "--dist", "loadgroup", "--durations=15"]
+    # one test at a time to whichever worker is free, slowest first (tests/conftest.py: its scheduler and order)
+    cmd = [sys.executable, "-m", "pytest", "-n", str(test_workers()), "--dist", "loadscope",
+           "--no-loadscope-reorder", "--durations=15"]
     code = subprocess.call([*cmd, *(["-m", "not slow"] if fast else []), *extra], cwd=root)
     if code == 5:
         print("❌ pytest collected no tests: that is a failure, not a pass.")

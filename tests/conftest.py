@@ -20,6 +20,24 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in each pytest-xdist worke
 # Seconds each slow module took per test on the idle 2-core machine (to start the longest first, so the workers
 # finish together); a module not listed counts as a fast one.
 SLOW_COST_S = {"test_grading.py": 60, "test_browser.py": 80, "test_student_copy.py": 25, "test_notebooks.py": 25}
+# Modules whose tests share one costly module-scoped fixture (nbgrader's graded course, JupyterLab and Chromium, an
+# executed notebook): a parallel run keeps each of them on one worker, so the fixture is built once.
+SHARED_FIXTURE_MODULES = {"test_grading.py", "test_browser.py", "test_progress.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduler for this suite: tests go one at a time to whichever worker is free (in collection
+    order: the slowest first), except that a module of :data:`SHARED_FIXTURE_MODULES` goes whole to one worker.
+    (xdist's own ``--dist loadgroup`` cannot do it under pytest 9: it renames ``item._nodeid``, which pytest 9 no
+    longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedModulesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if Path(path).name in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedModulesTogether(config, log)
 
 
 def pytest_configure(config):

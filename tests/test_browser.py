@@ -37,7 +37,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.xdist_group("browser"), pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.skipif(
     sync_playwright is None or not CHROMIUM.exists(),
     reason="browser test needs Chromium and playwright: apt-get install -y chromium && pip install -e '.[dev]' "
            "(or run .ci/run, which installs both)")]

@@ -186,8 +186,8 @@ def points(nb: nbformat.NotebookNode) -> float:
                if c.metadata.get("nbgrader", {}).get("grade"))
 
 
-# every test here grades with the one course directory built by `graded`: keep them on one parallel worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
+# every test here grades with the one course directory that `graded` builds (conftest keeps them on one worker)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
