@@ -156,6 +156,34 @@ def cache_dir() -> Path:
     return path
 
 
+def atomic_write(path: Path | str, data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text written as UTF-8) to ``path`` atomically: into a temporary sibling first, then
+    one ``os.replace``. A failed or interrupted write leaves the old file as it was (and no temporary file)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Cannot write the file {str(path)!r}: a folder of that name exists. Move it away "
+                                "or choose another path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else _new_file_mode())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Write a cache folder atomically: yields an empty temporary sibling of ``target``; when the ``with`` block
