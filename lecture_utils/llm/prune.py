@@ -95,13 +95,14 @@ def prune_model(model: nn.Module, method: str, sparsity: float | None = None, n_
                 stats: dict[str, InputStats] | None = None, mask_fn: Callable | None = None) -> nn.Module:
     """Zero weights of every decoder linear in place: ``method`` "magnitude" or "wanda" (needs ``stats`` from
     :func:`calibrate`), at ``sparsity`` (default 0.5) or N:M. ``mask_fn(w, x_norm, sparsity)`` replaces
-    :func:`wanda_mask` for unstructured Wanda; it must return a keep-mask of ``w``'s shape. Returns ``model``."""
+    :func:`wanda_mask` for unstructured Wanda (it is not used for magnitude or N:M); it must return a keep-mask of
+    ``w``'s shape. Returns ``model``."""
     validate.choice(method, "method", ("magnitude", "wanda"))
     n_m, sparsity = _n_m_and_sparsity(n_m, sparsity)
     if mask_fn is not None:
         validate.callable_(mask_fn, "mask_fn")
         if method != "wanda" or n_m is not None:
-            raise ValueError("mask_fn replaces unstructured Wanda only: use it with method='wanda' and n_m=None")
+            mask_fn = None  # it replaces unstructured Wanda only (documented): magnitude and N:M use the built-ins
     linears = decoder_linears(model)
     if method == "wanda":
         if not stats:
