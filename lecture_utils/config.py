@@ -121,6 +121,9 @@ def get_scale(name: str | None = None) -> Scale:
     """Return the :class:`Scale` called ``name``, or the one named by ``$LECTURE_UTILS_SCALE`` (default laptop)."""
     if name is None:
         name = os.environ.get(SCALE_ENV, "").strip() or DEFAULT_SCALE
+    if not isinstance(name, str):
+        raise TypeError(f"scale must be one of {', '.join(map(repr, SCALES))} or None, got {name!r} "
+                        f"({type(name).__name__})")
     key = name.strip().lower()
     if key not in SCALES:
         raise ValueError(
@@ -152,6 +155,10 @@ def cache_dir() -> Path:
         path = root / ".cache"
     else:
         path = Path.home() / ".cache" / "compressing-nn"
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"The course cache {str(path)!r} is a file, not a folder"
+                                 + (f" (from ${CACHE_ENV})" if env else "") + ": move the file away or point "
+                                 f"${CACHE_ENV} at a folder.")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

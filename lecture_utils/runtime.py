@@ -595,6 +595,8 @@ def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
         raise ValueError("reference and other must be logits tensors of the same shape, got "
                          f"{getattr(reference, 'shape', type(reference).__name__)} and "
                          f"{getattr(other, 'shape', type(other).__name__)}")
+    for name, t in (("reference", reference), ("other", other)):
+        validate.tensor(t, f"{name} (logits)", floating=True, non_empty=True)
     diff = (reference.float() - other.float()).abs()
     return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
             "same_prediction": (reference.argmax(-1) == other.argmax(-1)).float().mean().item(),

@@ -71,3 +71,16 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
     assert path.read_bytes() == b"v2" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
     with pytest.raises(IsADirectoryError, match="folder"):
         config.atomic_write(tmp_path, "x")
+
+
+def test_bad_scale_names_and_a_cache_that_is_a_file_are_explained(tmp_path, monkeypatch):
+    from lecture_utils import config, env
+
+    with pytest.raises(TypeError, match="scale must be one of"):
+        config.get_scale(123)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "file"))
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        config.cache_dir()
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        env.seed_everything(2**40)

@@ -373,3 +373,11 @@ def test_logits_agreement_by_hand_and_scratch_dir():
 def test_load_per_core_is_a_non_negative_number_or_none():
     load = runtime.load_per_core()
     assert load is None or load >= 0
+
+
+def test_logits_agreement_refuses_nan_and_empty_logits():
+    good = torch.randn(3, 2)
+    with pytest.raises(ValueError, match="other .* NaN"):
+        runtime.logits_agreement(good, torch.tensor([[0.0, float("nan")], [1, 2], [3, 4]]))
+    with pytest.raises(ValueError, match="empty"):
+        runtime.logits_agreement(torch.zeros(0, 2), torch.zeros(0, 2))
