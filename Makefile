@@ -31,5 +31,5 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $(STAMP)
 
-clean:             ## remove build outputs (keeps .venv and the data/teacher cache)
-	rm -rf build
+clean:             ## remove what `make course` wrote to build/ (keeps build/student/ — your work —, .venv and the caches)
+	rm -rf build/notebooks build/html build/results build/results.json

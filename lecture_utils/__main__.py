@@ -4,7 +4,7 @@
     course    prepare, then execute every notebook at laptop scale into build/ (results in build/results.json)
     test      prepare, lint, then run the whole test suite in parallel (what CI runs)
     check     the fast tier: lint and every test that executes no notebook and starts no server
-    student   write the student release to build/student/
+    student   write the student release to build/student/ (keeps notebooks you edited; --backup-edited)
     lab       open JupyterLab on notebooks/
     doctor    check versions, data and model, and say what to fix
 
@@ -130,13 +130,14 @@ def cmd_check(args) -> int:
     return lint(root) or run_pytest(root, args.pytest_args, fast=True)
 
 
-def cmd_student(_args) -> int:
+def cmd_student(args) -> int:
     from .release import build_student
 
     root = _root()
-    written = build_student(root / "notebooks", root / "build" / "student")
-    print(f"✅ Student release: {len(written)} notebooks in {root / 'build' / 'student'} (solutions replaced, "
-          "outputs cleared, checks kept).")
+    report = build_student(root / "notebooks", root / "build" / "student",
+                           backup_edited=getattr(args, "backup_edited", False))
+    print(f"✅ Student release in {report.dest} (solutions replaced, outputs cleared, checks kept).")
+    print(report.summary())
     return 0
 
 
@@ -168,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="the fast tier: lint and the tests not marked slow (extra arguments go to pytest)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_check)
-    sub.add_parser("student", help="write the student release").set_defaults(fn=cmd_student)
+    p = sub.add_parser("student", help="write the student release (never replaces a notebook you edited)")
+    p.add_argument("--backup-edited", action="store_true",
+                   help="rename each edited notebook to <name>.edited-<n>.ipynb and write a fresh copy in its place")
+    p.set_defaults(fn=cmd_student)
     sub.add_parser("lab", help="open JupyterLab on the notebooks").set_defaults(fn=cmd_lab)
     sub.add_parser("doctor", help="check the installation").set_defaults(fn=cmd_doctor)
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -264,7 +264,7 @@ def sparse_int8_bytes(rows: int, cols: int, nnz: int) -> int:
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
     """The model's ``nn.Linear`` layers in order (an MLP from ``lu.models.mlp``)."""
-    check.module(model)
+    check.linear_model(model, "linear_layers")
     layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not layers:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layers")

@@ -121,6 +121,9 @@ def get_scale(name: str | None = None) -> Scale:
     """Return the :class:`Scale` called ``name``, or the one named by ``$LECTURE_UTILS_SCALE`` (default laptop)."""
     if name is None:
         name = os.environ.get(SCALE_ENV, "").strip() or DEFAULT_SCALE
+    if not isinstance(name, str):
+        raise TypeError(f"scale must be one of {', '.join(map(repr, SCALES))} or None, got {name!r} "
+                        f"({type(name).__name__})")
     key = name.strip().lower()
     if key not in SCALES:
         raise ValueError(
@@ -152,8 +155,40 @@ def cache_dir() -> Path:
         path = root / ".cache"
     else:
         path = Path.home() / ".cache" / "compressing-nn"
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"The course cache {str(path)!r} is a file, not a folder"
+                                 + (f" (from ${CACHE_ENV})" if env else "") + ": move the file away or point "
+                                 f"${CACHE_ENV} at a folder.")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def atomic_write(path: Path | str, data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text written as UTF-8) to ``path`` atomically: into a temporary sibling first, then
+    one ``os.replace``. A failed or interrupted write leaves the old file as it was (and no temporary file)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Cannot write the file {str(path)!r}: a folder of that name exists. Move it away "
+                                "or choose another path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else _new_file_mode())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -185,8 +220,18 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        old = None
+        if target.exists():  # moved aside, not deleted, until the new folder is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:
+                os.replace(old / target.name, target)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -92,8 +92,8 @@ def hub_reachable(timeout_s: float = 2.0) -> bool:
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python's ``random``, NumPy and torch (CPU and every GPU) so a rerun gives the same numbers."""
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int from 0 to 2**32 - 1 (NumPy's limit), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators

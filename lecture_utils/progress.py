@@ -36,6 +36,12 @@ def bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str
         leave: bool = False, **kwargs) -> text_tqdm:
     """A tqdm progress bar over ``iterable`` (``total`` steps); a widget in Jupyter that turns into plain text (or
     nothing, when ``leave`` is False) once closed. Use it like tqdm: iterate, ``set_postfix``, ``close``."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {enabled!r} ({type(enabled).__name__})")
+    if not isinstance(leave, bool):
+        raise TypeError(f"leave must be True or False, got {leave!r} ({type(leave).__name__})")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, (int, float)) or not total >= 0):
+        raise ValueError(f"total must be a number of steps >= 0 (or None), got {total!r}")
     disable = not enabled or os.environ.get(DISABLE_ENV, "") == "1"
     if disable or not in_notebook_kernel():
         return text_tqdm(iterable, total=total, desc=desc, disable=disable, leave=leave, **kwargs)

@@ -48,7 +48,7 @@ def linear_targets(model: nn.Module, parameter: str = "weight", exclude: Sequenc
     (``bert.encoder.layer.0.attention.self.query``, ..., ``classifier``). Each must have ``parameter``.
     ``exclude=HEAD`` also leaves the pooler and classifier dense (encoder layers only). A part that starts with an
     excluded word and an underscore counts too: ELECTRA's ``embeddings_project`` belongs to the embeddings."""
-    check.module(model)
+    check.linear_model(model, "Pruning (lu.prune)")
     check.text(parameter, "parameter")
     exclude = check.strings(exclude, "exclude", non_empty=False)
     out = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and not _excluded(name, exclude)}

@@ -269,7 +269,7 @@ def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric"
     qrange(bits, True)
     bits = check.integer(bits, "bits")
     _check_scheme(scheme)
-    check.module(model)
+    check.linear_model(model, "fake_quantize_linears")
     skip = tuple(check.strings(skip, "skip", non_empty=False))
     model = copy.deepcopy(model)
 
@@ -324,7 +324,7 @@ def dynamic_int8(model: nn.Module, embeddings: bool = False) -> nn.Module:
     """
     from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
 
-    check.module(model)
+    check.linear_model(model, "dynamic_int8")
     check.flag(embeddings, "embeddings")
     if not any(isinstance(m, (nn.Linear, nn.Embedding) if embeddings else nn.Linear) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no nn.Linear layers to quantize (already quantized?)")
@@ -347,7 +347,7 @@ def torchao_int8(model: nn.Module) -> nn.Module:
     logging.getLogger("torchao").setLevel(logging.ERROR)  # it reports GPU-only extensions it cannot load here
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
-    check.module(model)
+    check.linear_model(model, "torchao_int8")
     if not any(type(m) is nn.Linear for m in model.modules()):
         raise ValueError(f"{type(model).__name__} has no plain nn.Linear layers to quantize (already quantized?)")
     model = copy.deepcopy(model).eval()

@@ -14,9 +14,8 @@ import math
 import numbers
 import os
 import re
-from pathlib import Path
 
-from .config import RESULTS_ENV
+from .config import RESULTS_ENV, atomic_write
 
 __all__ = ["RESULTS_ENV", "record", "recorded"]
 
@@ -31,7 +30,7 @@ def record(key: str, value: float, quiet: bool = False) -> None:
     The key is lower-case words joined by dots (at least two parts); the value a finite real number (a 0-d tensor
     or NumPy scalar is accepted). Prints what it recorded and returns nothing, so a cell ending with it stays quiet.
     """
-    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         raise ValueError(f"Result keys are dotted lower-case names like 'teacher.test_accuracy', got {key!r}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         size = getattr(value, "numel", getattr(value, "size", None))
@@ -41,7 +40,11 @@ def record(key: str, value: float, quiet: bool = False) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"Result {key!r} must be one real number, got {type(value).__name__}"
                             + (f" with {size} elements" if isinstance(size, int) and size != 1 else ""))
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"Result {key!r} must be finite, got an int too large for a float ({len(str(value))} "
+                         "digits)") from None
     if not math.isfinite(value):
         raise ValueError(f"Result {key!r} must be finite, got {value}")
     if not isinstance(quiet, bool):
@@ -49,10 +52,7 @@ def record(key: str, value: float, quiet: bool = False) -> None:
     _recorded[key] = value
     path = os.environ.get(RESULTS_ENV)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(_recorded, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(_recorded, indent=2, sort_keys=True))
     if not quiet:
         print(f"📌 recorded {key} = {value:.4g}")
 

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import nbformat
 
-from .config import BUDGET_S, HEADLESS_ENV, PROGRESS_OFF_ENV, RESULTS_ENV, SCALE_ENV, STRICT_ENV, get_scale
+from .config import (
+    BUDGET_S,
+    HEADLESS_ENV,
+    PROGRESS_OFF_ENV,
+    RESULTS_ENV,
+    SCALE_ENV,
+    STRICT_ENV,
+    atomic_write,
+    get_scale,
+)
 
 KERNEL_NAME = "compressing-nn"
 # Hang guards, in seconds per cell: several times what the slowest cell needs on a busy machine, so a slow laptop
@@ -93,8 +102,7 @@ def execute_notebook(path: Path, build: Path, scale: str, timeout_s: int | None 
     finally:
         seconds = time.perf_counter() - start
     out = build / "notebooks" / path.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out)
+    atomic_write(out, nbformat.writes(nb) + "\n")
     executed = sum(1 for c in nb.cells if c.cell_type == "code" and c.get("execution_count"))
     if error is None and executed == 0:
         error = "no code cell was executed"
@@ -122,14 +130,20 @@ def export_html(executed: Path, dest: Path) -> Path:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(body, encoding="utf-8")
+    atomic_write(dest, body)
     return dest
 
 
 def notebook_paths(src: Path, only: list[str] | None = None) -> list[Path]:
     """The lesson notebooks in order; ``only`` keeps those whose name starts with one of the given prefixes."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"src must be the folder of the course's notebooks, got {str(src)!r}, which is "
+                                + ("a file" if src.exists() else "missing"))
     paths = sorted(p for p in src.glob("*.ipynb") if not p.name.startswith("."))
+    if not paths:
+        raise ValueError(f"No notebooks (*.ipynb) in {str(src)!r}: nothing to run. Pass the folder that holds the "
+                         "lessons, e.g. 'notebooks'.")
     if only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in only)]
         if not paths:
@@ -166,8 +180,7 @@ def run_course(src: Path | str = "notebooks", build: Path | str = "build", scale
         mark = "✅" if res["status"] == "ok" else "❌"
         print(f"  {mark} {res['seconds']:.0f} s{_budget_note(res['seconds'], budget)}"
               + (f" — {res['error']}" if res["error"] else ""), flush=True)
-        summary_path.parent.mkdir(parents=True, exist_ok=True)
-        summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write(summary_path, json.dumps(summary, indent=2, sort_keys=True))
     print(format_summary(summary))
     return summary
 

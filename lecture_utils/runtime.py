@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import validate
 from .measure import BYTES_PER_MB
 from .training import model_inputs, predict
 
@@ -179,13 +180,38 @@ def _writable_onnx(path: str | Path, overwrite: bool, what: str = "path") -> Pat
     path = _onnx_path(path, what)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{what}: the folder {str(path.parent)!r} does not exist; create it first.")
+    overwrite = validate.flag(overwrite, "overwrite")
     taken = [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
+    folders = [str(p) for p in taken if p.is_dir()]
+    if folders:
+        raise IsADirectoryError(f"{what}: {', '.join(folders)} is a folder; choose another file name.")
     if taken and not overwrite:
         raise FileExistsError(f"{what}: {', '.join(map(str, taken))} already exist(s); pass overwrite=True to "
                               "replace, or choose another path.")
-    for p in taken:
-        p.unlink()
     return path
+
+
+@contextlib.contextmanager
+def _atomic_onnx(path: Path) -> Iterator[Path]:
+    """Yields ``<temporary folder beside path>/<path.name>`` to write an ONNX model (and its ``.data``, which the
+    graph names by file name) into. When the block succeeds, the new ``.data`` and then the new graph replace the
+    old files in one rename each (an old ``.data`` the new model does not use is removed); when it fails, the old
+    files are left exactly as they were and the temporary folder is removed."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield tmp / path.name
+        if not (tmp / path.name).is_file():
+            raise RuntimeError(f"the ONNX writer produced no file {path.name}")
+        data = path.with_name(path.name + ".data")
+        for f in sorted(tmp.iterdir(), key=lambda f: f.suffix == ".onnx"):  # weights first, the graph last
+            os.replace(f, path.parent / f.name)
+        if data.exists() and data not in external_data_files(path):  # a stale weights file of the old model
+            data.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _src_and_dst(src: str | Path, dst: str | Path, overwrite: bool, why_differ: str) -> tuple[Path, Path]:
@@ -302,7 +328,9 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     ``inputs`` is an example batch: a dict of tensors such as a tokenizer's output (``labels`` is left out) or one
     tensor. The batch dimension, and for a dict the second (sequence) dimension too, are exported as dynamic, so
     the file runs on any batch size and text length. The output is the logits. Weights go to ``<path>.data`` beside the
-    graph. Existing files are replaced only with ``overwrite=True``.
+    graph. Existing files are replaced only with ``overwrite=True``, and only once the export has succeeded: the model
+    is written to a temporary folder beside ``path`` and then moved into place, so a failed export leaves the old
+    ``.onnx`` and ``.data`` as they were.
 
     Raises ``TypeError`` for a model the exporter cannot take (torch.ao or torchao quantized: export the float
     model and quantize with :func:`quantize_onnx_dynamic`), ``FileNotFoundError``/``FileExistsError``/
@@ -328,13 +356,11 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     was_training = model.training
     model.eval()
     try:
-        with _quiet_export():
-            torch.onnx.export(_Positional(model, names), args, str(path), input_names=input_names,
+        with _atomic_onnx(path) as tmp, _quiet_export():
+            torch.onnx.export(_Positional(model, names), args, str(tmp), input_names=input_names,
                               output_names=["logits"], dynamic_shapes=(tuple(dynamic),), external_data=True,
                               verbose=False)
     except Exception as exc:  # noqa: BLE001 - re-raised with the model's name and the cause attached
-        for p in (path, path.with_name(path.name + ".data")):
-            p.unlink(missing_ok=True)
         raise RuntimeError(f"torch.onnx.export could not export {type(model).__name__}: {_first_line(exc)}"
                            + (f" — because: {_first_line(exc.__cause__)}" if exc.__cause__ else "")) from exc
     finally:
@@ -373,7 +399,8 @@ def optimize_onnx(src: str | Path, dst: str | Path, overwrite: bool = False) -> 
         for node in optimized.model.graph.node:
             if node.op_type not in before and node.domain == "com.microsoft":
                 fused[node.op_type] = fused.get(node.op_type, 0) + 1
-        optimized.save_model_to_file(str(dst), use_external_data_format=False)
+        with _atomic_onnx(dst) as tmp:
+            optimized.save_model_to_file(str(tmp), use_external_data_format=False)
     finally:
         logger.setLevel(level)
     return dst, fused
@@ -429,8 +456,9 @@ def quantize_onnx_dynamic(src: str | Path, dst: str | Path, embeddings: bool = T
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=ops)
+        with _atomic_onnx(dst) as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             op_types_to_quantize=ops)
     finally:
         logger.setLevel(level)
     return dst
@@ -490,9 +518,42 @@ class OrtModel(nn.Module):
         super().__init__()
         self.path = _existing_onnx(path)
         self.threads = _check_threads(threads)
-        self.session = ort_session(self.path, self.threads, spinning)
+        self.spinning = validate.flag(spinning, "spinning")
+        self._open()
+
+    def _open(self) -> None:
+        self.session = ort_session(self.path, self.threads, self.spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._types = {i.name: _NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
+        self._shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
+
+    def __deepcopy__(self, memo: dict) -> OrtModel:
+        """A copy with its own ONNX Runtime session on the same file (a session cannot be copied; the file is only
+        read). ``copy.deepcopy(model)`` works as it does for any course model."""
+        return type(self)(self.path, self.threads, self.spinning)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("session", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def _check_input(self, name: str, array: np.ndarray) -> None:
+        shape = self._shapes.get(name)
+        if shape is None:
+            return
+        want = "(" + ", ".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) + ")"
+        if array.ndim != len(shape):
+            raise ValueError(f"input {name!r} must have {len(shape)} dimensions {want}, the first one the batch, got "
+                             f"shape {tuple(array.shape)}" + (" (add the batch dimension: x[None])"
+                                                              if array.ndim == len(shape) - 1 else ""))
+        for i, (d, got) in enumerate(zip(shape, array.shape, strict=True)):
+            if isinstance(d, int) and d != got:
+                raise ValueError(f"input {name!r} must have shape {want}, got {tuple(array.shape)} (dimension {i} "
+                                 f"is {got}, the exported model takes {d})")
 
     def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> OrtOutput:
         if args:
@@ -506,6 +567,7 @@ class OrtModel(nn.Module):
         for n in self.input_names:
             value = inputs[n]
             array = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
+            self._check_input(n, array)
             feed[n] = array.astype(self._types[n], copy=False) if self._types[n] is not None else array
         return OrtOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
 
@@ -533,6 +595,8 @@ def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
         raise ValueError("reference and other must be logits tensors of the same shape, got "
                          f"{getattr(reference, 'shape', type(reference).__name__)} and "
                          f"{getattr(other, 'shape', type(other).__name__)}")
+    for name, t in (("reference", reference), ("other", other)):
+        validate.tensor(t, f"{name} (logits)", floating=True, non_empty=True)
     diff = (reference.float() - other.float()).abs()
     return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
             "same_prediction": (reference.argmax(-1) == other.argmax(-1)).float().mean().item(),

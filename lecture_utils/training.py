@@ -50,7 +50,8 @@ def logits_and_labels(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tenso
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise check.BadType(f"a batch must be a dict with 'labels' or a pair (x, y), got {check.show(batch)}")
     x, y = batch
-    return model(x), y
+    out = model(x)
+    return (out.logits if hasattr(out, "logits") else out), y
 
 
 def cross_entropy_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -226,6 +227,9 @@ def predict(model: torch.nn.Module, loader: Iterable, progress: bool = False) ->
     all_logits, all_labels = [], []
     for batch in _bar(loader, progress, desc="eval"):
         logits, labels = logits_and_labels(model, to_device(batch, device))
+        if not torch.is_tensor(logits):
+            raise check.BadType(f"the model must return logits (a tensor, or an output with .logits), got "
+                                f"{check.show(logits)}")
         all_logits.append(logits.float().cpu())
         all_labels.append(labels.cpu())
     if not all_logits:

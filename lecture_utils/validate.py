@@ -160,6 +160,28 @@ def module(value: Any, name: str = "model") -> nn.Module:
     return value
 
 
+def conv1d_layers(model: nn.Module) -> list[str]:
+    """Names of the transformers ``Conv1D`` layers of ``model`` (GPT-2 style: a linear layer whose weight is stored
+    as (in, out), which is not an ``nn.Linear``)."""
+    return [n for n, m in model.named_modules()
+            if type(m).__name__ == "Conv1D" and type(m).__module__.startswith("transformers")]
+
+
+def linear_model(model: Any, helper: str, name: str = "model") -> nn.Module:
+    """``model`` as an ``nn.Module`` whose linear layers are all ``nn.Linear``: a model with transformers'
+    ``Conv1D`` layers (GPT-2) is refused, since a helper that acts on ``nn.Linear`` would silently skip them."""
+    module(model, name)
+    conv = conv1d_layers(model)
+    if conv:
+        raise ValueError(
+            f"{helper} acts on nn.Linear layers, but {name} ({type(model).__name__}) keeps {len(conv)} of its linear "
+            f"layers as transformers Conv1D ({', '.join(conv[:3])}{', ...' if len(conv) > 3 else ''}; GPT-2 style, "
+            "weight stored as (in, out)): they would be left untouched and the result would look done. The course's "
+            "helpers support models built of nn.Linear (BERT, DistilBERT, ELECTRA, and Llama-style language models "
+            "such as Llama, SmolLM2, Mistral or Qwen2).")
+    return model
+
+
 def callable_(value: Any, name: str) -> Any:
     """A callable (a function)."""
     if not callable(value):
@@ -233,6 +255,39 @@ def tensor(value: Any, name: str, *, floating: bool = False, finite: bool = True
             not bool(torch.isfinite(value.detach()).all()):
         n = int((~torch.isfinite(value.detach())).sum())
         raise ValueError(f"{name} must be finite, but {n} of its {value.numel()} values are NaN or infinite")
+    return value
+
+
+def function_name(fn: Any) -> str:
+    """How to name a (student's) function in a message: ``your function `f```."""
+    return f"`{getattr(fn, '__qualname__', None) or getattr(fn, '__name__', None) or type(fn).__name__}`"
+
+
+def result(value: Any, fn: Any, shape: Sequence[int], *, what: str = "a tensor", floating: bool = True,
+           mask: bool = False, positive: bool = False) -> torch.Tensor:
+    """What a function passed to a helper returned, checked before it is used: a tensor of exactly ``shape`` (never
+    broadcast), finite, floating point (``floating``), or a keep-mask of bools or 0/1 values (``mask``, returned as
+    bool), all > 0 with ``positive``. The error names the function, what it returned and what was expected."""
+    shape = tuple(shape)
+    who = f"{function_name(fn)} must return {what} of shape {shape}"
+    if not isinstance(value, torch.Tensor):
+        raise BadType(f"{who}, but it returned {show(value)}")
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{who}, but it returned shape {tuple(value.shape)} (results are never broadcast)")
+    if mask:
+        if value.dtype != torch.bool:
+            if value.is_complex() or not bool(((value == 0) | (value == 1)).all()):
+                raise ValueError(f"{who} holding True/False (or 0/1), but it returned other values "
+                                 f"({show(value)})")
+            value = value != 0
+        return value
+    if floating and not value.is_floating_point():
+        raise BadType(f"{who} and a floating-point dtype, but it returned dtype {value.dtype}")
+    if value.is_floating_point() and not bool(torch.isfinite(value.detach()).all()):
+        n = int((~torch.isfinite(value.detach())).sum())
+        raise ValueError(f"{who} with finite values, but {n} of its {value.numel()} values are NaN or infinite")
+    if positive and not bool((value > 0).all()):
+        raise ValueError(f"{who} with every value > 0, but its smallest is {value.min().item():g}")
     return value
 
 

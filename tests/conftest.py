@@ -185,3 +185,57 @@ def measured(monkeypatch):
     """This kernel's recorded results replaced by :data:`MEASURED` (restored after the test)."""
     monkeypatch.setattr(lu.results, "_recorded", dict(MEASURED))
     return dict(MEASURED)
+
+
+# Small random causal language models of other families, for the lu.llm helpers: each either gives a verified result
+# on them or one clear refusal. Built from transformers configs (no download); norms get random weights so that a
+# (1 + weight) norm (Gemma) behaves differently from a weight norm (Llama).
+LM_FAMILIES = ("llama", "llama_mha", "qwen2", "qwen2_sliding", "mistral", "phi3", "gemma", "gemma2", "gpt2", "opt")
+LLAMA_STYLE = ("llama", "llama_mha", "qwen2", "qwen2_sliding", "mistral", "phi3", "gemma", "gemma2")  # model.layers
+SLIDING_WINDOW = 8  # tokens; shorter than the test windows, so sliding-window attention matters
+
+
+def make_tiny_lm(family: str) -> torch.nn.Module:
+    """A 2-layer random ``*ForCausalLM`` of ``family`` (vocabulary 96, hidden 32, 4 heads, 64 positions), eval mode.
+    llama: grouped-query attention (2 key/value heads); llama_mha: 4; qwen2_sliding: its second layer slides;
+    mistral: every layer slides; gemma2: sliding and full layers alternate, with extra norms; phi3: fused q/k/v
+    and gate/up; gpt2: Conv1D layers in transformer.h; opt: model.decoder.layers."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=64)
+    built = {
+        "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(**common, num_key_value_heads=2, head_dim=8)),
+        "llama_mha": lambda: T.LlamaForCausalLM(T.LlamaConfig(**common, num_key_value_heads=4,
+                                                              tie_word_embeddings=False)),
+        "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**common, num_key_value_heads=2)),
+        "qwen2_sliding": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**common, num_key_value_heads=2,
+                                                                  use_sliding_window=True,
+                                                                  sliding_window=SLIDING_WINDOW, max_window_layers=1)),
+        "mistral": lambda: T.MistralForCausalLM(T.MistralConfig(**common, num_key_value_heads=2,
+                                                                sliding_window=SLIDING_WINDOW)),
+        "phi3": lambda: T.Phi3ForCausalLM(T.Phi3Config(**common, num_key_value_heads=2, pad_token_id=0,
+                                                       bos_token_id=1, eos_token_id=2)),
+        "gemma": lambda: T.GemmaForCausalLM(T.GemmaConfig(**common, num_key_value_heads=2, head_dim=8)),
+        "gemma2": lambda: T.Gemma2ForCausalLM(T.Gemma2Config(**common, num_key_value_heads=2, head_dim=8,
+                                                             sliding_window=SLIDING_WINDOW)),
+        "gpt2": lambda: T.GPT2LMHeadModel(T.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                                       bos_token_id=1, eos_token_id=2)),
+        "opt": lambda: T.OPTForCausalLM(T.OPTConfig(vocab_size=96, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                                    num_attention_heads=4, max_position_embeddings=64,
+                                                    word_embed_proj_dim=32, pad_token_id=0, bos_token_id=1,
+                                                    eos_token_id=2)),
+    }
+    model = built[family]().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and p.dim() == 1:
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="session", params=LM_FAMILIES)
+def tiny_lm(request) -> tuple[str, torch.nn.Module]:
+    """``(family, model)`` for every family of :data:`LM_FAMILIES` (built once; deep-copy before changing it)."""
+    return request.param, make_tiny_lm(request.param)

@@ -335,12 +335,13 @@ def test_use_returns_the_students_function_only_after_its_check_passed(capsys):
     def speed(a, b):
         return CORRECT["speedup"](a, b)
 
-    assert checks.use(speed, abs) is abs  # never checked
+    ref = lu.measure.speedup  # called like the student's function (use() refuses one that is not)
+    assert checks.use(speed, ref) is ref  # never checked
     assert "has not passed its check" in capsys.readouterr().out
     assert checks.speedup(speed)
-    assert checks.use(speed, abs) is speed
+    assert checks.use(speed, ref) is speed
     assert not checks.speedup(_not_done)
-    assert checks.use(_not_done, abs) is abs
+    assert checks.use(_not_done, ref) is ref
     with pytest.raises(TypeError, match="reference"):
         checks.use(speed, 3)
 
@@ -504,3 +505,13 @@ def test_a_prediction_check_needs_the_measurement_and_explains_the_gap(monkeypat
     assert "only the Linear layers' weight matrices" in capsys.readouterr().out
     assert not checks.predicted_cache_bytes(WRONG["predicted_cache_bytes"][0])
     assert "grouped-query attention" in capsys.readouterr().out
+
+
+def test_use_refuses_a_reference_that_cannot_be_called_like_the_students_function():
+    def wanda_mask(w, x_norm, sparsity):
+        raise NotImplementedError()
+
+    with pytest.raises(TypeError, match=r"use\(wanda_mask, kv_cache_bytes\).*takes wanda_mask\(w, x_norm, "
+                                        r"sparsity\)"):
+        lu.checks.use(wanda_mask, lu.llm.kv_cache_bytes)  # five required arguments: another exercise's reference
+    assert lu.checks.use(wanda_mask, lu.llm.wanda_mask) is lu.llm.wanda_mask

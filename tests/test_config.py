@@ -47,6 +47,43 @@ def test_atomic_folder_replaces_only_on_success(tmp_path):
         raise RuntimeError("interrupted")
     assert (target / "a.txt").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["thing"]  # no temporary folder left behind
+    with atomic_folder(target) as tmp:  # a successful replacement: the new folder, no old one left aside
+        (tmp / "b.txt").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["thing"]
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    from lecture_utils import config
+
+    path = tmp_path / "f.json"
+    config.atomic_write(path, "v1")
+    path.chmod(0o640)
+    config.atomic_write(path, b"v2")
+    assert path.read_bytes() == b"v2" and path.stat().st_mode & 0o777 == 0o640  # the file's mode is kept
+
+    def fail(_fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(config.os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        config.atomic_write(path, "v3")
+    assert path.read_bytes() == b"v2" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    with pytest.raises(IsADirectoryError, match="folder"):
+        config.atomic_write(tmp_path, "x")
+
+
+def test_bad_scale_names_and_a_cache_that_is_a_file_are_explained(tmp_path, monkeypatch):
+    from lecture_utils import config, env
+
+    with pytest.raises(TypeError, match="scale must be one of"):
+        config.get_scale(123)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "file"))
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        config.cache_dir()
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        env.seed_everything(2**40)
 
 
 def test_cache_lock_makes_a_second_builder_wait_for_the_first(tmp_path):

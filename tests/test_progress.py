@@ -52,3 +52,14 @@ def test_html_page_shows_no_frozen_bar(executed):
     body, _ = HTMLExporter().from_notebook_node(executed)
     assert "kept: 100%" in body
     assert "0%|" not in body.replace("100%|", "") and "model not found" not in body
+
+
+def test_string_flags_and_negative_totals_are_refused():
+    from lecture_utils.progress import bar
+
+    with pytest.raises(TypeError, match="enabled"):
+        bar(range(3), enabled="no")
+    with pytest.raises(TypeError, match="leave"):
+        bar(range(3), leave="no")
+    with pytest.raises(ValueError, match="total"):
+        bar(total=-5)

@@ -16,7 +16,8 @@ def test_record_writes_the_results_file(tmp_path, monkeypatch, capsys):
     assert "recorded teacher.test_accuracy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key", ["accuracy", "Teacher.acc", "teacher..acc", "teacher acc.x", ""])
+@pytest.mark.parametrize("key", ["accuracy", "Teacher.acc", "teacher..acc", "teacher acc.x", "", "teacher.acc\n",
+                                 " teacher.acc", "teacher.acc\t"])
 def test_record_rejects_bad_keys(key):
     with pytest.raises(ValueError, match="dotted"):
         lu.record(key, 1.0)
@@ -59,3 +60,11 @@ def test_record_refuses_many_numbers_complex_and_bools():
         lu.record("test.value", True, quiet=True)
     with pytest.raises(TypeError, match="quiet must be True or False"):
         lu.record("test.value", 0.5, quiet="yes")
+
+
+def test_record_refuses_a_huge_int_and_a_results_path_that_is_a_folder(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="finite.*too large"):
+        lu.record("a.huge", 10 ** 400)
+    monkeypatch.setenv(lu.results.RESULTS_ENV, str(tmp_path))
+    with pytest.raises(IsADirectoryError, match="folder"):
+        lu.record("a.b", 1.0, quiet=True)

@@ -96,3 +96,14 @@ def test_the_kernels_environment_is_built_without_touching_this_process(tmp_path
     assert env[runner.RESULTS_ENV] == str((tmp_path / "r.json").resolve())
     assert env["PATH"] == os.environ["PATH"]  # the rest of this environment is passed on
     assert runner.kernel_env("smoke", tmp_path / "r.json", base={})[runner.SCALE_ENV] == "smoke"
+
+
+def test_run_course_refuses_a_folder_without_notebooks(tmp_path):
+    import pytest
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="No notebooks"):
+        runner.run_course(tmp_path / "empty", tmp_path / "build", scale="smoke")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        runner.run_course(tmp_path / "nowhere", tmp_path / "build", scale="smoke")
+    assert not (tmp_path / "build").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 import lecture_utils as lu
 from lecture_utils import heads, measure, runtime, surgery, training
+from lecture_utils.validate import BadType
 
 # ORT fp32 runs the same float32 arithmetic in a different order (fused kernels): logits may differ by rounding.
 FP32_ATOL = 1e-4
@@ -207,6 +210,94 @@ def test_bad_paths_give_clear_errors(tiny_bert, exported, tmp_path):
     assert again == exported and runtime.onnx_size_mb(again) > 0
 
 
+def _files(path):
+    return {f.name: f.read_bytes() for f in sorted(path.parent.iterdir())}
+
+
+def test_a_failed_export_with_overwrite_leaves_the_old_files_intact(tiny_bert, exported):
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, x):
+            raise RuntimeError("broken on purpose")
+
+    before = _files(exported)
+    assert set(before) == {exported.name, exported.name + ".data"}
+    with pytest.raises(RuntimeError, match="could not export Broken"):
+        runtime.export_onnx(Broken(), torch.randn(2, 3), exported, overwrite=True)
+    assert _files(exported) == before  # both byte-identical, and no temporary folder left behind
+    torch.testing.assert_close(runtime.OrtModel(exported, threads=1)(**_batch()).logits, _logits(tiny_bert, _batch()),
+                               atol=FP32_ATOL, rtol=0)
+
+
+def test_a_successful_overwrite_replaces_both_files_and_drops_a_stale_data_file(exported):
+    model = nn.Sequential(nn.Linear(6, 3)).eval()  # small enough that the exporter writes no .data
+    runtime.export_onnx(model, torch.randn(2, 6), exported, overwrite=True)
+    assert sorted(_files(exported)) == [exported.name] and runtime.external_data_files(exported) == []
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(runtime.OrtModel(exported, threads=1)(x).logits, model(x).detach(), atol=FP32_ATOL,
+                               rtol=0)
+
+
+@pytest.mark.parametrize("writer", ["quantize", "optimize"])
+def test_a_failed_quantization_or_fusion_leaves_the_old_destination(exported, tmp_path, monkeypatch, writer):
+    import onnxruntime.quantization
+    import onnxruntime.transformers.optimizer
+
+    dst = tmp_path / "out" / "model.onnx"
+    dst.parent.mkdir()
+    runtime.quantize_onnx_dynamic(exported, dst)
+    before = _files(dst)
+
+    def half_written(_src, out, *args, **kwargs):
+        Path(out).write_bytes(b"half a model")
+        raise OSError("disk full")
+
+    if writer == "quantize":
+        monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", half_written)
+        call = lambda: runtime.quantize_onnx_dynamic(exported, dst, overwrite=True)  # noqa: E731
+    else:
+        class Optimized:
+            class model:  # noqa: N801 - mimics onnxruntime's OnnxModel
+                class graph:  # noqa: N801
+                    node = []
+
+            def save_model_to_file(self, out, **kwargs):
+                half_written(None, out)
+
+        monkeypatch.setattr(onnxruntime.transformers.optimizer, "optimize_model", lambda *a, **k: Optimized())
+        call = lambda: runtime.optimize_onnx(exported, dst, overwrite=True)  # noqa: E731
+    with pytest.raises(OSError, match="disk full"):
+        call()
+    assert _files(dst) == before
+    with pytest.raises(BadType, match="overwrite"):
+        runtime.quantize_onnx_dynamic(exported, dst, overwrite="yes")
+
+
+def test_ort_models_copy_and_evaluate_like_course_models(exported):
+    import copy
+    import pickle
+
+    ort_model = runtime.OrtModel(exported, threads=1)
+    twin = copy.deepcopy(ort_model)
+    assert twin.session is not ort_model.session and twin.path == ort_model.path
+    torch.testing.assert_close(twin(**_batch()).logits, ort_model(**_batch()).logits)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(ort_model))(**_batch()).logits, ort_model(**_batch()).logits)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 3)).eval()
+    path = runtime.export_onnx(mlp, torch.randn(2, 6), exported.with_name("mlp.onnx"))
+    x, y = torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    want = training.evaluate(mlp, [(x, y)], progress=False)
+    got = training.evaluate(runtime.OrtModel(path, threads=1), [(x, y)], progress=False)  # (x, y) batches too
+    assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    with pytest.raises(ValueError, match=r"input 'input' must have shape \(batch, 6\), got \(2, 5\)"):
+        runtime.OrtModel(path)(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="add the batch dimension"):
+        runtime.OrtModel(path)(torch.randn(6))
+
+
 def test_unsupported_models_give_clear_errors(tiny_bert, exported, tmp_path):
     int8 = lu.quantize.dynamic_int8(tiny_bert)
     with pytest.raises(TypeError, match="quantize_onnx_dynamic"):
@@ -282,3 +373,11 @@ def test_logits_agreement_by_hand_and_scratch_dir():
 def test_load_per_core_is_a_non_negative_number_or_none():
     load = runtime.load_per_core()
     assert load is None or load >= 0
+
+
+def test_logits_agreement_refuses_nan_and_empty_logits():
+    good = torch.randn(3, 2)
+    with pytest.raises(ValueError, match="other .* NaN"):
+        runtime.logits_agreement(good, torch.tensor([[0.0, float("nan")], [1, 2], [3, 4]]))
+    with pytest.raises(ValueError, match="empty"):
+        runtime.logits_agreement(torch.zeros(0, 2), torch.zeros(0, 2))

@@ -16,6 +16,30 @@ def test_mcnemar_equals_scipys_exact_binomial_test(only_a, only_b):
     assert stats.mcnemar_p(only_a, only_b) == pytest.approx(want, rel=1e-9)
 
 
+def _exact_big_integer_p(only_a: int, only_b: int) -> float:
+    """The previous implementation: exact big-integer sums (fine for small n, minutes at 20,000 pairs)."""
+    import math
+    from fractions import Fraction
+
+    n, k = only_a + only_b, min(only_a, only_b)
+    return 1.0 if n == 0 else float(min(Fraction(1), 2 * Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 10, 31, 200, 1001])
+def test_mcnemar_equals_the_exact_big_integer_sums_on_every_split(n):
+    for only_a in range(n + 1) if n <= 200 else range(0, n + 1, 7):
+        want = _exact_big_integer_p(only_a, n - only_a)
+        assert stats.mcnemar_p(only_a, n - only_a) == pytest.approx(want, rel=1e-10, abs=1e-300), (only_a, n)
+
+
+@pytest.mark.parametrize(("only_a", "only_b"), [(9_800, 10_200), (9_000, 11_000), (10_000, 10_000), (0, 20_000),
+                                                (450_000, 550_000)])
+def test_mcnemar_scales_to_large_test_sets(only_a, only_b):
+    """20,000 discordant pairs used to take minutes; scipy's exact test is the reference."""
+    want = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
+    assert stats.mcnemar_p(only_a, only_b) == pytest.approx(want, rel=1e-8, abs=1e-300)
+
+
 def _pair(n_both: int, only_a: int, only_b: int, n_neither: int) -> tuple[torch.Tensor, torch.Tensor]:
     a = torch.tensor([True] * n_both + [True] * only_a + [False] * only_b + [False] * n_neither)
     b = torch.tensor([True] * n_both + [False] * only_a + [True] * only_b + [False] * n_neither)

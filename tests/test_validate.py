@@ -114,3 +114,40 @@ def test_choice_flag_device_and_scale():
     with pytest.raises(TypeError, match="scale must be one of"):
         check.scale(3)
     assert check.scale("smoke").name == "smoke"
+
+
+def test_result_checks_what_a_students_function_returned():
+    def mine(w):
+        return w
+
+    good = torch.ones(2, 3)
+    assert check.result(good, mine, (2, 3)) is good
+    with pytest.raises(ValueError, match=r"`.*mine` must return the weight of shape \(2, 3\), but it returned shape "
+                                         r"\(1, 3\) \(results are never broadcast\)"):
+        check.result(torch.ones(1, 3), mine, (2, 3), what="the weight")
+    with pytest.raises(TypeError, match="mine.*returned None"):
+        check.result(None, mine, (2, 3))
+    with pytest.raises(TypeError, match="floating-point"):
+        check.result(torch.ones(2, 3, dtype=torch.int64), mine, (2, 3))
+    with pytest.raises(ValueError, match="1 of its 6 values are NaN"):
+        check.result(torch.tensor([[1.0, 2, math.nan], [1, 2, 3]]), mine, (2, 3))
+    with pytest.raises(ValueError, match="> 0"):
+        check.result(torch.zeros(3), mine, (3,), positive=True)
+    assert check.result(torch.tensor([0, 1, 1]), mine, (3,), mask=True).dtype == torch.bool
+    with pytest.raises(ValueError, match="True/False"):
+        check.result(torch.tensor([0.0, 0.5, 1.0]), mine, (3,), mask=True)
+
+
+def test_linear_model_refuses_conv1d_layers_by_name():
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    plain = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert check.linear_model(plain, "helper") is plain and check.conv1d_layers(plain) == []
+    mixed = nn.Sequential(Conv1D(4, 3), nn.Linear(4, 2))
+    assert check.conv1d_layers(mixed) == ["0"]
+    with pytest.raises(ValueError, match=r"my_helper acts on nn.Linear layers.*1 of its linear layers as "
+                                         r"transformers Conv1D \(0; GPT-2"):
+        check.linear_model(mixed, "my_helper")
+    with pytest.raises(TypeError, match="nn.Module"):
+        check.linear_model("model", "my_helper")

@@ -220,6 +220,7 @@ def use(fn: F, reference: F) -> F:
     """
     if not callable(reference):
         raise TypeError(f"reference must be a function, got {type(reference).__name__}")
+    _same_calls(fn, reference)
     if callable(fn) and fn in _PASSED:
         return fn
     note = (id(fn), id(reference), _execution_count())
@@ -233,6 +234,35 @@ def use(fn: F, reference: F) -> F:
 
 
 _NOTED: set = set()  # (function, reference, cell run) already announced by use()
+
+
+def _same_calls(fn: Any, reference: Any) -> None:
+    """Raise TypeError if ``reference`` cannot be called the way ``fn`` is (with ``fn``'s required positional
+    arguments): use() would silently swap in a function of another signature."""
+    import inspect
+
+    if not callable(fn):
+        return
+    try:
+        mine, theirs = inspect.signature(fn), inspect.signature(reference)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to compare
+        return
+
+    if any(p.kind is p.VAR_POSITIONAL for p in mine.parameters.values()):
+        return  # fn(*args) says nothing about how it is called
+
+    def required(sig: inspect.Signature) -> int:
+        return sum(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   for p in sig.parameters.values())
+
+    for a, b in ((mine, theirs),):
+        try:
+            b.bind(*range(required(a)))
+        except TypeError:
+            name = getattr(fn, "__name__", type(fn).__name__)
+            ref = getattr(reference, "__qualname__", None) or repr(reference)
+            raise TypeError(f"use({name}, {ref}): the reference takes {ref}{theirs} but `{name}` takes "
+                            f"{name}{mine}; pass the course's function that does what `{name}` does") from None
 
 
 def _execution_count() -> int | None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from .model import decoder_layers, decoder_linears
+from .model import check_ids, decoder_layers, decoder_linears
 
 __all__ = ["SHARED_INPUT", "InputStats", "calibrate", "decoder_inputs"]
 
@@ -32,11 +32,20 @@ class InputStats:
     tokens: int
 
 
-def _check_windows(windows: torch.Tensor) -> None:
-    """Calibration data must be token windows: a non-empty 2-D tensor (n_windows, seq_len)."""
-    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
-        raise ValueError("calibration data must be a non-empty int64 tensor (n_windows, seq_len), got "
-                         f"{tuple(getattr(windows, 'shape', ()))}")
+def _check_windows(windows: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """Calibration data must be token windows of the model: a non-empty int64 tensor (n_windows, seq_len)."""
+    return check_ids(windows, model, "calibration windows")
+
+
+def _check_stats(stats: dict[str, InputStats]) -> dict[str, InputStats]:
+    """Statistics with NaN or infinite entries (a NaN weight or activation upstream) are refused by layer name."""
+    for name, s in stats.items():
+        for field in ("sq_norm", "absmax"):
+            t = getattr(s, field)
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"the inputs of {name} hold NaN or infinite values during calibration ({field} is "
+                                 "not finite): the model computes NaN or inf there (a NaN weight?)")
+    return stats
 
 
 def _collect(linears: dict[str, nn.Linear], run: Callable[[], object], hessian: bool = True
@@ -76,14 +85,16 @@ def calibrate(model: nn.Module, windows: torch.Tensor, batch_size: int = 4, hess
     """Run ``windows`` (int64, (n, seq_len)) through ``model`` and collect :class:`InputStats` for every decoder
     linear. Linears that read the same tensor (q/k/v, gate/up) share one object. ``hessian=False`` skips ``xtx``
     (an empty tensor) to save memory when only norms and maxima are needed."""
-    _check_windows(windows)
-    validate.integer(batch_size, "batch_size", 1)
     linears = decoder_linears(model)
+    _check_windows(windows, model)
+    validate.integer(batch_size, "batch_size", 1)
+    hessian = validate.flag(hessian, "hessian")
     groups = _input_groups(linears)
     model.eval()
     stats, _ = _collect({names[0]: linears[names[0]] for names in groups},
                         lambda: [model(input_ids=batch, use_cache=False) for batch in windows.split(batch_size)],
                         hessian)
+    _check_stats(stats)
     return {name: stats[names[0]] for names in groups for name in names}
 
 
@@ -113,6 +124,8 @@ def decoder_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8)
     the model passes to every layer (position embeddings, attention mask …). The model stops there, so this costs
     only the embedding lookup."""
     layers = decoder_layers(model)
+    _check_windows(windows, model)
+    validate.integer(batch_size, "batch_size", 1)
     caught: list[tuple[torch.Tensor, dict]] = []
 
     def catch(_module, args, kwargs):
@@ -128,4 +141,34 @@ def decoder_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8)
                 model(input_ids=batch, use_cache=False)
     finally:
         handle.remove()
+    return caught
+
+
+def mixed_attention(model: nn.Module) -> bool:
+    """True if the model's layers do not all attend alike (sliding-window and full layers mixed, as in Gemma2), so
+    each layer receives its own attention mask and the first layer's keyword arguments do not fit the others."""
+    types = getattr(getattr(model, "config", None), "layer_types", None)
+    return isinstance(types, (list, tuple)) and len(set(types)) > 1
+
+
+@torch.no_grad()
+def layer_kwargs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -> list[list[dict]]:
+    """The keyword arguments (attention mask, position embeddings …) the model passes to each decoder layer, per
+    layer and batch of ``windows``: one full forward pass with every layer's inputs caught."""
+    layers = decoder_layers(model)
+    caught: list[list[dict]] = [[] for _ in layers]
+
+    def catch(index: int):
+        def fn(_module, _args, kwargs):
+            caught[index].append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+        return fn
+
+    handles = [layer.register_forward_pre_hook(catch(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        model.eval()
+        for batch in windows.split(batch_size):
+            model(input_ids=batch, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
     return caught

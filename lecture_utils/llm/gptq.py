@@ -10,9 +10,18 @@ import torch
 from torch import nn
 
 from .. import validate
-from .calibration import _check_windows, _collect, _input_groups, _layer_outputs, decoder_inputs
-from .model import decoder_layers
-from .rtn import _check_bits, _check_group, fake_quantize_rows, group_qparams
+from .calibration import (
+    _check_stats,
+    _check_windows,
+    _collect,
+    _input_groups,
+    _layer_outputs,
+    decoder_inputs,
+    layer_kwargs,
+    mixed_attention,
+)
+from .model import decoder_layers, decoder_linears
+from .rtn import _check_bits, _check_group, _check_weight, fake_quantize_rows, group_qparams
 
 __all__ = ["single_thread", "inverse_hessian_factor", "gptq_quantize", "gptq_model", "output_error"]
 
@@ -57,17 +66,21 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
     group's scale and zero point come from the original weights ("static groups"), so the stored format is exactly
     RTN's. With ``xtx`` = identity there is nothing to compensate and either order equals round-to-nearest.
     """
-    if not torch.is_tensor(w) or w.dim() != 2:
-        raise ValueError(f"w must be a 2-D weight matrix (out, in), got {tuple(getattr(w, 'shape', ()))}")
-    _check_bits(bits)
+    _check_weight(w)
+    bits = _check_bits(bits)
     rows, cols = w.shape
     g = _check_group(cols, group_size)
     if not torch.is_tensor(xtx) or xtx.shape != (cols, cols):
         raise ValueError(f"xtx must be ({cols}, {cols}) for a weight with {cols} inputs, got "
                          f"{tuple(getattr(xtx, 'shape', ()))}")
-    if not 0 <= damp < 1:
-        raise ValueError(f"damp must be in [0, 1), got {damp!r}")
+    validate.tensor(xtx, "xtx", floating=True)
+    if not bool((torch.diag(xtx) != 0).any()):
+        raise ValueError("xtx is all zero on its diagonal: the layer's inputs were 0 on every calibration token, so "
+                         "there is nothing to weigh the rounding by (empty or broken calibration data?)")
+    damp = validate.fraction(damp, "damp")
     validate.integer(block_size, "block_size", 1)
+    symmetric = validate.flag(symmetric, "symmetric")
+    act_order = validate.flag(act_order, "act_order")
     W = w.detach().float().clone()
     H = xtx.detach().float().clone()
     dead = torch.diag(H) == 0  # inputs that were always 0: their weights do not matter
@@ -120,19 +133,31 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
     (q/k/v, gate/up) share one Hessian and are quantized together. ``max_layers``: quantize only the first
     ``max_layers`` decoder layers (None = all; a shortcut for quick test runs, the rest stay as they are).
     """
-    _check_windows(windows)
-    _check_bits(bits)
+    linears_all = decoder_linears(model)  # refuses a model that is not Llama-style or already quantized
+    _check_windows(windows, model)
+    bits = _check_bits(bits)
+    for name, m in linears_all.items():
+        _check_group(m.weight.shape[1], group_size)
+        validate.tensor(m.weight, f"the weight of {name}", floating=True)
+    damp = validate.fraction(damp, "damp")
+    act_order = validate.flag(act_order, "act_order")
+    sequential = validate.flag(sequential, "sequential")
     validate.integer(batch_size, "batch_size", 1)
     if max_layers is not None:
         validate.integer(max_layers, "max_layers", 1)
     inputs = decoder_inputs(model, windows, batch_size)
+    # Gemma2-style models give sliding-window and full layers different masks: each layer gets its own arguments
+    per_layer = layer_kwargs(model, windows, batch_size) if mixed_attention(model) else None
     with torch.no_grad():
-        for layer in decoder_layers(model)[:max_layers]:
+        for index, layer in enumerate(decoder_layers(model)[:max_layers]):
+            if per_layer is not None:
+                inputs = [(h, kw) for (h, _), kw in zip(inputs, per_layer[index], strict=True)]
             linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
             groups = _input_groups(linears)
             # statistics of every linear's inputs, and the layer's outputs before it is quantized
             stats, outputs = _collect({names[0]: linears[names[0]] for names in groups},
                                       functools.partial(_layer_outputs, layer, inputs))
+            _check_stats(stats)
             for names in groups:
                 stacked = torch.cat([linears[n].weight for n in names])
                 q = gptq_quantize(stacked, stats[names[0]].xtx, bits, group_size, damp, act_order=act_order)

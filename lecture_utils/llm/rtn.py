@@ -16,7 +16,7 @@ __all__ = ["group_qparams", "fake_quantize_rows", "quantize_groupwise", "rtn_mod
 def _check_group(cols: int, group_size: int | None) -> int:
     if group_size is None:
         return cols
-    validate.integer(group_size, "group_size", 1)
+    group_size = validate.integer(group_size, "group_size", 1, hint="None for one group per row")
     if cols % group_size:
         raise ValueError(f"group_size {group_size} does not divide the row length {cols}; use a divisor of {cols} "
                          "or None (one group per row)")
@@ -24,9 +24,12 @@ def _check_group(cols: int, group_size: int | None) -> int:
 
 
 def _check_bits(bits: int) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an int from 2 to 8, got {bits!r}")
-    return bits
+    return validate.integer(bits, "bits", 2, 8)
+
+
+def _check_weight(w: torch.Tensor, name: str = "w") -> torch.Tensor:
+    validate.tensor(w, name, floating=True, dims=(2,), non_empty=True)
+    return w
 
 
 def group_qparams(w: torch.Tensor, bits: int, symmetric: bool = False, float_zero: bool = False
@@ -66,10 +69,10 @@ def quantize_groupwise(w: torch.Tensor, bits: int, group_size: int | None = None
     """Round-to-nearest ("RTN") of a weight matrix ``(out, in)``: each row is cut into groups of ``group_size``
     consecutive inputs (None = the whole row, i.e. per channel), each group gets its own scale and zero point
     (:func:`group_qparams`), and the dequantized floats are returned in ``w``'s shape and dtype."""
-    if not torch.is_tensor(w) or w.dim() != 2:
-        raise ValueError(f"w must be a 2-D weight matrix (out, in), got {type(w).__name__} "
-                         f"{tuple(getattr(w, 'shape', ()))}")
-    _check_bits(bits)
+    _check_weight(w)
+    bits = _check_bits(bits)
+    symmetric = validate.flag(symmetric, "symmetric")
+    float_zero = validate.flag(float_zero, "float_zero")
     g = _check_group(w.shape[1], group_size)
     rows = w.detach().float().reshape(-1, g)
     scale, zero = group_qparams(rows, bits, symmetric, float_zero)
@@ -85,12 +88,21 @@ def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmet
     ``group_size`` is None; ``symmetric`` and ``float_zero`` then do not apply."""
     if quantize is not None and not callable(quantize):
         raise TypeError(f"quantize must be a function (w, bits, group_size) -> tensor, got {type(quantize).__name__}")
+    bits = _check_bits(bits)
+    symmetric = validate.flag(symmetric, "symmetric")
+    float_zero = validate.flag(float_zero, "float_zero")
+    linears = decoder_linears(model)
+    for name, m in linears.items():  # every layer is checked before any weight changes
+        _check_group(m.weight.shape[1], group_size)
+        validate.tensor(m.weight, f"the weight of {name}", floating=True)
     with torch.no_grad():
-        for m in decoder_linears(model).values():
+        for name, m in linears.items():
             if quantize is None:
                 m.weight.copy_(quantize_groupwise(m.weight, bits, group_size, symmetric, float_zero))
             else:
-                m.weight.copy_(quantize(m.weight, bits, group_size or m.weight.shape[1]))
+                out = quantize(m.weight.detach().clone(), bits, group_size or m.weight.shape[1])
+                m.weight.copy_(validate.result(out, quantize, m.weight.shape,
+                                               what=f"the quantized weight of {name}"))
     return model
 
 
