@@ -31,17 +31,16 @@ from torch import nn
 
 from .. import validate
 from ..config import atomic_folder, cache_dir
-from ..models import checkpoint_meta
 from .model import decoder_layers, llm_dir
-from .rtn import _check_group, group_qparams
+from .rtn import _check_group, group_qparams, quantize_groupwise
 
 __all__ = ["GENAI_REQUIREMENT", "ORT_PRECISIONS", "ort_llm_settings", "ort_llm_dir", "ort_llm_meta", "build_ort_llm",
            "pack_int4", "unpack_int4", "block_integers", "matmulnbits_arrays", "dequantize_matmulnbits",
-           "rtn_head", "graph_weights", "ship_weights", "OrtCausalLM", "onnx_folder_mb"]
+           "rtn_head", "graph_weights", "ship_weights", "SHIPPED_METHODS", "shipped_settings", "shipped_ort_llm",
+           "OrtCausalLM", "onnx_folder_mb"]
 
 GENAI_REQUIREMENT = "onnxruntime-genai==0.18.0"
 ORT_PRECISIONS = ("fp32", "int4")
-_FOLDER_PREFIX = "smollm2-135m"
 
 
 def _source_sha256(src: Path) -> str:
@@ -80,19 +79,36 @@ def ort_llm_settings(precision: str, block_size: int = 32, accuracy_level: int =
 def ort_llm_dir(settings: dict) -> Path:
     """The cache folder of a built model with these :func:`ort_llm_settings` (it may not exist yet)."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "llm-ort" / f"{_FOLDER_PREFIX}-{settings['precision']}-{key}"
+    return cache_dir() / "llm-ort" / f"{settings.get('method', settings['precision'])}-{key}"
 
 
 def ort_llm_meta(settings: dict) -> dict | None:
-    """The cached model's metadata if its folder is complete, was built with ``settings`` and its graph file's
-    sha256 matches; otherwise None."""
-    return checkpoint_meta(ort_llm_dir(settings), settings)
+    """The cached model's metadata if its folder is complete (graph, weights, genai config), was built with
+    ``settings``, its graph file's sha256 and its weight file's size match the recorded ones; otherwise None, so
+    the caller rebuilds it instead of loading a stale or half-written cache."""
+    folder = ort_llm_dir(settings)
+    meta_path, data = folder / "meta.json", folder / "model.onnx.data"
+    if not all(p.exists() for p in (meta_path, data, folder / "genai_config.json", folder / "model.onnx")):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if meta.get("settings") != settings or meta.get("sha256") != _hash_graph(folder) \
+            or meta.get("data_bytes") != data.stat().st_size:
+        return None
+    return meta
 
 
 def _hash_graph(folder: Path) -> str:
     from ..data import sha256_of
 
     return sha256_of(folder / "model.onnx")
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    meta = {**meta, "sha256": _hash_graph(folder), "data_bytes": (folder / "model.onnx.data").stat().st_size}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def build_ort_llm(precision: str = "int4", block_size: int = 32, accuracy_level: int = 4,
@@ -122,9 +138,8 @@ def build_ort_llm(precision: str = "int4", block_size: int = 32, accuracy_level:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
             raise RuntimeError(f"onnxruntime-genai's model builder failed on {src} ({precision}):\n{tail}")
         shutil.rmtree(scratch, ignore_errors=True)
-        meta = {"settings": settings, "source": str(src), "build_seconds": round(time.perf_counter() - start, 1),
-                "sha256": _hash_graph(tmp)}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        _write_meta(tmp, {"settings": settings, "source": str(src),
+                          "build_seconds": round(time.perf_counter() - start, 1)})
     return folder
 
 
@@ -222,14 +237,14 @@ def matmulnbits_arrays(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor 
 def dequantize_matmulnbits(b: np.ndarray, scales: np.ndarray, zero_points: np.ndarray | None, k: int) -> torch.Tensor:
     """The float weight (N, K) a ``MatMulNBits`` node multiplies by, from its initializers (the inverse of
     :func:`matmulnbits_arrays`)."""
-    b = torch.from_numpy(np.asarray(b, dtype=np.uint8))
+    b = torch.from_numpy(np.array(b, dtype=np.uint8))
     n, blocks, half = b.shape
     q = unpack_int4(b).reshape(n, blocks, 2 * half).float()
-    s = torch.from_numpy(np.asarray(scales, dtype=np.float32)).reshape(n, blocks, 1)
+    s = torch.from_numpy(np.array(scales, dtype=np.float32)).reshape(n, blocks, 1)
     if zero_points is None:
         z = torch.full((n, blocks, 1), 8.0)
     else:
-        z = unpack_int4(torch.from_numpy(np.asarray(zero_points, dtype=np.uint8)).reshape(n, -1))[:, :blocks]
+        z = unpack_int4(torch.from_numpy(np.array(zero_points, dtype=np.uint8)).reshape(n, -1))[:, :blocks]
         z = z.float().reshape(n, blocks, 1)
     return ((q - z) * s).reshape(n, blocks * 2 * half)[:, :k]
 
@@ -238,8 +253,6 @@ def rtn_head(model: nn.Module, block_size: int = 32) -> nn.Module:
     """Round the output layer (``lm_head``, tied to the embedding in SmolLM2) to symmetric 4-bit blocks of
     ``block_size`` in place, as the 4-bit ONNX graph stores it; returns ``model``. With tied weights the embedding
     lookup then reads the same 4-bit values, as the graph's ``GatherBlockQuantized`` does."""
-    from .rtn import quantize_groupwise
-
     head = getattr(model, "lm_head", None)
     if not isinstance(head, nn.Linear):
         raise TypeError(f"expected a *ForCausalLM with an nn.Linear lm_head, got {type(model).__name__}")
@@ -318,10 +331,71 @@ def ship_weights(model: nn.Module, reference: nn.Module, base: str | Path, dst: 
                 shutil.copy2(f, tmp / f.name)
         onnx.save(proto, str(tmp / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                   location="model.onnx.data", size_threshold=1024)
-        (tmp / "meta.json").write_text(json.dumps({"base": str(base), "symmetric": symmetric,
-                                                   "head_symmetric": head_symmetric, "sha256": _hash_graph(tmp)},
-                                                  indent=2))
+        _write_meta(tmp, {"base": str(base), "symmetric": symmetric, "head_symmetric": head_symmetric})
     return dst
+
+
+SHIPPED_METHODS = ("rtn_sym", "rtn", "gptq")
+
+
+def shipped_settings(method: str, calib_tokens: int = 4096, seq_len: int = 128, gptq_layers: int | None = None,
+                     block_size: int = 32, src: str | Path | None = None) -> dict:
+    """Everything that determines a shipped 4-bit model (see :func:`shipped_ort_llm`); its hash names the cache."""
+    validate.choice(method, "method", SHIPPED_METHODS)
+    settings = {**ort_llm_settings("int4", block_size, 4, src), "method": method}
+    if method == "gptq":
+        settings.update(calib_tokens=validate.integer(calib_tokens, "calib_tokens", 1),
+                        seq_len=validate.integer(seq_len, "seq_len", 2),
+                        gptq_layers=validate.optional_integer(gptq_layers, "gptq_layers", 1),
+                        damp=0.01, act_order=True, sequential=True, calib_split="train", calib_seed=0)
+    return settings
+
+
+def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, gptq_layers: int | None = None,
+                    block_size: int = 32, force: bool = False) -> Path:
+    """Build (once) and cache the course's SmolLM2 with lesson 09's 4-bit weights shipped into the runtime's graph
+    (:func:`ship_weights`), blocks of ``block_size``; the output layer (tied embedding) always symmetric RTN.
+
+    ``method``: ``"rtn_sym"`` symmetric round-to-nearest (the format of the builder's graph); ``"rtn"`` affine
+    round-to-nearest; ``"gptq"`` affine GPTQ (:func:`lecture_utils.llm.gptq_model`, act order, sequential) on
+    ``calib_tokens`` training-review tokens in windows of ``seq_len`` (``gptq_layers``: only the first layers,
+    for quick tests). Returns the folder (genai config and tokenizer included)."""
+    import copy
+    import time
+
+    from .gptq import gptq_model
+    from .model import load_llm, review_windows
+    from .rtn import rtn_model
+
+    settings = shipped_settings(method, calib_tokens, seq_len, gptq_layers, block_size)
+    folder = ort_llm_dir(settings)
+    if not force and ort_llm_meta(settings) is not None:
+        return folder
+    start = time.perf_counter()
+    base = build_ort_llm("int4", block_size)
+    model, tokenizer = load_llm()
+    quantized = copy.deepcopy(model)
+    if method == "gptq":
+        calib = review_windows(tokenizer, "train", calib_tokens, seq_len, seed=0)
+        gptq_model(quantized, calib, 4, block_size, act_order=True, sequential=True, max_layers=gptq_layers)
+        if gptq_layers is not None:  # the layers GPTQ left alone still need the runtime's grid
+            for layer in decoder_layers(quantized)[gptq_layers:]:
+                for m in layer.modules():
+                    if isinstance(m, nn.Linear):
+                        with torch.no_grad():
+                            m.weight.copy_(quantize_groupwise(m.weight, 4, block_size))
+    else:
+        rtn_model(quantized, 4, block_size, symmetric=method == "rtn_sym")
+    rtn_head(quantized, block_size)
+    with atomic_folder(folder) as tmp:
+        out = ship_weights(quantized, model, base, tmp / "model", symmetric=method == "rtn_sym")
+        for f in out.iterdir():
+            if f.name != "meta.json":
+                os.replace(f, tmp / f.name)
+        shutil.rmtree(out)
+        _write_meta(tmp, {"settings": settings, "base": str(base),
+                          "build_seconds": round(time.perf_counter() - start, 1)})
+    return folder
 
 
 # --------------------------------------------------------------------------------------------------------------
