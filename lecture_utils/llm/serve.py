@@ -21,7 +21,7 @@ from .footprint import bytes_per_weight
 from .model import decoder_linears
 
 __all__ = ["memory_bandwidth_gbs", "read_bytes_per_token", "decode_bound_tok_s", "TorchDecoder", "GenaiDecoder",
-           "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb"]
+           "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "profile_decode_step"]
 
 
 def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
@@ -208,3 +208,54 @@ def resident_mb(statm: str | Path = "/proc/self/statm") -> float:
     except (OSError, IndexError, ValueError):
         return float("nan")
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int | None = None, repeats: int = 5
+                        ) -> dict:
+    """Where one decoding step of a built model spends its time, from ONNX Runtime's profiler: a session over the
+    folder's ``model.onnx`` decodes one token after a cache of ``len(prompt_ids)`` tokens (zeros: the cost does not
+    depend on the values), ``repeats`` times after a warm-up. Returns ``step_ms`` (median wall clock of a step,
+    profiler on), ``by_op_ms`` (milliseconds per step inside each operator type, averaged over the repeats) and
+    ``lm_head_ms`` (inside the output layer's matrix product)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    folder = Path(folder)
+    ctx = len(_check_prompt(prompt_ids, 1))
+    validate.integer(repeats, "repeats", 1)
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = validate.integer(threads or torch.get_num_threads(), "threads", 1)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    past = np.zeros((1, int(decoder["num_key_value_heads"]), ctx, int(decoder["head_size"])), dtype=np.float32)
+    feed = {"input_ids": np.array([[prompt_ids[-1]]], dtype=np.int64),
+            "attention_mask": np.ones((1, ctx + 1), dtype=np.int64)}
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(folder.parent / f".profile-{folder.name}")
+    session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    feed |= {i.name: past for i in session.get_inputs() if i.name.startswith("past_key_values")}
+    session.run(["logits"], feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(["logits"], feed)
+        times.append((time.perf_counter() - start) * 1000)
+    trace_path = Path(session.end_profiling())
+    try:
+        events = json.loads(trace_path.read_text())
+    finally:
+        trace_path.unlink(missing_ok=True)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    keep_after = sorted(e["ts"] for e in runs)[1] if len(runs) > 1 else 0  # skip the warm-up run
+    by_op: dict[str, float] = {}
+    lm_head = 0.0
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < keep_after:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1000 / repeats
+        if "lm_head" in e["name"]:
+            lm_head += e["dur"] / 1000 / repeats
+    return {"step_ms": statistics.median(times), "by_op_ms": by_op, "lm_head_ms": lm_head, "context": ctx}
