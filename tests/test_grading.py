@@ -69,7 +69,7 @@ WRONG = {
     "wanda_mask": "return w.abs() >= w.abs().median()",
     "decode_bound": "return bandwidth_gbs * 1e9 / (n_weights * bits / 8 + kv_bytes)  # the scales forgotten",
     "pack_nibbles": "return (q[..., 1::2] | (q[..., 0::2] << 4)).to(torch.uint8)  # nibbles swapped",
-    "kivi_quantizer": "lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)  # always per token\n"
+    "kivi_quantize": "lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)  # always per token\n"
                       "scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)\n"
                       "return torch.clamp(torch.round((x - lo) / scale), 0, 2**bits - 1) * scale + lo",
     # predict, then measure
