@@ -65,11 +65,42 @@ def teacher_poolings(only: list[str] | None) -> tuple[str, ...]:
     return ("cls", "mean") if not only or any("05".startswith(o) or o.startswith("05") for o in only) else ("cls",)
 
 
+def prepare_serving(scale: str) -> None:
+    """Build (once) and cache lesson 10's ONNX Runtime models at ``scale``, with a progress bar: the builder's fp32
+    and 4-bit graphs, and the course's own 4-bit weights (RTN symmetric and affine, GPTQ) shipped into the latter."""
+    import time
+
+    from .config import get_scale
+    from .llm import build_ort_llm, ort_llm_dir, ort_llm_meta, shipped_ort_llm, shipped_settings
+    from .progress import bar
+
+    sc = get_scale(scale)
+    gptq = {"calib_tokens": sc.llm_calib_tokens, "seq_len": sc.llm_seq_len, "gptq_layers": sc.llm_gptq_layers}
+    steps = [("fp32 graph", lambda: build_ort_llm("fp32")), ("4-bit graph", lambda: build_ort_llm("int4"))]
+    steps += [(f"shipped {m}", lambda m=m: shipped_ort_llm(m, **gptq)) for m in ("rtn_sym", "rtn", "gptq")]
+    todo = [s for s in steps if not s[0].startswith("shipped")
+            or ort_llm_meta(shipped_settings(s[0].split()[1], **gptq)) is None]
+    if any(s[0].startswith("shipped") for s in todo):
+        print(f"▶ Building lesson 10's ONNX Runtime models at {scale} scale once (GPTQ takes minutes on a CPU)")
+    start = time.perf_counter()
+    for _name, build in bar(steps, desc="lesson 10 models"):
+        build()
+    print(f"✅ Lesson 10's ONNX Runtime models in {ort_llm_dir(shipped_settings('rtn')).parent} "
+          f"({time.perf_counter() - start:.0f} s)")
+
+
+def runs_lesson(only: list[str] | None, number: str) -> bool:
+    """Whether a course run with ``--only`` prefixes ``only`` executes lesson ``number`` ("10")."""
+    return not only or any(number.startswith(o) or o.startswith(number) for o in only)
+
+
 def cmd_course(args) -> int:
     from .runner import run_course
 
     cmd_prepare(args)
     prepare_teacher(args.scale, teacher_poolings(args.only))
+    if runs_lesson(args.only, "10"):
+        prepare_serving(args.scale)
     root = _root()
     summary = run_course(root / "notebooks", root / "build", scale=args.scale, only=args.only)
     failed = [k for k, v in summary["notebooks"].items() if v["status"] != "ok"]

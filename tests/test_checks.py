@@ -58,6 +58,16 @@ def _by_kind(layers, key=lambda n: n.split(".", 4)[-1], how=lambda v: sum(v) / l
     return {k: how(v) for k, v in groups.items()}
 
 
+def _kivi(x, bits, dim, symmetric=False):
+    """KIVI's quantizer written independently (symmetric=True: a plausible mistake, scale from max |x|)."""
+    if symmetric:
+        scale = (x.abs().amax(dim, keepdim=True) / (2 ** (bits - 1) - 1)).clamp(min=1e-8)
+        return torch.clamp(torch.round(x / scale), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1) * scale
+    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+    scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)
+    return torch.clamp(torch.round((x - lo) / scale), 0, 2**bits - 1) * scale + lo
+
+
 def _quantize_groups(w, bits, g, widen=True):
     rows = w.reshape(-1, g)
     lo, hi = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
@@ -133,6 +143,10 @@ CORRECT = {
     "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
     "quantize_groups": lambda w, bits, g: _quantize_groups(w, bits, g),
+    "faster_phase": lambda: "decode",
+    "decode_bound": lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * (bits / 8 + (sb / block if block else 0)) + kv),
+    "pack_nibbles": lambda q: (q[..., 0::2] | (q[..., 1::2] << 4)).to(torch.uint8),
+    "kivi_quantizer": lambda x, bits, dim: _kivi(x, bits, dim),
     "kv_cache_bytes": lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b,
     "predicted_cache_bytes": lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b),
     "wanda_mask": lambda w, x, s: _row_mask(w.abs() * x, s),
@@ -252,6 +266,16 @@ WRONG = {
                               lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b) / 2,  # keys only
                               lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, head_dim=False),
                               lambda cfg, batch, tokens, b: 23_592_960],  # our measurement typed in
+    "faster_phase": [lambda: "prefill", lambda: "both"],
+    "decode_bound": [lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * bits / 8 + kv),  # scales forgotten
+                     lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * bits + kv),  # bits as bytes
+                     lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * (bits / 8 + (sb / block if block else 0)))],
+    "pack_nibbles": [lambda q: (q[..., 1::2] | (q[..., 0::2] << 4)).to(torch.uint8),  # nibbles swapped
+                     lambda q: q[..., 0::2].to(torch.uint8),  # the odd values dropped
+                     lambda q: (q[..., 0::2] + q[..., 1::2]).to(torch.uint8)],
+    "kivi_quantizer": [lambda x, bits, dim: _kivi(x, bits, -1 if dim != -1 else -2),  # along the other dimension
+                       lambda x, bits, dim: _kivi(x, bits, dim, symmetric=True),
+                       lambda x, bits, dim: x],
     "kv_cache_bytes": [lambda n_layers, kv, hd, tokens, b: n_layers * kv * hd * tokens * b,  # keys only
                        lambda n_layers, kv, hd, tokens, b: 2 * n_layers * 9 * hd * tokens * b,  # query heads
                        lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b * 8],  # bits

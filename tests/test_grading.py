@@ -67,6 +67,11 @@ WRONG = {
                        "return (torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1) - zero) * scale",
     "smooth_scales": "return act_absmax**alpha / weight_absmax**alpha",
     "wanda_mask": "return w.abs() >= w.abs().median()",
+    "decode_bound": "return bandwidth_gbs * 1e9 / (n_weights * bits / 8 + kv_bytes)  # the scales forgotten",
+    "pack_nibbles": "return (q[..., 1::2] | (q[..., 0::2] << 4)).to(torch.uint8)  # nibbles swapped",
+    "kivi_quantize": "lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)  # always per token\n"
+                      "scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)\n"
+                      "return torch.clamp(torch.round((x - lo) / scale), 0, 2**bits - 1) * scale + lo",
     # predict, then measure
     "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
     "predicted_size_ratio": "return 1 / kept_fraction",
@@ -75,6 +80,7 @@ WRONG = {
                              "batch * tokens * bytes_per_number",
     "predicted_mse": "return mse_8bit * 2 ** (8 - bits)",
     "predicted_low_rank_weights": "return sum(rank * (o + i) for o, i in linear_shapes)",
+    "faster_phase": "return 'prefill'",
 }
 
 

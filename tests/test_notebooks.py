@@ -60,6 +60,13 @@ EXPECTED_RESULTS = {
                             "llm.wanda_2of4.ppl", "llm.w8a8_naive.ppl", "llm.w8a8_smoothquant.ppl",
                             "llm.kv_cache.bytes_per_token", "llm.kv_cache.measured_bytes_per_token",
                             "llm.int8_dynamic.ppl", "llm.int8_dynamic.speedup", "llm.kv_cache.batch_bytes"},
+    "10_running_llms": {"serve.bandwidth_gbs", *(f"serve.{v}.{m}" for v in ("torch_fp32", "torch_ao_int8", "ort_fp32",
+                                                                            "ort_int4")
+                                                for m in ("decode_tok_s", "ttft_ms", "size_mb", "ppl")),
+                        "serve.ort_int4.speedup", "serve.best.bound_fraction", "serve.ort_int4.sim_ppl",
+                        "serve.gptq_int4.ppl", "serve.rtn_int4.ppl", "serve.kv.b4.ppl", "serve.kv.b2.ppl",
+                        "serve.kv.fp.ppl", "serve.drop.bi.k6.ppl", "serve.drop.top.k6.ppl",
+                        "serve.drop.random.k6.ppl"},
 }
 
 

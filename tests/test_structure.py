@@ -61,6 +61,7 @@ ALLOWED_SIDEWAYS = {
     ("measure", "training"), ("stats", "training"),  # measuring a model means running it (evaluate, predict)
     ("distill", "surgery"), ("heads", "surgery"), ("lowrank", "surgery"),  # surgery: layer access every lesson uses
     ("combine", "lottery"), ("combine", "quantize"), ("llm", "quantize"),  # 08 and 09 reuse 06's and 07's methods
+    ("llm", "runtime"),  # 10 runs the LLM in the ONNX Runtime session of 06 and 08
 }
 
 

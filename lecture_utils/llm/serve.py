@@ -1,0 +1,261 @@
+"""Serving a language model on a CPU: prefill and decode timed the same way for every runtime, the machine's memory
+bandwidth, and the bound it sets on decoding.
+
+Decoding one token at batch 1 reads every weight once (and the KV cache), so tokens/s ≤ bandwidth ÷ bytes read per
+token. Units: bandwidth in GB/s (10^9 bytes per second), bytes are bytes, times in milliseconds, rates in tokens/s.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import validate
+from .footprint import bytes_per_weight
+from .model import decoder_linears
+
+__all__ = ["memory_bandwidth_gbs", "read_bytes_per_token", "decode_bound_tok_s", "TorchDecoder", "GenaiDecoder",
+           "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "profile_decode_step"]
+
+
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+    """The machine's memory bandwidth, measured with torch on a float32 buffer of ``megabytes`` MB (far larger than
+    any cache): ``copy`` (a ``copy_`` into a second buffer, counting bytes read *and* written) and ``read`` (a sum
+    over the buffer, bytes read only), in GB/s, the best of ``repeats``. Uses torch's current threads."""
+    validate.integer(megabytes, "megabytes", 16)
+    validate.integer(repeats, "repeats", 1)
+    n = megabytes * 1_000_000 // 4
+    a, b = torch.ones(n), torch.empty(n)
+    b.copy_(a)
+    best_copy = best_read = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        b.copy_(a)
+        best_copy = min(best_copy, time.perf_counter() - start)
+        start = time.perf_counter()
+        a.sum()
+        best_read = min(best_read, time.perf_counter() - start)
+    nbytes = n * 4
+    return {"copy": 2 * nbytes / best_copy / 1e9, "read": nbytes / best_read / 1e9, "megabytes": float(megabytes),
+            "threads": float(torch.get_num_threads())}
+
+
+def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
+                         scale_bytes: float = 4, zero_bytes: float = 0, float_bytes: float = 4,
+                         kv_bytes: float = 0) -> float:
+    """Bytes one decoding step at batch 1 must read from memory: every weight of the decoder linears and of the
+    output layer (``lm_head``, counted even when tied to the embedding, since it is a full matrix product), stored
+    at ``bits`` in blocks of ``block_size`` with ``scale_bytes`` + ``zero_bytes`` per block (ONNX Runtime's 4-bit
+    format: float32 scales, no zero point), or at ``float_bytes`` per weight for ``bits=None``; plus ``kv_bytes``
+    of KV cache. The embedding lookup reads one row and the norms are tiny: both left out."""
+    head = getattr(model, "lm_head", None)
+    mats = [m.weight for m in decoder_linears(model).values()] + ([head.weight] if isinstance(head, nn.Linear) else [])
+    n = sum(w.numel() for w in mats)
+    if kv_bytes < 0:
+        raise ValueError(f"kv_bytes must be >= 0, got {kv_bytes!r}")
+    if bits is None:
+        return n * validate.positive(float_bytes, "float_bytes") + kv_bytes
+    validate.integer(block_size, "block_size", 1)
+    per = bytes_per_weight(bits, block_size, scale_bytes, zero_bytes)
+    return n * per + kv_bytes
+
+
+def decode_bound_tok_s(bandwidth_gbs: float, bytes_per_token: float) -> float:
+    """The memory-bandwidth bound on decoding: tokens/s ≤ bandwidth (GB/s) × 10^9 ÷ bytes read per token."""
+    validate.positive(bandwidth_gbs, "bandwidth_gbs", hint="GB/s")
+    validate.positive(bytes_per_token, "bytes_per_token", hint="bytes")
+    return bandwidth_gbs * 1e9 / bytes_per_token
+
+
+def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """Token ids of one user message in the model's chat template, ready for generation."""
+    validate.text(prompt, "prompt")
+    enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_dict=True)
+    return list(enc["input_ids"])
+
+
+def _check_prompt(prompt_ids, batch: int) -> list[int]:
+    ids = list(prompt_ids)
+    if not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+        raise ValueError(f"prompt_ids must be a non-empty list of token ids, got {validate.show(prompt_ids)}")
+    validate.integer(batch, "batch", 1)
+    return ids
+
+
+class TorchDecoder:
+    """Greedy decoding with a transformers model and its KV cache (``DynamicCache``), one step per call, so that
+    prefill and each decoding step can be timed separately. ``prefill(ids, batch)`` runs the prompt (repeated
+    ``batch`` times) and returns the first new token of each sequence; ``step()`` feeds the last tokens and returns
+    the next ones."""
+
+    def __init__(self, model: nn.Module):
+        self.model = validate.module(model).eval()
+        self.cache = None
+        self.last: torch.Tensor | None = None
+
+    @torch.inference_mode()
+    def prefill(self, prompt_ids: list[int], batch: int = 1) -> list[int]:
+        from transformers import DynamicCache
+
+        ids = torch.tensor([_check_prompt(prompt_ids, batch)] * batch, dtype=torch.int64)
+        self.cache = DynamicCache()
+        out = self.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+        self.last = out.logits[:, -1].argmax(-1, keepdim=True)
+        return self.last[:, 0].tolist()
+
+    @torch.inference_mode()
+    def step(self) -> list[int]:
+        if self.last is None:
+            raise RuntimeError("call prefill() before step()")
+        out = self.model(input_ids=self.last, past_key_values=self.cache, use_cache=True)
+        self.last = out.logits[:, -1].argmax(-1, keepdim=True)
+        return self.last[:, 0].tolist()
+
+
+class GenaiDecoder:
+    """Greedy decoding with ``onnxruntime_genai`` (its own KV cache and sampling loop) from a built model folder,
+    with the same ``prefill`` / ``step`` interface as :class:`TorchDecoder`. ``threads``: ONNX Runtime intra-op
+    threads (default torch's), written into the model's session options; ``max_length``: prompt + new tokens the
+    generator makes room for."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, max_length: int = 512):
+        import onnxruntime_genai as og
+
+        self.folder = Path(folder)
+        if not (self.folder / "genai_config.json").exists():
+            raise FileNotFoundError(f"{self.folder} has no genai_config.json: build it with build_ort_llm()")
+        self.threads = validate.integer(threads if threads is not None else torch.get_num_threads(), "threads", 1)
+        self.max_length = validate.integer(max_length, "max_length", 2)
+        config = og.Config(str(self.folder))
+        config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": self.threads, "inter_op_num_threads": 1}}}}))
+        self.model = og.Model(config)
+        self.generator = None
+
+    def prefill(self, prompt_ids: list[int], batch: int = 1) -> list[int]:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        ids = _check_prompt(prompt_ids, batch)
+        if len(ids) >= self.max_length:
+            raise ValueError(f"the prompt has {len(ids)} tokens, max_length is {self.max_length}")
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=self.max_length, do_sample=False, batch_size=batch)
+        self.generator = og.Generator(self.model, params)
+        self.generator.append_tokens(np.array([ids] * batch, dtype=np.int32))
+        return [int(t) for t in self.generator.get_next_tokens()]
+
+    def step(self) -> list[int]:
+        if self.generator is None:
+            raise RuntimeError("call prefill() before step()")
+        self.generator.generate_next_token()
+        return [int(t) for t in self.generator.get_next_tokens()]
+
+
+def time_decode(decoder, prompt_ids: list[int], new_tokens: int, batch: int = 1) -> dict:
+    """Time greedy generation of ``new_tokens`` tokens per sequence: ``ttft_ms`` (prefill of the prompt up to the
+    first new token), ``decode_tok_s`` (the other new_tokens − 1 steps: tokens per second summed over the
+    ``batch`` sequences), ``step_ms`` (median milliseconds of one step) and ``tokens`` (the first sequence's new
+    token ids)."""
+    validate.integer(new_tokens, "new_tokens", 2)
+    start = time.perf_counter()
+    first = decoder.prefill(prompt_ids, batch)
+    ttft = time.perf_counter() - start
+    tokens, steps = [first[0]], []
+    for _ in range(new_tokens - 1):
+        t = time.perf_counter()
+        tokens.append(decoder.step()[0])
+        steps.append(time.perf_counter() - t)
+    return {"ttft_ms": ttft * 1000, "decode_tok_s": batch * len(steps) / sum(steps),
+            "step_ms": statistics.median(steps) * 1000, "tokens": tokens, "batch": batch}
+
+
+def round_robin_decode(decoders: Mapping[str, object], prompt_ids: list[int], new_tokens: int, repeats: int = 3,
+                       batch: int = 1, warmup_tokens: int = 4) -> dict[str, dict]:
+    """:func:`time_decode` of every decoder, interleaved (one run of each in turn, ``repeats`` rounds, after a short
+    warm-up of each) so that a change in the machine's load affects all of them alike, as lesson 06 times its
+    models. Returns per name the medians of ``ttft_ms`` and ``decode_tok_s``, their ``runs`` and the ``tokens`` of
+    the last run."""
+    validate.mapping(decoders, "decoders", non_empty=True)
+    validate.integer(repeats, "repeats", 1)
+    validate.integer(warmup_tokens, "warmup_tokens", 2)
+    for d in decoders.values():
+        time_decode(d, prompt_ids, warmup_tokens, batch)
+    runs: dict[str, list[dict]] = {name: [] for name in decoders}
+    for _ in range(repeats):
+        for name, d in decoders.items():
+            runs[name].append(time_decode(d, prompt_ids, new_tokens, batch))
+    return {name: {"ttft_ms": statistics.median(r["ttft_ms"] for r in rs),
+                   "decode_tok_s": statistics.median(r["decode_tok_s"] for r in rs),
+                   "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in rs], "tokens": rs[-1]["tokens"]}
+            for name, rs in runs.items()}
+
+
+def resident_mb(statm: str | Path = "/proc/self/statm") -> float:
+    """This process's resident memory now, in MB (10^6 bytes), read from Linux's ``/proc/self/statm``; NaN where
+    that file does not exist (macOS, Windows)."""
+    import os
+
+    try:
+        pages = int(Path(statm).read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int | None = None, repeats: int = 5
+                        ) -> dict:
+    """Where one decoding step of a built model spends its time, from ONNX Runtime's profiler: a session over the
+    folder's ``model.onnx`` decodes one token after a cache of ``len(prompt_ids)`` tokens (zeros: the cost does not
+    depend on the values), ``repeats`` times after a warm-up. Returns ``step_ms`` (median wall clock of a step,
+    profiler on), ``by_op_ms`` (milliseconds per step inside each operator type, averaged over the repeats) and
+    ``lm_head_ms`` (inside the output layer's matrix product)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    folder = Path(folder)
+    ctx = len(_check_prompt(prompt_ids, 1))
+    validate.integer(repeats, "repeats", 1)
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = validate.integer(threads or torch.get_num_threads(), "threads", 1)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    past = np.zeros((1, int(decoder["num_key_value_heads"]), ctx, int(decoder["head_size"])), dtype=np.float32)
+    feed = {"input_ids": np.array([[prompt_ids[-1]]], dtype=np.int64),
+            "attention_mask": np.ones((1, ctx + 1), dtype=np.int64)}
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(folder.parent / f".profile-{folder.name}")
+    session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    feed |= {i.name: past for i in session.get_inputs() if i.name.startswith("past_key_values")}
+    session.run(["logits"], feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(["logits"], feed)
+        times.append((time.perf_counter() - start) * 1000)
+    trace_path = Path(session.end_profiling())
+    try:
+        events = json.loads(trace_path.read_text())
+    finally:
+        trace_path.unlink(missing_ok=True)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    keep_after = sorted(e["ts"] for e in runs)[1] if len(runs) > 1 else 0  # skip the warm-up run
+    by_op: dict[str, float] = {}
+    lm_head = 0.0
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < keep_after:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1000 / repeats
+        if "lm_head" in e["name"]:
+            lm_head += e["dur"] / 1000 / repeats
+    return {"step_ms": statistics.median(times), "by_op_ms": by_op, "lm_head_ms": lm_head, "context": ctx}
