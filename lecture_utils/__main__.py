@@ -140,17 +140,20 @@ def run_pytest(root: Path, extra: list[str], fast: bool = False) -> int:
     return code
 
 
-def _prepare_tests(poolings: tuple[str, ...]) -> None:
-    """The data, the language model and the smoke-scale teachers, once, before the test workers start (each
-    smoke-scale test then loads them in seconds; a cache lock keeps two builders from racing anyway)."""
+def _prepare_tests(poolings: tuple[str, ...], serving: bool = False) -> None:
+    """The data, the language model, the smoke-scale teachers (and lesson 10's ONNX Runtime models), once, before
+    the test workers start: each smoke-scale test then loads them in seconds (a cache lock keeps two builders from
+    racing anyway)."""
     start = time.perf_counter()
     cmd_prepare(None)
     prepare_teacher("smoke", poolings)
+    if serving:
+        prepare_serving("smoke")
     print(f"✅ Prepared for the tests in {time.perf_counter() - start:.0f} s")
 
 
 def cmd_test(args) -> int:
-    _prepare_tests(("cls", "mean"))
+    _prepare_tests(("cls", "mean"), serving=True)
     root = _root()
     return lint(root) or run_pytest(root, args.pytest_args)
 

@@ -40,6 +40,7 @@ def _fake_calls(monkeypatch, lint_code: int, pytest_code: int) -> list[list[str]
 
     monkeypatch.setattr(cli.subprocess, "call", call)
     monkeypatch.setattr(cli, "prepare_teacher", lambda scale, poolings: None)
+    monkeypatch.setattr(cli, "prepare_serving", lambda scale: None)
     return calls
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from ..config import atomic_folder, cache_dir
+from ..config import atomic_folder, cache_dir, cache_lock
 from .model import decoder_layers, llm_dir
 from .rtn import _check_group, group_qparams, quantize_groupwise
 
@@ -111,6 +111,9 @@ def _write_meta(folder: Path, meta: dict) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+BUILD_GUARD_S = 3600  # a hang guard for one builder run (about 30 s for SmolLM2 on 2 cores), not a budget
+
+
 def build_ort_llm(precision: str = "int4", block_size: int = 32, accuracy_level: int = 4,
                   src: str | Path | None = None, force: bool = False) -> Path:
     """Build (once) and cache the ONNX Runtime model of the Hugging Face folder ``src`` (default: the course's
@@ -122,25 +125,31 @@ def build_ort_llm(precision: str = "int4", block_size: int = 32, accuracy_level:
     src = Path(src) if src is not None else llm_dir()
     settings = ort_llm_settings(precision, block_size, accuracy_level, src)
     folder = ort_llm_dir(settings)
-    if not force and ort_llm_meta(settings) is not None:
+    with cache_lock(folder):  # another process building the same model: wait, then find it ready
+        if not force and ort_llm_meta(settings) is not None:
+            return folder
+        start = time.perf_counter()
+        with atomic_folder(folder) as tmp:
+            scratch = tmp / "builder-cache"
+            cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(tmp),
+                   "-p", precision, "-e", "cpu", "-c", str(scratch)]
+            if precision == "int4":
+                cmd += ["--extra_options", f"block_size={block_size}", f"accuracy_level={accuracy_level}",
+                        "is_symmetric=true"]
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp,
+                                      timeout=BUILD_GUARD_S)
+            except subprocess.TimeoutExpired as exc:
+                raise RuntimeError(f"onnxruntime-genai's model builder ran past {BUILD_GUARD_S} s on {src} "
+                                   f"({precision}) and was stopped; nothing was cached") from exc
+            if done.returncode != 0 or not (tmp / "model.onnx").exists():
+                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
+                raise RuntimeError(f"onnxruntime-genai's model builder failed on {src} ({precision}):\n{tail}")
+            shutil.rmtree(scratch, ignore_errors=True)
+            _write_meta(tmp, {"settings": settings, "source": str(src),
+                              "build_seconds": round(time.perf_counter() - start, 1)})
         return folder
-    start = time.perf_counter()
-    with atomic_folder(folder) as tmp:
-        scratch = tmp / "builder-cache"
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(tmp),
-               "-p", precision, "-e", "cpu", "-c", str(scratch)]
-        if precision == "int4":
-            cmd += ["--extra_options", f"block_size={block_size}", f"accuracy_level={accuracy_level}",
-                    "is_symmetric=true"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
-        if done.returncode != 0 or not (tmp / "model.onnx").exists():
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
-            raise RuntimeError(f"onnxruntime-genai's model builder failed on {src} ({precision}):\n{tail}")
-        shutil.rmtree(scratch, ignore_errors=True)
-        _write_meta(tmp, {"settings": settings, "source": str(src),
-                          "build_seconds": round(time.perf_counter() - start, 1)})
-    return folder
 
 
 def onnx_folder_mb(folder: str | Path) -> float:
@@ -369,33 +378,34 @@ def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, g
 
     settings = shipped_settings(method, calib_tokens, seq_len, gptq_layers, block_size)
     folder = ort_llm_dir(settings)
-    if not force and ort_llm_meta(settings) is not None:
+    with cache_lock(folder):  # another process building the same model: wait, then find it ready
+        if not force and ort_llm_meta(settings) is not None:
+            return folder
+        start = time.perf_counter()
+        base = build_ort_llm("int4", block_size)
+        model, tokenizer = load_llm()
+        quantized = copy.deepcopy(model)
+        if method == "gptq":
+            calib = review_windows(tokenizer, "train", calib_tokens, seq_len, seed=0)
+            gptq_model(quantized, calib, 4, block_size, act_order=True, sequential=True, max_layers=gptq_layers)
+            if gptq_layers is not None:  # the layers GPTQ left alone still need the runtime's grid
+                for layer in decoder_layers(quantized)[gptq_layers:]:
+                    for m in layer.modules():
+                        if isinstance(m, nn.Linear):
+                            with torch.no_grad():
+                                m.weight.copy_(quantize_groupwise(m.weight, 4, block_size))
+        else:
+            rtn_model(quantized, 4, block_size, symmetric=method == "rtn_sym")
+        rtn_head(quantized, block_size)
+        with atomic_folder(folder) as tmp:
+            out = ship_weights(quantized, model, base, tmp / "model", symmetric=method == "rtn_sym")
+            for f in out.iterdir():
+                if f.name != "meta.json":
+                    os.replace(f, tmp / f.name)
+            shutil.rmtree(out)
+            _write_meta(tmp, {"settings": settings, "base": str(base),
+                              "build_seconds": round(time.perf_counter() - start, 1)})
         return folder
-    start = time.perf_counter()
-    base = build_ort_llm("int4", block_size)
-    model, tokenizer = load_llm()
-    quantized = copy.deepcopy(model)
-    if method == "gptq":
-        calib = review_windows(tokenizer, "train", calib_tokens, seq_len, seed=0)
-        gptq_model(quantized, calib, 4, block_size, act_order=True, sequential=True, max_layers=gptq_layers)
-        if gptq_layers is not None:  # the layers GPTQ left alone still need the runtime's grid
-            for layer in decoder_layers(quantized)[gptq_layers:]:
-                for m in layer.modules():
-                    if isinstance(m, nn.Linear):
-                        with torch.no_grad():
-                            m.weight.copy_(quantize_groupwise(m.weight, 4, block_size))
-    else:
-        rtn_model(quantized, 4, block_size, symmetric=method == "rtn_sym")
-    rtn_head(quantized, block_size)
-    with atomic_folder(folder) as tmp:
-        out = ship_weights(quantized, model, base, tmp / "model", symmetric=method == "rtn_sym")
-        for f in out.iterdir():
-            if f.name != "meta.json":
-                os.replace(f, tmp / f.name)
-        shutil.rmtree(out)
-        _write_meta(tmp, {"settings": settings, "base": str(base),
-                          "build_seconds": round(time.perf_counter() - start, 1)})
-    return folder
 
 
 # --------------------------------------------------------------------------------------------------------------
