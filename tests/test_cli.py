@@ -87,11 +87,13 @@ def test_course_trains_the_teacher_before_any_notebook_runs(monkeypatch, prepare
         return {"notebooks": {}}
 
     monkeypatch.setattr(runner, "run_course", fake_run_course)
+    monkeypatch.setattr(cli, "prepare_serving", lambda scale: calls.append(("serving", scale)))
     assert cli.main(["course", "--scale", "smoke"]) == 0
-    assert calls == [("teacher", "smoke", ("cls", "mean")), ("notebooks", "smoke")]
+    assert calls == [("teacher", "smoke", ("cls", "mean")), ("serving", "smoke"), ("notebooks", "smoke")]
     calls.clear()
     assert cli.main(["course", "--scale", "smoke", "--only", "03"]) == 0
     assert calls[0] == ("teacher", "smoke", ("cls",))  # lesson 05's mean-pooled teacher only when 05 runs
+    assert ("serving", "smoke") not in calls  # lesson 10's exports only when lesson 10 runs
 
 
 def test_teacher_poolings_follow_the_lessons_that_run():
