@@ -12,7 +12,7 @@ from torch import nn
 from .. import validate
 from .model import check_ids, decoder_layers, decoder_linears
 
-__all__ = ["SHARED_INPUT", "InputStats", "calibrate", "decoder_inputs"]
+__all__ = ["SHARED_INPUT", "InputStats", "calibrate", "decoder_inputs", "run_hooked"]
 
 # Linear layers of a Llama decoder block that read the same input tensor: statistics are shared.
 SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
@@ -163,7 +163,15 @@ def layer_kwargs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -
             caught[index].append({k: v for k, v in kwargs.items() if k != "hidden_states"})
         return fn
 
-    handles = [layer.register_forward_pre_hook(catch(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    run_hooked(model, windows, batch_size,
+               [layer.register_forward_pre_hook(catch(i), with_kwargs=True) for i, layer in enumerate(layers)])
+    return caught
+
+
+@torch.no_grad()
+def run_hooked(model: nn.Module, windows: torch.Tensor, batch_size: int, handles: list) -> None:
+    """Run ``windows`` (int64, (n, seq_len)) through ``model`` in batches of ``batch_size``, without a KV cache,
+    for the hooks whose ``handles`` are given; the hooks are removed afterwards, also when a pass fails."""
     try:
         model.eval()
         for batch in windows.split(batch_size):
@@ -171,4 +179,3 @@ def layer_kwargs(model: nn.Module, windows: torch.Tensor, batch_size: int = 8) -
     finally:
         for h in handles:
             h.remove()
-    return caught

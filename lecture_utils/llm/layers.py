@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from .calibration import _check_windows
+from .calibration import _check_windows, run_hooked
 from .model import decoder_layers
 
 __all__ = ["DROP_STRATEGIES", "block_influence", "layers_to_drop", "drop_layers"]
@@ -44,16 +44,9 @@ def block_influence(model: nn.Module, windows: torch.Tensor, batch_size: int = 4
             counts[i] += cos.numel()
         return fn
 
-    handles = [h for i, layer in enumerate(layers)
-               for h in (layer.register_forward_pre_hook(before(i), with_kwargs=True),
-                         layer.register_forward_hook(after(i), with_kwargs=True))]
-    try:
-        model.eval()
-        for batch in windows.split(batch_size):
-            model(input_ids=batch, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, windows, batch_size, [h for i, layer in enumerate(layers)
+                                            for h in (layer.register_forward_pre_hook(before(i), with_kwargs=True),
+                                                      layer.register_forward_hook(after(i), with_kwargs=True))])
     return 1 - sums / counts
 
 
