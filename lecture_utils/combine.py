@@ -34,6 +34,10 @@ from .lottery import LotterySetup, check_data, full_masks, magnitude_masks, make
 from .quantize import fake_quantize
 from .training import evaluate
 
+__all__ = ["SCALE_BYTES", "BIAS_BYTES", "build_dir", "read_results", "CourseVariant", "COURSE_VARIANTS",
+           "recorded_variants", "missing_variants", "dense_int8_bytes", "sparse_int8_bytes", "linear_layers",
+           "mlp_bytes", "mlp_sizes", "width_for_bytes", "quantize_weights_int8", "budget_experiment"]
+
 SCALE_BYTES = 4  # one float32 scale per output row
 BIAS_BYTES = 4  # biases stay float32
 

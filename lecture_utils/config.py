@@ -15,6 +15,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+__all__ = ["SCALE_ENV", "CACHE_ENV", "STRICT_ENV", "NBGRADER_ENV", "RESULTS_ENV", "PROGRESS_OFF_ENV",
+           "HF_OFFLINE_ENVS", "HF_TELEMETRY_OFF_ENV", "HF_DATASETS_BARS_OFF_ENV", "HF_HUB_BARS_OFF_ENV",
+           "OMP_WAIT_ENV", "THREADS_ENV", "HEADLESS_ENV", "DEFAULT_SCALE", "BUDGET_S", "Scale", "SCALES",
+           "configure_openmp", "headless", "get_scale", "scale_table", "project_root", "cache_dir", "atomic_write",
+           "cache_lock", "atomic_folder"]
+
 SCALE_ENV = "LECTURE_UTILS_SCALE"
 CACHE_ENV = "LECTURE_UTILS_CACHE"
 STRICT_ENV = "LECTURE_UTILS_STRICT_CHECKS"  # "1": a failed exercise check raises (the runner and tests set it)

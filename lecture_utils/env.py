@@ -36,6 +36,10 @@ from .config import (
     headless,
 )
 
+__all__ = ["OFFLINE_VARS", "HUB_HOST", "configure_offline", "library_bars_off", "quiet_library_logs", "hub_reachable",
+           "seed_everything", "torch_threads", "usable_cores", "busy_cores", "choose_threads", "get_device",
+           "versions", "setup", "doctor"]
+
 OFFLINE_VARS = HF_OFFLINE_ENVS  # the variables that keep the Hugging Face libraries off the network
 HUB_HOST = "huggingface.co"
 

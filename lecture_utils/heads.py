@@ -30,6 +30,9 @@ from . import validate as check
 from .surgery import drop_layers, encoder_layers
 from .training import cross_entropy_loss, model_device, to_device
 
+__all__ = ["self_attention", "heads_per_layer", "HeadGates", "gate_mask", "head_importance", "heads_to_remove",
+           "removed_heads", "remove_heads", "head_parameters", "load_pruned"]
+
 HeadDict = Mapping[int, Iterable[int]]
 
 

@@ -21,6 +21,10 @@ from . import validate as check
 from .env import seed_everything, torch_threads
 from .training import LossFn, cross_entropy_loss, evaluate, to_device, train
 
+__all__ = ["prunable", "full_masks", "apply_masks", "keep_masked", "fraction_remaining", "magnitude_masks", "rewind",
+           "imp_round", "random_masks", "snip_scores", "snip_masks", "TensorBatches", "LotterySetup", "check_data",
+           "make_model", "train_masked", "run_seed", "prune_and_rewind", "global_snip_masks", "paired_verdict"]
+
 Masks = dict[str, torch.Tensor]
 
 

@@ -27,6 +27,9 @@ from .env import torch_threads
 from .models import replace_linears
 from .surgery import check_layer_indices, encoder_layers, set_encoder_layers
 
+__all__ = ["break_even_rank", "low_rank_factors", "retained_energy", "LowRankLinear", "factorize_linears",
+           "encoder_linear_weights", "low_rank_layers", "share_layers", "shared_layer_map", "unique_layers"]
+
 
 def _check_rank(rank: int, out_features: int, in_features: int) -> int:
     out_features, in_features = _check_features(out_features, in_features)

@@ -17,6 +17,10 @@ from torch import nn
 from . import validate as check
 from .training import evaluate, logits_and_labels, model_device, scores, to_device
 
+__all__ = ["BYTES_PER_MB", "count_parameters", "COMPONENT_WORDS", "component_of", "parameters_by_component",
+           "state_dict_bytes", "size_mb", "weight_matrices", "sparsity", "sparsity_by_layer", "latency_ms",
+           "compare_latency", "evaluate_within", "benchmark", "accuracy", "speedup", "embedding_share"]
+
 BYTES_PER_MB = 1_000_000
 
 

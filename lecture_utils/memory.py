@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from . import validate as check
 
+__all__ = ["BYTES_PER_PARAM", "OPTIMIZER_STATES", "BYTES_PER_GB", "DEVICES", "weights_bytes", "training_bytes", "fits",
+           "describe_fit", "megabytes", "bytes_at_bits"]
+
 BYTES_PER_PARAM: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "momentum": 1, "adam": 2}  # fp32 tensors kept per parameter
 BYTES_PER_GB = 1_000_000_000

@@ -21,6 +21,11 @@ from . import validate as check
 from .config import Scale, atomic_folder, cache_dir, cache_lock
 from .data import sha256_of
 
+__all__ = ["ATTN_IMPLEMENTATIONS", "POOLINGS", "TEACHER_LR", "TEACHER_SEED", "pretrained_path", "quiet_transformers",
+           "load_tokenizer", "MeanPooler", "set_pooling", "pooling_of", "load_classifier", "teacher_settings",
+           "teacher_dir", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup", "teacher_setup",
+           "replace_linears", "mlp"]
+
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 POOLINGS = ("cls", "mean")  # what the classification head reads: the [CLS] token's state, or the mean of all tokens
 TEACHER_LR = 2e-4

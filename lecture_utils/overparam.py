@@ -21,6 +21,9 @@ from . import validate as check
 from .env import seed_everything, torch_threads
 from .training import train
 
+__all__ = ["XOR_X", "XOR_Y", "xor_data", "ParallelMLP", "parallel_bce_loss", "xor_success", "train_xor",
+           "wilson_interval", "xor_sweep", "singular_values", "effective_rank", "layer_similarity"]
+
 XOR_X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = torch.tensor([0.0, 1.0, 1.0, 0.0])
 

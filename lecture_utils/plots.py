@@ -9,6 +9,10 @@ import pandas as pd
 
 from . import validate as check
 
+__all__ = ["PALETTE", "use_style", "size_trend", "component_bars", "tradeoff_chart", "success_rates",
+           "accuracy_vs_remaining", "layer_sparsity_bars", "accuracy_vs_sparsity", "weight_block", "course_chart",
+           "budget_chart", "head_heatmap"]
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 
 

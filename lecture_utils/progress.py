@@ -17,6 +17,8 @@ from tqdm import tqdm as text_tqdm
 from .config import PROGRESS_OFF_ENV as DISABLE_ENV  # tqdm's own switch; the course runner sets it
 from .config import headless
 
+__all__ = ["in_notebook_kernel", "bar"]
+
 
 def in_notebook_kernel() -> bool:
     """True inside a Jupyter kernel whose front end can show widgets (ipywidgets importable, not a headless run:

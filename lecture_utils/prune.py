@@ -26,6 +26,11 @@ from . import validate as check
 from .measure import count_parameters, sparsity_by_layer, weight_matrices
 from .training import LossFn, evaluate, train
 
+__all__ = ["METHODS", "HEAD", "check_sparsity", "linear_targets", "prune_layerwise", "prune_global", "prune_model",
+           "pruned_copy", "is_pruned", "make_permanent", "sparsity_report", "dense_bytes", "csr_bytes",
+           "compressed_bytes", "weight_storage", "held_bytes", "keeps_mask_zeros", "iterative_prune", "gradual_prune",
+           "cubic_schedule", "layer_kind", "magnitude_mask", "csr_nbytes", "sparsity_by_kind"]
+
 Targets = dict[str, nn.Module]
 METHODS = ("global", "layerwise")
 HEAD = ("embeddings", "pooler", "classifier", "pre_classifier")  # exclude these to prune the encoder layers only

@@ -28,6 +28,10 @@ from torch.nn import functional as F
 from . import validate as check
 from .models import replace_linears
 
+__all__ = ["SCHEMES", "TORCH_AO_DEPRECATIONS", "EPS", "qrange", "qparams", "tensor_qparams", "quantize", "dequantize",
+           "fake_quantize", "roundtrip_error", "FakeQuantLinear", "fake_quantize_linears", "freeze_fake_quant",
+           "dynamic_int8", "torchao_int8", "affine_qparams", "quantize_dequantize"]
+
 SCHEMES = ("affine", "symmetric")
 # What torch 2.13 says on every use of torch.ao.quantization (deprecated in favour of torchao) and of the quantized
 # tensors it makes: (message regex, category) pairs, silenced around quantize_dynamic and in the tests' settings.

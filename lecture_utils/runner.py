@@ -30,6 +30,9 @@ from .config import (
     get_scale,
 )
 
+__all__ = ["KERNEL_NAME", "CELL_TIMEOUT_S", "ensure_kernel", "kernel_env", "execute_notebook", "export_html",
+           "notebook_paths", "run_course", "format_summary"]
+
 KERNEL_NAME = "compressing-nn"
 # Hang guards, in seconds per cell: several times what the slowest cell needs on a busy machine, so a slow laptop
 # is slow, not failed. The lesson budgets (config.BUDGET_S) are what the course run reports against.

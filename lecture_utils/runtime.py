@@ -36,6 +36,10 @@ from . import validate
 from .measure import BYTES_PER_MB
 from .training import model_inputs, predict
 
+__all__ = ["DYNAMIC_DIMS", "CpuFeatures", "cpu_features", "load_per_core", "int8_outlook", "scratch_dir",
+           "external_data_files", "onnx_size_mb", "export_onnx", "optimize_onnx", "session_op_counts",
+           "quantize_onnx_dynamic", "ort_session", "OrtOutput", "OrtModel", "logits_agreement", "agreement"]
+
 DYNAMIC_DIMS = ("batch", "sequence")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
                 "tensor(double)": np.float64, "tensor(bool)": np.bool_}

@@ -31,6 +31,8 @@ import torch
 
 from . import validate as check
 
+__all__ = ["correct", "mcnemar_p", "bootstrap_interval", "Comparison", "compare"]
+
 
 def correct(model: torch.nn.Module, loader) -> torch.Tensor:
     """One bool per example of ``loader``: did ``model`` predict its label? (in the loader's order)."""

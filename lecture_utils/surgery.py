@@ -21,6 +21,9 @@ from torch import nn
 
 from . import validate as check
 
+__all__ = ["encoder_layers", "check_layer_indices", "set_encoder_layers", "keep_layers", "drop_layers",
+           "LAYER_STRATEGIES", "layers_to_drop", "layer_contributions", "predicted_speedup"]
+
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The ``nn.ModuleList`` of transformer layers of a BERT-style model (``model.bert.encoder.layer`` or

@@ -19,6 +19,9 @@ from tqdm import tqdm
 from . import validate as check
 from .progress import bar as progress_bar
 
+__all__ = ["TEACHER_LOGITS", "TARGET_KEYS", "model_inputs", "to_device", "logits_and_labels", "cross_entropy_loss",
+           "check_classification", "model_device", "TrainingDiverged", "train", "predict", "evaluate", "scores"]
+
 Batch = Mapping | tuple | list
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 TEACHER_LOGITS = "teacher_logits"  # a teacher's logits stored in a batch (lecture_utils.distill.with_teacher_logits)

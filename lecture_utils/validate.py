@@ -17,6 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+__all__ = ["BadType", "show", "integer", "optional_integer", "real", "optional_real", "positive", "fraction", "flag",
+           "choice", "text", "module", "conv1d_layers", "linear_model", "callable_", "mapping", "items", "integers",
+           "strings", "tensor", "function_name", "result", "loader", "device", "scale"]
+
 
 class BadType(TypeError, ValueError):
     """A value of the wrong kind (a string where a list is expected, a float where an int is). Both a TypeError

@@ -11,6 +11,9 @@ from __future__ import annotations
 from . import memory
 from .config import headless
 
+__all__ = ["fit_table", "fit_widget", "quantization_table", "quantization_widget", "temperature_table",
+           "temperature_widget"]
+
 
 def _widget_modules(static: bool | None):
     """(ipywidgets, IPython's display) when a live widget should be built, else (None, None)."""

@@ -98,3 +98,30 @@ def test_dependencies_point_down():
                                        or layer[target] == layer[name] and (name, target) not in ALLOWED_SIDEWAYS):
                     wrong.append(f"{file.relative_to(package)} -> {target}")
     assert not wrong, "imports that point up (or sideways, unlisted): " + ", ".join(sorted(wrong))
+
+
+def _package_modules() -> list[str]:
+    package = ROOT / "lecture_utils"
+    names = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        if rel.name != "__main__":
+            names.append(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+    return names
+
+
+@pytest.mark.parametrize("name", _package_modules())
+def test_every_module_says_what_it_offers(name):
+    """``__all__`` in every module: it names what exists, and every public function and class defined there, so
+    ``from lecture_utils.x import *`` and the API docs show the module's own helpers and not what it imported."""
+    module = importlib.import_module(name)
+    offered = getattr(module, "__all__", None)
+    assert offered is not None, f"{name} has no __all__"
+    assert len(set(offered)) == len(offered), f"{name}.__all__ repeats a name"
+    missing = [n for n in offered if not hasattr(module, n) and n != "release"]  # lu.release: imported on use
+    assert not missing, f"{name}.__all__ names what it lacks: {missing}"
+    if name == "lecture_utils.checks.harness":
+        return  # its __all__ is what a notebook may call (the test above); the rest serves the lessons' check modules
+    own = {n for n, obj in vars(module).items() if not n.startswith("_") and getattr(obj, "__module__", None) == name
+           and (inspect.isfunction(obj) or inspect.isclass(obj))}
+    assert own <= set(offered), f"{name} defines public {sorted(own - set(offered))} but leaves them out of __all__"

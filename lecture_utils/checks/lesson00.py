@@ -9,6 +9,8 @@ import torch
 
 from .harness import CheckResult, Wrong, call, close, number, run_cases
 
+__all__ = ["accuracy", "predicted_size_mb", "speedup"]
+
 
 def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> CheckResult:
     """Check ``fn(logits (N, C), labels (N,)) -> fraction of rows whose largest logit is the label``."""

@@ -11,6 +11,8 @@ import torch
 from .. import memory
 from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, seeded_bert, verdict
 
+__all__ = ["weight_bytes", "adam_training_bytes", "embedding_share", "INT8_TOLERANCE", "predicted_int8_mb"]
+
 
 def weight_bytes(fn: Callable[[int, int], float]) -> CheckResult:
     """Check ``fn(n_params, bits) -> bytes`` needed to store the weights at ``bits`` bits each."""

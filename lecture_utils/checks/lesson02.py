@@ -8,6 +8,8 @@ import torch
 
 from .harness import CheckResult, Wrong, call, number, run_cases
 
+__all__ = ["xor_success", "effective_rank"]
+
 
 def _bool_vector(value, n: int, what: str) -> torch.Tensor:
     if not torch.is_tensor(value):

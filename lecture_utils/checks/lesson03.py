@@ -10,6 +10,8 @@ import torch
 
 from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, seeded_bert, verdict
 
+__all__ = ["kd_loss", "layer_map", "SIZE_RATIO_TOLERANCE", "predicted_size_ratio"]
+
 
 def kd_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
     """Check ``fn(student_logits, teacher_logits, labels, temperature, alpha) -> scalar`` (Hinton's loss)."""

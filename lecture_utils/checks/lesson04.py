@@ -9,6 +9,8 @@ import torch
 
 from .harness import CheckResult, Wrong, call, close, number, run_cases, tensor_like
 
+__all__ = ["magnitude_mask", "matrix_sparsity", "csr_nbytes", "sparsity_by_kind"]
+
 
 def magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """Check ``fn(weight, sparsity) -> mask``: a mask of the weight's shape, 1/True where a weight survives,

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from .harness import CheckResult, Wrong, call, close, number, run_cases
 
+__all__ = ["symmetric_layers", "predicted_speedup"]
+
 
 def _int_list(value, what: str) -> list[int]:
     try:

@@ -10,6 +10,8 @@ import torch
 
 from .harness import CheckResult, Wrong, as_tensor, call, close, measured, number, predicted, run_cases, verdict
 
+__all__ = ["affine_qparams", "quantize_dequantize", "symmetric_scales", "MSE_TOLERANCE", "MSE_BITS", "predicted_mse"]
+
 
 def affine_qparams(fn: Callable[[float, float, int], tuple]) -> CheckResult:
     """Check ``fn(x_min, x_max, bits) -> (scale, zero_point)`` for unsigned affine quantization."""

@@ -9,6 +9,8 @@ import torch
 
 from .harness import CheckResult, Wrong, call, run_cases, tensor_like
 
+__all__ = ["imp_round", "snip_mask", "paired_verdict"]
+
 
 def imp_round(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple]) -> CheckResult:
     """Check the learner's ``imp_round`` (lesson 07's exercise, one weight matrix) against the course's answer.

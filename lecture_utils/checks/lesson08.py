@@ -22,6 +22,8 @@ from .harness import (
     verdict,
 )
 
+__all__ = ["low_rank", "sparse_int8_bytes", "LOW_RANK_TOLERANCE", "LOW_RANK_RANKS", "predicted_low_rank_weights"]
+
 
 def low_rank(fn: Callable[[torch.Tensor, int], tuple]) -> CheckResult:
     """Check ``fn(weight (out, in), rank) -> (A (out, rank), B (rank, in))`` whose product ``A @ B`` is the best

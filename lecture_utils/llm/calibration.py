@@ -12,7 +12,7 @@ from torch import nn
 from .. import validate
 from .model import check_ids, decoder_layers, decoder_linears
 
-__all__ = ["SHARED_INPUT", "InputStats", "calibrate", "decoder_inputs", "run_hooked"]
+__all__ = ["SHARED_INPUT", "InputStats", "calibrate", "decoder_inputs", "layer_kwargs", "mixed_attention", "run_hooked"]
 
 # Linear layers of a Llama decoder block that read the same input tensor: statistics are shared.
 SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
