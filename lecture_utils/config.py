@@ -62,6 +62,8 @@ class Scale:
     llm_calib_tokens: int  # lesson 09: calibration tokens (training reviews) for GPTQ, Wanda and SmoothQuant
     llm_new_tokens: int  # lesson 09: tokens generated per greedy answer
     llm_gptq_layers: int | None  # lesson 09: decoder layers GPTQ quantizes (None = all; fewer only to test quickly)
+    llm_awq_search_tokens: int  # lesson 09: calibration tokens on which AWQ's α search measures block outputs
+    llm_awq_grid: int  # lesson 09: α values AWQ tries per block (0, 1/grid, …; the reference code: 20)
 
 
 SCALES: dict[str, Scale] = {
@@ -72,6 +74,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=2.0, seeds=2, small_steps=50,
         xor_seeds=16, lottery_steps=10, lottery_rounds=10, distill_steps=2,
         llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=128, llm_new_tokens=6, llm_gptq_layers=1,
+        llm_awq_search_tokens=64, llm_awq_grid=2,
     ),
     "laptop": Scale(
         name="laptop", model="minilm", dataset="rotten_tomatoes",
@@ -80,7 +83,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=10.0, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
         llm_seq_len=128, llm_eval_tokens=2048, llm_calib_tokens=4096, llm_new_tokens=20,
-        llm_gptq_layers=None,
+        llm_gptq_layers=None, llm_awq_search_tokens=256, llm_awq_grid=10,
     ),
     "full": Scale(
         name="full", model="bert-base-uncased", dataset="sst2",
@@ -89,7 +92,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=30.0, seeds=5, small_steps=10000,
         xor_seeds=1000, lottery_steps=5000, lottery_rounds=15, distill_steps=3000,
         llm_seq_len=512, llm_eval_tokens=65536, llm_calib_tokens=65536, llm_new_tokens=64,
-        llm_gptq_layers=None,
+        llm_gptq_layers=None, llm_awq_search_tokens=65536, llm_awq_grid=20,
     ),
 }
 

@@ -67,6 +67,7 @@ WRONG = {
                        "return (torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1) - zero) * scale",
     "smooth_scales": "return act_absmax**alpha / weight_absmax**alpha",
     "wanda_mask": "return w.abs() >= w.abs().median()",
+    "awq_scales": "s = x_mean_abs.clamp(min=1e-4) ** alpha\nreturn s / s.max()  # normalised by the largest factor",
     # predict, then measure
     "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
     "predicted_size_ratio": "return 1 / kept_fraction",

@@ -169,6 +169,23 @@ def test_awq_model_search_errors_never_exceed_rtn(tiny, windows):
         assert llm.block_levels(lin.weight, 16).max() <= 8
 
 
+def test_awq_statistics_from_calibrate_and_reused_alphas(tiny, windows):
+    searched = llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, grid=6)
+    stats = llm.calibrate(tiny, windows)
+    from_stats = llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, grid=6, stats=stats)
+    assert from_stats.alphas == searched.alphas  # the same tokens: the same statistics, up to float rounding
+    diff = _logits(from_stats.model, windows) - _logits(searched.model, windows)  # a rounding may flip, no more
+    assert diff.abs().mean() < 1e-3
+    reused = llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, alphas=searched.alphas)
+    assert reused.errors == {} and reused.alphas == searched.alphas
+    for a, b in zip(reused.model.parameters(), searched.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="alphas has no entry"):
+        llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, alphas={})
+    with pytest.raises(ValueError, match="stats has no entry"):
+        llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, stats={})
+
+
 # ---------------------------------------------------------------- clipping
 
 def _token_errors(w, x, limit, bits, g):
@@ -186,7 +203,7 @@ def test_clip_search_picks_the_best_range_by_the_token_error():
     w = torch.randn(8, 64, generator=gen)
     w[:, 5] *= 6  # an outlier weight per row, which clipping may give up
     x = torch.randn(40, 64, generator=gen) * (torch.rand(64, generator=gen) + 0.2)
-    best = llm.search_clip(w, x, 3, 16, grid=20, max_shrink=0.5)
+    best = llm.search_clip(w, x.T @ x, 3, 16, grid=20, max_shrink=0.5)
     top = w.reshape(8, 4, 16).abs().amax(-1)
     errs = torch.stack([_token_errors(w, x, top * (1 - i / 20), 3, 16) for i in range(10)])  # (10, out, groups)
     chosen = _token_errors(w, x, best, 3, 16)
@@ -264,7 +281,23 @@ def test_validation():
         llm.scaled_quantize(torch.randn(32), torch.ones(32), 3, 16)
     with pytest.raises(ValueError, match="group_size 24 does not divide"):
         llm.scaled_quantize(w, torch.ones(32), 3, 24)
-    with pytest.raises(ValueError, match="x must be"):
-        llm.search_clip(w, torch.randn(5, 16), 3, 16)
+    with pytest.raises(ValueError, match="xtx must be"):
+        llm.search_clip(w, torch.randn(16, 16), 3, 16)
     with pytest.raises(ValueError, match="calibration data"):
         llm.awq_model(nn.Linear(2, 2), torch.zeros(0, 4, dtype=torch.int64), 3, 16)
+
+
+@pytest.mark.parametrize(("bits", "group"), [(3, 16), (4, 64), (2, 8), (8, 32)])
+def test_fast_rounding_is_exactly_quantize_groupwise(bits, group):
+    gen = torch.Generator().manual_seed(bits * group)
+    w = torch.randn(16, 64, generator=gen) * torch.rand(16, 1, generator=gen) * 3 + 0.05
+    w[0] = 0.0  # an all-zero group
+    w[1] = w[1].abs()  # groups without a negative weight
+    assert torch.equal(llm.awq._rtn(w, bits, group), llm.quantize_groupwise(w, bits, group))
+
+
+def test_step_growth_counts_groups_whose_step_grows():
+    w = torch.tensor([[0.1, -0.2, 0.3, 0.05], [1.0, 0.1, -0.1, 0.2]])
+    s = torch.tensor([1.0, 1.0, 2.0, 1.0])  # channel 2 doubled: row 0's group (max 0.3 → 0.6) grows, row 1's not
+    assert llm.step_growth(w, s, 3, 4) == (1, 2)
+    assert llm.step_growth(w, torch.ones(4), 3, 4) == (0, 0)

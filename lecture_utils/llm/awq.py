@@ -30,7 +30,7 @@ from .rtn import _check_bits, _check_group, quantize_groupwise
 
 __all__ = ["SALIENT_BY", "mean_abs", "salient_channels", "full_precision_channels", "scaled_quantize",
            "scaled_rtn_model", "awq_scales", "ScaleSearch", "search_scale", "fold_scales", "search_clip",
-           "apply_clip", "AWQResult", "awq_model"]
+           "apply_clip", "AWQResult", "awq_model", "step_growth"]
 
 SALIENT_BY = ("activation", "weight", "random")
 SCALE_FLOOR = 1e-4  # the reference code's clamp of (mean |x|)^α before normalising
@@ -118,6 +118,21 @@ def _check_scales(s: torch.Tensor, cols: int, name: str = "s") -> torch.Tensor:
     return s
 
 
+def _rtn(w: torch.Tensor, bits: int, g: int) -> torch.Tensor:
+    """:func:`quantize_groupwise`'s affine rounding of a float32 ``w`` (rows of groups of ``g``), the same
+    arithmetic in fewer passes and without re-validating: AWQ's searches call it thousands of times."""
+    from ..quantize import EPS
+
+    rows = w.reshape(-1, g)
+    qmax = 2**bits - 1
+    lo = rows.amin(1, keepdim=True).clamp_(max=0.0)
+    hi = rows.amax(1, keepdim=True).clamp_(min=0.0)
+    scale = ((hi - lo) / qmax).clamp_(min=EPS)
+    zero = torch.round(lo / scale).neg_().clamp_(0, qmax)
+    q = torch.round(rows * (1.0 / scale)).add_(zero).clamp_(0, qmax).sub_(zero).mul_(scale)
+    return q.reshape(w.shape)
+
+
 def scaled_quantize(w: torch.Tensor, s: torch.Tensor, bits: int, group_size: int | None = None) -> torch.Tensor:
     """Round-to-nearest of ``w`` (out, in) with input channel j multiplied by ``s_j`` first, divided again after:
     Q(W·diag(s))·diag(s)⁻¹. Multiplying the layer's input by this equals dividing the input by s and multiplying
@@ -125,8 +140,10 @@ def scaled_quantize(w: torch.Tensor, s: torch.Tensor, bits: int, group_size: int
     if not torch.is_tensor(w) or w.dim() != 2:
         raise ValueError(f"w must be a 2-D weight matrix (out, in), got {tuple(getattr(w, 'shape', ()))}")
     _check_scales(s, w.shape[1])
+    _check_bits(bits)
+    g = _check_group(w.shape[1], group_size)
     s = s.to(torch.float32).unsqueeze(0)
-    return (quantize_groupwise(w.detach().float() * s, bits, group_size) / s).to(w.dtype)
+    return (_rtn(w.detach().float() * s, bits, g) / s).to(w.dtype)
 
 
 @torch.no_grad()
@@ -239,34 +256,35 @@ def fold_scales(prev: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> N
 # --------------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def search_clip(w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int | None = None, grid: int = 20,
+def search_clip(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int | None = None, grid: int = 20,
                 max_shrink: float = 0.5) -> torch.Tensor:
-    """AWQ's clipping search for one weight ``(out, in)`` given its inputs ``x`` (tokens, in): for every output
-    channel and group, the range m·(1 − i/grid), i = 0 … ⌊max_shrink·grid⌋ − 1 (m = the group's max |w|), whose
-    clipped and rounded weights give the smallest mean squared error of that group's share of the output on the
-    tokens. Returns the chosen range (out, groups). i = 0 (no clipping) is on the grid, so each group's error is
-    never above round-to-nearest's. The error is computed from each group's XᵀX (exactly the mean over tokens)."""
+    """AWQ's clipping search for one weight ``(out, in)`` given its inputs' ``xtx`` = XᵀX ``(in, in)``: for every
+    output channel and group, the range m·(1 − i/grid), i = 0 … ⌊max_shrink·grid⌋ − 1 (m = the group's max |w|),
+    whose clipped and rounded weights give the smallest squared error of that group's share of the output,
+    Σ_tokens (x_g·(q_g − w_g))². That sum is d_gᵀ (XᵀX)_gg d_g, so only the diagonal blocks of ``xtx`` are read.
+    Returns the chosen range (out, groups). i = 0 (no clipping) is on the grid, so each group's error is never
+    above round-to-nearest's."""
     if not torch.is_tensor(w) or w.dim() != 2:
         raise ValueError(f"w must be a 2-D weight matrix (out, in), got {tuple(getattr(w, 'shape', ()))}")
     rows, cols = w.shape
     g = _check_group(cols, group_size)
-    validate.tensor(x, "x", floating=True, dims=(2,), non_empty=True)
-    if x.shape[1] != cols:
-        raise ValueError(f"x must be (tokens, {cols}) for a weight with {cols} inputs, got {tuple(x.shape)}")
+    validate.tensor(xtx, "xtx", floating=True, dims=(2,), non_empty=True)
+    if xtx.shape != (cols, cols):
+        raise ValueError(f"xtx must be ({cols}, {cols}) for a weight with {cols} inputs, got {tuple(xtx.shape)}")
     validate.integer(grid, "grid", 1)
     max_shrink = validate.fraction(max_shrink, "max_shrink", low_open=True)
     steps = max(1, int(max_shrink * grid))
-    xg = x.float().reshape(x.shape[0], cols // g, g)
-    gram = torch.einsum("tgk,tgl->gkl", xg, xg) / x.shape[0]  # (groups, g, g)
-    wg = w.detach().float().reshape(rows, cols // g, g)
+    n = cols // g
+    blocks = xtx.float().reshape(n, g, n, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (groups, g, g)
+    wg = w.detach().float().reshape(rows, n, g)
     top = wg.abs().amax(-1)  # (out, groups)
     best_err = torch.full_like(top, float("inf"))
     best = top.clone()
     for i in range(steps):
         limit = top * (1 - i / grid)
         clipped = torch.maximum(torch.minimum(wg, limit.unsqueeze(-1)), -limit.unsqueeze(-1))
-        d = quantize_groupwise(clipped.reshape(rows, cols), bits, g).reshape(rows, cols // g, g) - wg
-        err = (torch.einsum("ogk,gkl->ogl", d, gram) * d).sum(-1)
+        d = _rtn(clipped.reshape(rows, cols), bits, g).reshape(rows, n, g) - wg
+        err = (torch.einsum("ogk,gkl->ogl", d, blocks) * d).sum(-1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best = torch.where(better, limit, best)
@@ -321,44 +339,52 @@ def _flat(batches: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _scale_groups(layer: nn.Module, x: dict[str, list[torch.Tensor]], kwargs: list[dict]) -> list[tuple]:
-    """AWQ's groups of one Llama decoder layer: (name, module producing the input, linears reading it, which
-    caught input, a function that reruns the block whose output error is measured)."""
+    """AWQ's groups of one Llama decoder layer: (the first linear's name, which names the caught input, the module
+    producing that input, the linears reading it, a function that reruns the block whose output error counts)."""
     attn, mlp = layer.self_attn, layer.mlp
 
     def attention() -> list[torch.Tensor]:
-        return [attn(hidden_states=h, **kw)[0] for h, kw in zip(x["q"], kwargs, strict=True)]
+        return [attn(hidden_states=h, **kw)[0] for h, kw in zip(x["self_attn.q_proj"], kwargs, strict=True)]
 
-    groups = [("self_attn.q_proj", layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], "q", attention),
-              ("mlp.gate_proj", layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], "gate",
-               lambda: [mlp(h) for h in x["gate"]]),
-              ("mlp.down_proj", mlp.up_proj, [mlp.down_proj], "down", lambda: [mlp.down_proj(h) for h in x["down"]])]
+    groups = [("self_attn.q_proj", layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], attention),
+              ("mlp.gate_proj", layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj],
+               lambda: [mlp(h) for h in x["mlp.gate_proj"]]),
+              ("mlp.down_proj", mlp.up_proj, [mlp.down_proj], lambda: [mlp.down_proj(h) for h in x["mlp.down_proj"]])]
     if attn.v_proj.out_features == attn.o_proj.in_features:  # no grouped-query attention: v_proj feeds o_proj
-        groups.insert(1, ("self_attn.o_proj", attn.v_proj, [attn.o_proj], "o",
-                          lambda: [attn.o_proj(h) for h in x["o"]]))
+        groups.insert(1, ("self_attn.o_proj", attn.v_proj, [attn.o_proj],
+                          lambda: [attn.o_proj(h) for h in x["self_attn.o_proj"]]))
     return groups
 
 
-CLIPPED = [("self_attn.v_proj", "q"), ("self_attn.o_proj", "o"), ("mlp.gate_proj", "gate"), ("mlp.up_proj", "gate"),
-           ("mlp.down_proj", "down")]  # q and k are not clipped: their error passes through the attention scores
+# Linears clipped, with the linear whose input they read; q and k are not: their error passes through the scores.
+CLIPPED = [("self_attn.v_proj", "self_attn.q_proj"), ("self_attn.o_proj", "self_attn.o_proj"),
+           ("mlp.gate_proj", "mlp.gate_proj"), ("mlp.up_proj", "mlp.gate_proj"), ("mlp.down_proj", "mlp.down_proj")]
 
 
 @torch.no_grad()
 def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: int | None = None, *,
-              grid: int = 20, clip: bool = True, clip_grid: int = 20, max_shrink: float = 0.5, quantize: bool = True,
+              stats: dict[str, InputStats] | None = None, grid: int = 20, alphas: dict[str, float] | None = None,
+              clip: bool = True, clip_grid: int = 20, max_shrink: float = 0.5, quantize: bool = True,
               batch_size: int = 8, max_layers: int | None = None,
               scale_fn: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> AWQResult:
     """AWQ on a Llama-style model, in place, one decoder layer at a time on the calibration ``windows`` (int64,
-    (n, seq_len)), as the reference code does.
+    (n, seq_len)), from the unquantized model's inputs to each layer, as the reference code does.
 
-    For each layer, from the unquantized model's inputs to that layer: (1) :func:`search_scale` for q/k/v (the
-    error of the attention's output), gate/up (the MLP's output), down_proj (its own output) and, where its
-    input has o_proj's width (no grouped-query attention), o_proj; (2) the factors folded into input_layernorm,
-    post_attention_layernorm, up_proj and v_proj (:func:`fold_scales`); (3) with ``clip``, :func:`search_clip`
-    for every linear except q and k (their error passes through the attention scores) on the scaled inputs;
-    (4) with ``quantize``, every linear of the layer rounded by :func:`quantize_groupwise`. ``quantize=False``
-    leaves the scaled and clipped float model (for another quantizer, e.g. GPTQ). ``max_layers``: only the first
-    layers (a shortcut for tests). ``grid`` α values and ``clip_grid`` shrink steps (the reference: 20 and 20
-    with ``max_shrink`` 0.5, i.e. 10 ranges from 1.0 down to 0.55).
+    Per layer: (1) :func:`search_scale` for q/k/v (the error of the attention's output), gate/up (the MLP's
+    output), down_proj (its own output) and, where v_proj's output has o_proj's width (no grouped-query
+    attention), o_proj; (2) the factors folded into input_layernorm, post_attention_layernorm, up_proj and v_proj
+    (:func:`fold_scales`); (3) with ``clip``, :func:`search_clip` for every linear except q and k (their error
+    passes through the attention scores) on the scaled inputs; (4) with ``quantize``, every linear of the layer
+    rounded by :func:`quantize_groupwise`; ``quantize=False`` leaves the scaled and clipped float model (for
+    another quantizer, e.g. GPTQ).
+
+    ``stats`` (from :func:`calibrate` on the same model, possibly on more tokens than ``windows``): the mean |x|
+    of the scales and the XᵀX of the clipping search come from it; ``windows`` then only serve the block-output
+    errors of the α search. Without it both come from ``windows``. ``alphas``: use these α per group (the keys
+    of :attr:`AWQResult.alphas`, e.g. from a run at another bit width) instead of searching. ``grid`` α values
+    and ``clip_grid`` shrink steps (the reference: 20 and 20 with ``max_shrink`` 0.5, i.e. 10 ranges from 1.0
+    down to 0.55). ``scale_fn(x_mean_abs, α)``: the factors (default :func:`awq_scales`). ``max_layers``: only
+    the first layers (a shortcut for tests).
     """
     _check_windows(windows)
     _check_bits(bits)
@@ -371,38 +397,80 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
         validate.integer(max_layers, "max_layers", 1)
     if scale_fn is not None:
         validate.callable_(scale_fn, "scale_fn")
-    for lin in decoder_linears(model).values():
+    if stats is not None:
+        validate.mapping(stats, "stats")
+    if alphas is not None:
+        validate.mapping(alphas, "alphas")
+    all_linears = decoder_linears(model)
+    for lin in all_linears.values():
         _check_group(lin.in_features, group_size)
+    if stats is not None and (missing := sorted(set(all_linears) - set(stats))):
+        raise ValueError(f"stats has no entry {missing[0]!r}: run lu.llm.calibrate on this model first")
     result = AWQResult(model)
     inputs = decoder_inputs(model, windows, batch_size)
     for i, layer in enumerate(decoder_layers(model)[:max_layers]):
+        prefix = f"model.layers.{i}."
         attn, mlp = layer.self_attn, layer.mlp
         linears = {n: m for n, m in layer.named_modules() if isinstance(m, nn.Linear)}
-        catch = _Inputs({"q": attn.q_proj, "o": attn.o_proj, "gate": mlp.gate_proj, "down": mlp.down_proj})
+        catch = _Inputs({"self_attn.q_proj": attn.q_proj, "self_attn.o_proj": attn.o_proj,
+                         "mlp.gate_proj": mlp.gate_proj, "mlp.down_proj": mlp.down_proj})
         try:
             outputs = [layer(h, **kw) for h, kw in inputs]
         finally:
             catch.remove()
         x = catch.caught
+        if stats is not None:
+            mean_x = {src: mean_abs(stats[prefix + src]) for src in x}
+            xtx = {src: stats[prefix + src].xtx.float() for src in x}
+        else:
+            flat = {src: _flat(b) for src, b in x.items()}
+            mean_x = {src: f.abs().mean(0) for src, f in flat.items()}
+            xtx = {src: f.T @ f for src, f in flat.items()}
         found = []
-        for key, prev, group, src, run in _scale_groups(layer, x, [kw for _, kw in inputs]):
-            search = search_scale(run, group, _flat(x[src]).abs().mean(0), bits, group_size, grid, scale_fn)
-            result.alphas[f"model.layers.{i}.{key}"] = search.alpha
-            result.errors[f"model.layers.{i}.{key}"] = search.errors
-            found.append((prev, group, src, search.scales))
-        scaled = {src: _flat(x[src]) for src in x}
-        for prev, group, src, s in found:
+        for key, prev, group, run in _scale_groups(layer, x, [kw for _, kw in inputs]):
+            if alphas is not None:
+                if prefix + key not in alphas:
+                    raise ValueError(f"alphas has no entry {prefix + key!r}")
+                alpha = validate.fraction(alphas[prefix + key], f"alphas[{prefix + key!r}]", high_open=False)
+                s = _check_scales(torch.as_tensor((scale_fn or awq_scales)(mean_x[key], alpha)).float(),
+                                  group[0].in_features)
+            else:
+                search = search_scale(run, group, mean_x[key], bits, group_size, grid, scale_fn)
+                alpha, s = search.alpha, search.scales
+                result.errors[prefix + key] = search.errors
+            result.alphas[prefix + key] = alpha
+            found.append((key, prev, group, s))
+        for key, prev, group, s in found:
             fold_scales(prev, group, s)
-            scaled[src] = scaled[src] / s.unsqueeze(0)
+            xtx[key] = xtx[key] / (s.unsqueeze(0) * s.unsqueeze(1))
         if clip:
             for name, src in CLIPPED:
                 lin = linears[name]
-                limit = search_clip(lin.weight, scaled[src], bits, group_size, clip_grid, max_shrink)
+                limit = search_clip(lin.weight, xtx[src], bits, group_size, clip_grid, max_shrink)
                 top = lin.weight.detach().float().reshape(limit.shape[0], limit.shape[1], -1).abs().amax(-1)
-                result.clip_kept[f"model.layers.{i}.{name}"] = float((limit / top.clamp(min=1e-12)).mean())
+                result.clip_kept[prefix + name] = float((limit / top.clamp(min=1e-12)).mean())
                 lin.weight.copy_(apply_clip(lin.weight, limit))
         if quantize:
             for lin in linears.values():
                 lin.weight.copy_(quantize_groupwise(lin.weight, bits, group_size))
         inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
     return result
+
+
+def step_growth(w: torch.Tensor, s: torch.Tensor, bits: int, group_size: int | None = None) -> tuple[int, int]:
+    """Of the groups of ``w`` (out, in) that hold an input channel with ``s_j`` ≠ 1, how many get a larger
+    rounding step when the columns are multiplied by ``s`` (the scaled weight became the group's extreme), and how
+    many there are: ``(grown, groups)``."""
+    from .rtn import group_qparams
+
+    if not torch.is_tensor(w) or w.dim() != 2:
+        raise ValueError(f"w must be a 2-D weight matrix (out, in), got {tuple(getattr(w, 'shape', ()))}")
+    _check_bits(bits)
+    g = _check_group(w.shape[1], group_size)
+    _check_scales(s, w.shape[1])
+    wf = w.detach().float()
+    before, _ = group_qparams(wf.reshape(-1, g), bits)
+    after, _ = group_qparams((wf * s.float().unsqueeze(0)).reshape(-1, g), bits)
+    touched = (s != 1).reshape(-1, g).any(1).repeat(w.shape[0])
+    grown = (after.squeeze(1) > before.squeeze(1) * (1 + 1e-6)) & touched
+    return int(grown.sum()), int(touched.sum())
