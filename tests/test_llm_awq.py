@@ -297,7 +297,7 @@ def test_fast_rounding_is_exactly_quantize_groupwise(bits, group):
 
 
 def test_step_growth_counts_groups_whose_step_grows():
-    w = torch.tensor([[0.1, -0.2, 0.3, 0.05], [1.0, 0.1, -0.1, 0.2]])
+    w = torch.tensor([[0.1, -0.2, 0.3, 0.05], [1.0, -0.3, 0.1, 0.2]])
     s = torch.tensor([1.0, 1.0, 2.0, 1.0])  # channel 2 doubled: row 0's group (max 0.3 → 0.6) grows, row 1's not
     assert llm.step_growth(w, s, 3, 4) == (1, 2)
     assert llm.step_growth(w, torch.ones(4), 3, 4) == (0, 0)
