@@ -68,6 +68,8 @@ class Scale:
     llm_calib_tokens: int  # lesson 09: calibration tokens (training reviews) for GPTQ, Wanda and SmoothQuant
     llm_new_tokens: int  # lesson 09: tokens generated per greedy answer
     llm_gptq_layers: int | None  # lesson 09: decoder layers GPTQ quantizes (None = all; fewer only to test quickly)
+    llm_awq_search_tokens: int  # lesson 09: calibration tokens on which AWQ's α search measures block outputs
+    llm_awq_grid: int  # lesson 09: α values AWQ tries per block (0, 1/grid, …; the reference code: 20)
     serve_new_tokens: int  # lesson 10: tokens generated per timed run (time to first token + decoding)
     serve_repeats: int  # lesson 10: timed runs of each runtime, round-robin (the median is reported)
     serve_batches: tuple[int, ...]  # lesson 10: batch sizes of the throughput measurement
@@ -85,6 +87,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=2.0, seeds=2, small_steps=50,
         xor_seeds=16, lottery_steps=10, lottery_rounds=10, distill_steps=2,
         llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=128, llm_new_tokens=6, llm_gptq_layers=1,
+        llm_awq_search_tokens=64, llm_awq_grid=2,
         serve_new_tokens=4, serve_repeats=1, serve_batches=(1, 2), serve_kv_tokens=64, serve_kv_chunk=16,
         serve_drop_ks=(6,), serve_drop_draws=1,
     ),
@@ -95,7 +98,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=10.0, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
         llm_seq_len=128, llm_eval_tokens=2048, llm_calib_tokens=4096, llm_new_tokens=20,
-        llm_gptq_layers=None,
+        llm_gptq_layers=None, llm_awq_search_tokens=256, llm_awq_grid=10,
         serve_new_tokens=64, serve_repeats=3, serve_batches=(1, 4, 16), serve_kv_tokens=1024, serve_kv_chunk=64,
         serve_drop_ks=(3, 6, 9), serve_drop_draws=3,
     ),
@@ -106,7 +109,7 @@ SCALES: dict[str, Scale] = {
         latency_budget_s=30.0, seeds=5, small_steps=10000,
         xor_seeds=1000, lottery_steps=5000, lottery_rounds=15, distill_steps=3000,
         llm_seq_len=512, llm_eval_tokens=65536, llm_calib_tokens=65536, llm_new_tokens=64,
-        llm_gptq_layers=None,
+        llm_gptq_layers=None, llm_awq_search_tokens=65536, llm_awq_grid=20,
         serve_new_tokens=128, serve_repeats=5, serve_batches=(1, 4, 16, 64), serve_kv_tokens=8192,
         serve_kv_chunk=128, serve_drop_ks=(3, 6, 9, 12), serve_drop_draws=5,
     ),

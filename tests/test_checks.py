@@ -86,6 +86,11 @@ def _row_mask(score, s):
     return mask
 
 
+def _awq(m, alpha):
+    s = m.pow(alpha).clamp(min=1e-4)
+    return s / (s.max() * s.min()).sqrt()
+
+
 def _paired(t, c, noise):
     d = t - c
     if len(d) < 2:
@@ -151,6 +156,7 @@ CORRECT = {
     "predicted_cache_bytes": lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b),
     "wanda_mask": lambda w, x, s: _row_mask(w.abs() * x, s),
     "smooth_scales": lambda a, w, alpha: a**alpha / w ** (1 - alpha),
+    "awq_scales": lambda m, alpha: _awq(m, alpha),
 }
 
 
@@ -285,6 +291,11 @@ WRONG = {
     "smooth_scales": [lambda a, w, alpha: w**alpha / a ** (1 - alpha),  # swapped
                       lambda a, w, alpha: a**alpha / w**alpha,
                       lambda a, w, alpha: (a / w) ** 0.5],  # ignores alpha
+    "awq_scales": [lambda m, alpha: m.pow(alpha).clamp(min=1e-4),  # not normalised
+                   lambda m, alpha: m.pow(alpha).clamp(min=1e-4) / m.pow(alpha).clamp(min=1e-4).max(),  # by the max
+                   lambda m, alpha: _awq(m, 1 - alpha),  # exponent flipped
+                   lambda m, alpha: m.pow(alpha) / (m.pow(alpha).max() * m.pow(alpha).min()).sqrt(),  # no floor
+                   lambda m, alpha: _awq(m.clamp(min=1e-4), alpha) * 2],  # scaled away from 1
 }
 
 

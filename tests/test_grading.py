@@ -72,6 +72,7 @@ WRONG = {
     "kivi_quantize": "lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)  # always per token\n"
                       "scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)\n"
                       "return torch.clamp(torch.round((x - lo) / scale), 0, 2**bits - 1) * scale + lo",
+    "awq_scales": "s = x_mean_abs.clamp(min=1e-4) ** alpha\nreturn s / s.max()  # normalised by the largest factor",
     # predict, then measure
     "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
     "predicted_size_ratio": "return 1 / kept_fraction",

@@ -26,7 +26,7 @@ from .lesson05 import predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, predicted_mse, quantize_dequantize, symmetric_scales
 from .lesson07 import imp_round, paired_verdict, snip_mask
 from .lesson08 import low_rank, predicted_low_rank_weights, sparse_int8_bytes
-from .lesson09 import kv_cache_bytes, predicted_cache_bytes, quantize_groups, smooth_scales, wanda_mask
+from .lesson09 import awq_scales, kv_cache_bytes, predicted_cache_bytes, quantize_groups, smooth_scales, wanda_mask
 from .lesson10 import decode_bound, faster_phase, kivi_quantizer, pack_nibbles
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "snip_mask",
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
     "decode_bound", "pack_nibbles", "kivi_quantizer", "faster_phase",
+    "awq_scales",
     # predict, then measure
     "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes", "predicted_mse",
     "predicted_low_rank_weights",

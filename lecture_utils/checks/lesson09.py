@@ -1,5 +1,5 @@
 """Checks of lesson 09, compressing LLMs: group-wise rounding, KV-cache bytes (and a prediction of them from a config,
-against measured caches), Wanda masks, SmoothQuant scales."""
+against measured caches), Wanda masks, SmoothQuant scales, AWQ scales."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ from .harness import (
     tensor_like,
     verdict,
 )
+
+__all__ = ["quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales", "awq_scales", "CACHE_TOLERANCE",
+           "predicted_cache_bytes"]
 
 
 def quantize_groups(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> CheckResult:
@@ -130,6 +133,48 @@ def smooth_scales(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
     return run_cases("smooth_scales", [case(8, 0.5), case(16, 0.8), case(5, 0.0), case(5, 1.0), case(32, 0.3)],
                 "the activation maximum to the power alpha, divided by the weight maximum to the power 1 - alpha, "
                 "channel by channel (element-wise on the two vectors).")
+
+
+def awq_scales(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Check ``fn(x_mean_abs, alpha) -> s``: AWQ's s = (mean |x|)^α, each at least 1e-4, divided by
+    √(max s · min s) — :func:`lecture_utils.llm.awq_scales`."""
+    from ..llm import awq_scales as reference
+
+    gen = torch.Generator().manual_seed(39)
+
+    def case(n: int, alpha: float, zeros: int = 0):
+        def run():
+            m = torch.rand(n, generator=gen) * torch.logspace(-1, 1.5, n)
+            m[:zeros] = 0.0  # channels that never fired: the floor of 1e-4 keeps s finite
+            got = as_tensor(call(fn, m.clone(), alpha), "s")
+            where = f"{n} channels, alpha = {alpha}" + (f", {zeros} of them with mean |x| = 0" if zeros else "")
+            if got.shape != m.shape:
+                raise Wrong(f"{where}: expected one factor per channel, shape {tuple(m.shape)}, got "
+                            f"{tuple(got.shape)}.")
+            got = got.double()
+            want = reference(m, alpha).double()
+            if not bool(torch.isfinite(got).all()):
+                raise Wrong(f"{where}: some factors are infinite or NaN — clamp (mean |x|)^alpha to at least 1e-4 "
+                            "before normalising.")
+            if torch.allclose(got, want, rtol=1e-4):
+                return
+            raw = m.double().pow(alpha).clamp(min=1e-4)
+            if torch.allclose(got, raw, rtol=1e-4):
+                raise Wrong(f"{where}: the factors are not normalised (divide by sqrt(max s * min s)).")
+            if torch.allclose(got, raw / raw.max(), rtol=1e-4):
+                raise Wrong(f"{where}: you divided by the largest factor; AWQ divides by sqrt(max s * min s), so "
+                            "the factors straddle 1.")
+            flip = m.double().pow(1 - alpha).clamp(min=1e-4)
+            if alpha != 0.5 and torch.allclose(got, flip / (flip.max() * flip.min()).sqrt(), rtol=1e-4):
+                raise Wrong(f"{where}: the exponent is 1 - alpha; AWQ raises mean |x| to the power alpha.")
+            raise Wrong(f"{where}: factors differ from the expected ones by up to "
+                        f"{(got / want - 1).abs().max().item():.2%}.")
+        return run
+
+    return run_cases("awq_scales", [case(8, 0.5), case(16, 0.3, zeros=2), case(6, 0.0), case(32, 0.9),
+                                    case(12, 0.75, zeros=1)],
+                     "raise each channel's mean |x| to the power alpha, clamp at 1e-4, then divide every factor by "
+                     "the square root of (largest factor × smallest factor).")
 
 
 CACHE_TOLERANCE = 0.01  # a transformers cache holds exactly keys and values: nothing to leave out

@@ -9,6 +9,9 @@ One module per job, each re-exported here so ``lu.llm.<name>`` reaches every hel
 - :mod:`.calibration`: statistics of every linear layer's inputs (:func:`calibrate`): Hessian ``XᵀX``, squared
   norms, per-channel maxima;
 - :mod:`.gptq`: GPTQ (:func:`gptq_quantize`, :func:`gptq_model`);
+- :mod:`.awq`: AWQ: 1% salient channels (:func:`salient_channels`, :func:`full_precision_channels`), activation-aware
+  scales searched per block and folded into the model, then clipping (:func:`awq_scales`, :func:`search_scale`,
+  :func:`fold_scales`, :func:`search_clip`, :func:`awq_model`);
 - :mod:`.activations`: simulated W8A8 (:func:`fake_quantize_activations`) and SmoothQuant
   (:func:`smooth_scales`, :func:`smoothquant_model`);
 - :mod:`.prune`: Wanda and magnitude masks including 2:4 (:func:`wanda_mask`, :func:`magnitude_mask`,
@@ -26,8 +29,9 @@ Written for Llama-style ``*ForCausalLM`` models of transformers. Units: bytes ar
 exp(mean negative log-likelihood per predicted token, in nats).
 """
 
-from . import activations, calibration, evaluate, footprint, gptq, kv, layers, model, ort, prune, rtn, serve
+from . import activations, awq, calibration, evaluate, footprint, gptq, kv, layers, model, ort, prune, rtn, serve
 from .activations import *  # noqa: F403
+from .awq import *  # noqa: F403
 from .calibration import *  # noqa: F403
 from .evaluate import *  # noqa: F403
 from .footprint import *  # noqa: F403
@@ -41,4 +45,5 @@ from .rtn import *  # noqa: F403
 from .serve import *  # noqa: F403
 
 __all__ = [*model.__all__, *evaluate.__all__, *footprint.__all__, *rtn.__all__, *calibration.__all__, *gptq.__all__,
-           *activations.__all__, *prune.__all__, *ort.__all__, *serve.__all__, *kv.__all__, *layers.__all__]
+           *awq.__all__, *activations.__all__, *prune.__all__, *ort.__all__, *serve.__all__, *kv.__all__,
+           *layers.__all__]

@@ -23,13 +23,15 @@ class InputStats:
     """Statistics of one linear layer's input features over calibration tokens.
 
     ``xtx``: (in, in) sum of x xᵀ over tokens (float32; the GPTQ Hessian is 2·xtx/tokens); ``sq_norm``: (in,)
-    sum of x_j² (‖X_j‖² of Wanda); ``absmax``: (in,) max |x_j| (SmoothQuant); ``tokens``: how many tokens.
+    sum of x_j² (‖X_j‖² of Wanda); ``absmax``: (in,) max |x_j| (SmoothQuant); ``tokens``: how many tokens;
+    ``abs_sum``: (in,) sum of |x_j| (AWQ's mean |x_j| is ``abs_sum / tokens``).
     """
 
     xtx: torch.Tensor
     sq_norm: torch.Tensor
     absmax: torch.Tensor
     tokens: int
+    abs_sum: torch.Tensor | None = None
 
 
 def _check_windows(windows: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
@@ -61,11 +63,12 @@ def _collect(linears: dict[str, nn.Linear], run: Callable[[], object], hessian: 
             if s is None:
                 d = x.shape[1]
                 s = stats[name] = InputStats(torch.zeros(d, d) if hessian else torch.empty(0), torch.zeros(d),
-                                             torch.zeros(d), 0)
+                                             torch.zeros(d), 0, torch.zeros(d))
             if hessian:
                 s.xtx += x.T @ x
             s.sq_norm += (x * x).sum(0)
             s.absmax = torch.maximum(s.absmax, x.abs().amax(0))
+            s.abs_sum += x.abs().sum(0)
             s.tokens += x.shape[0]
         return fn
 
