@@ -283,7 +283,7 @@ def test_validation():
         llm.scaled_quantize(w, torch.ones(32), 3, 24)
     with pytest.raises(ValueError, match="xtx must be"):
         llm.search_clip(w, torch.randn(16, 16), 3, 16)
-    with pytest.raises(ValueError, match="calibration data"):
+    with pytest.raises(ValueError, match="calibration windows"):
         llm.awq_model(nn.Linear(2, 2), torch.zeros(0, 4, dtype=torch.int64), 3, 16)
 
 
