@@ -75,8 +75,10 @@ def prepare_serving(scale: str) -> None:
     from .progress import bar
 
     sc = get_scale(scale)
-    gptq = {"calib_tokens": sc.llm_calib_tokens, "seq_len": sc.llm_seq_len, "gptq_layers": sc.llm_gptq_layers}
-    steps = [("fp32 graph", lambda: build_ort_llm("fp32")), ("4-bit graph", lambda: build_ort_llm("int4"))]
+    gptq = {"calib_tokens": sc.llm_calib_tokens, "seq_len": sc.llm_seq_len, "gptq_layers": sc.llm_gptq_layers,
+            "layers": sc.llm_layers}
+    steps = [("fp32 graph", lambda: build_ort_llm("fp32", layers=sc.llm_layers)),
+             ("4-bit graph", lambda: build_ort_llm("int4", layers=sc.llm_layers))]
     steps += [(f"shipped {m}", lambda m=m: shipped_ort_llm(m, **gptq)) for m in ("rtn_sym", "rtn", "gptq")]
     todo = [s for s in steps if not s[0].startswith("shipped")
             or ort_llm_meta(shipped_settings(s[0].split()[1], **gptq)) is None]
@@ -85,7 +87,7 @@ def prepare_serving(scale: str) -> None:
     start = time.perf_counter()
     for _name, build in bar(steps, desc="lesson 10 models"):
         build()
-    print(f"✅ Lesson 10's ONNX Runtime models in {ort_llm_dir(shipped_settings('rtn')).parent} "
+    print(f"✅ Lesson 10's ONNX Runtime models in {ort_llm_dir(shipped_settings('rtn', layers=sc.llm_layers)).parent} "
           f"({time.perf_counter() - start:.0f} s)")
 
 
@@ -146,6 +148,10 @@ def _prepare_tests(poolings: tuple[str, ...], serving: bool = False) -> None:
     racing anyway)."""
     start = time.perf_counter()
     cmd_prepare(None)
+    from .config import get_scale
+    from .llm import prepare_llm
+
+    prepare_llm(layers=get_scale("smoke").llm_layers)
     prepare_teacher("smoke", poolings)
     if serving:
         prepare_serving("smoke")

