@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import DEFAULT_SCALE, SCALE_ENV, SCALES, project_root
+from .config import DEFAULT_SCALE, SCALE_ENV, SCALES, TEACHER_BUDGET_S, get_scale, project_root
 
 
 def _root() -> Path:
@@ -44,12 +44,17 @@ def cmd_prepare(_args) -> int:
     return 0
 
 
-def prepare_teacher(scale: str, poolings: tuple[str, ...] = ("cls",)) -> None:
+TEACHER_TIME_KEYS = {"cls": "teacher.train_seconds", "mean": "layers.meanpool.teacher.train_seconds"}
+
+
+def prepare_teacher(scale: str, poolings: tuple[str, ...] = ("cls",)) -> dict[str, float]:
     """Train (once) and cache the fine-tuned teacher at ``scale`` here, with a progress bar and no cell time limit,
     so every lesson loads it in seconds and none can be cut off half-way through training it. ``poolings``: which
-    heads ("cls", the course's teacher; "mean", lesson 05's controlled comparison)."""
+    heads ("cls", the course's teacher; "mean", lesson 05's controlled comparison). Returns each one's training
+    time in seconds (when it was trained, perhaps in an earlier run) under :data:`TEACHER_TIME_KEYS`."""
     from .models import finetuned_teacher, teacher_dir, teacher_meta
 
+    seconds = {}
     for pooling in poolings:
         name = "the course's teacher" if pooling == "cls" else f"the {pooling}-pooled teacher (lesson 05)"
         if teacher_meta(scale, pooling) is None:
@@ -58,6 +63,8 @@ def prepare_teacher(scale: str, poolings: tuple[str, ...] = ("cls",)) -> None:
         meta = teacher_meta(scale, pooling)
         print(f"✅ {name[0].upper() + name[1:]} at {scale} scale in {teacher_dir(scale, pooling)} (trained in "
               f"{meta['train_seconds']:.0f} s, validation accuracy {meta['validation_accuracy']:.4f})")
+        seconds[TEACHER_TIME_KEYS[pooling]] = float(meta["train_seconds"])
+    return seconds
 
 
 def teacher_poolings(only: list[str] | None) -> tuple[str, ...]:
@@ -70,7 +77,6 @@ def prepare_serving(scale: str) -> None:
     and 4-bit graphs, and the course's own 4-bit weights (RTN symmetric and affine, GPTQ) shipped into the latter."""
     import time
 
-    from .config import get_scale
     from .llm import build_ort_llm, ort_llm_dir, ort_llm_meta, shipped_ort_llm, shipped_settings
     from .progress import bar
 
@@ -100,11 +106,13 @@ def cmd_course(args) -> int:
     from .runner import run_course
 
     cmd_prepare(args)
-    prepare_teacher(args.scale, teacher_poolings(args.only))
+    trained = prepare_teacher(args.scale, teacher_poolings(args.only))
     if runs_lesson(args.only, "10"):
         prepare_serving(args.scale)
     root = _root()
-    summary = run_course(root / "notebooks", root / "build", scale=args.scale, only=args.only)
+    budget = TEACHER_BUDGET_S.get(get_scale(args.scale).name)
+    summary = run_course(root / "notebooks", root / "build", scale=args.scale, only=args.only,
+                         preparation={key: (s, budget) for key, s in trained.items()})
     failed = [k for k, v in summary["notebooks"].items() if v["status"] != "ok"]
     print(f"\nExecuted notebooks and HTML pages are in {root / 'build'}; numbers in {root / 'build' / 'results.json'}.")
     if failed:
@@ -148,7 +156,6 @@ def _prepare_tests(poolings: tuple[str, ...], serving: bool = False) -> None:
     racing anyway)."""
     start = time.perf_counter()
     cmd_prepare(None)
-    from .config import get_scale
     from .llm import prepare_llm
 
     prepare_llm(layers=get_scale("smoke").llm_layers)

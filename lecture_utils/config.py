@@ -17,7 +17,8 @@ from pathlib import Path
 
 __all__ = ["SCALE_ENV", "CACHE_ENV", "STRICT_ENV", "NBGRADER_ENV", "RESULTS_ENV", "PROGRESS_OFF_ENV",
            "HF_OFFLINE_ENVS", "HF_TELEMETRY_OFF_ENV", "HF_DATASETS_BARS_OFF_ENV", "HF_HUB_BARS_OFF_ENV",
-           "OMP_WAIT_ENV", "THREADS_ENV", "HEADLESS_ENV", "DEFAULT_SCALE", "BUDGET_S", "Scale", "SCALES",
+           "OMP_WAIT_ENV", "THREADS_ENV", "HEADLESS_ENV", "DEFAULT_SCALE", "BUDGET_S", "TEACHER_BUDGET_S",
+           "Scale", "SCALES",
            "configure_openmp", "headless", "get_scale", "scale_table", "project_root", "cache_dir", "atomic_write",
            "cache_lock", "atomic_folder"]
 
@@ -38,6 +39,9 @@ DEFAULT_SCALE = "laptop"
 # Time budget of one notebook, in seconds, per scale (DESIGN: 30 s smoke, 5 min laptop on a 2-core CPU). Measured
 # and reported by `python -m lecture_utils course`, never asserted by a test: a busy machine is slow, not broken.
 BUDGET_S: dict[str, float | None] = {"smoke": 30, "laptop": 300, "full": None}
+# Budget of the one-time preparation `make course` runs before the lessons, in seconds per scale: training one
+# teacher (the course's, or lesson 05's mean-pooled one). Cached afterwards; reported, never asserted.
+TEACHER_BUDGET_S: dict[str, float | None] = {"smoke": 60, "laptop": 900, "full": None}
 
 
 @dataclass(frozen=True)

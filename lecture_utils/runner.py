@@ -31,7 +31,7 @@ from .config import (
 )
 
 __all__ = ["KERNEL_NAME", "CELL_TIMEOUT_S", "ensure_kernel", "kernel_env", "execute_notebook", "export_html",
-           "notebook_paths", "run_course", "format_summary"]
+           "notebook_paths", "run_course", "over_budget", "format_summary"]
 
 KERNEL_NAME = "compressing-nn"
 # Hang guards, in seconds per cell: several times what the slowest cell needs on a busy machine, so a slow laptop
@@ -155,9 +155,13 @@ def notebook_paths(src: Path, only: list[str] | None = None) -> list[Path]:
 
 
 def run_course(src: Path | str = "notebooks", build: Path | str = "build", scale: str | None = None,
-               only: list[str] | None = None, html: bool = True) -> dict:
+               only: list[str] | None = None, html: bool = True,
+               preparation: Mapping[str, tuple[float, float | None]] | None = None) -> dict:
     """Execute the notebooks at ``scale`` (default ``$LECTURE_UTILS_SCALE`` or laptop), write ``build/`` and
-    ``build/results.json``, print a summary table, and return the summary dict."""
+    ``build/results.json``, print a summary table, and return the summary dict.
+
+    ``preparation``: the one-time steps run before the lessons, ``{key: (seconds, budget_s or None)}`` (e.g.
+    ``{"teacher.train_seconds": (612.0, 900)}``); each is recorded as a result and reported against its budget."""
     src, build = Path(src), Path(build)
     sc = get_scale(scale)
     paths = notebook_paths(src, only)
@@ -167,25 +171,57 @@ def run_course(src: Path | str = "notebooks", build: Path | str = "build", scale
         previous = json.loads(summary_path.read_text())
         if previous.get("scale") == sc.name:
             summary.update(notebooks=previous.get("notebooks", {}), results=previous.get("results", {}))
-    summary["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    summary["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                          "cpu": _cpu_name()}
+    for key, (seconds, budget) in (preparation or {}).items():
+        summary.setdefault("preparation", {})[key] = _timed(seconds, "ok", budget)
+        summary["results"][key] = seconds
     for path in paths:
         print(f"▶ {path.name} at {sc.name} scale ...", flush=True)
         res = execute_notebook(path, build, sc.name)
         if html:
             export_html(build / "notebooks" / path.name, build / "html" / f"{path.stem}.html")
         budget = BUDGET_S.get(sc.name)
-        entry = {"seconds": res["seconds"], "status": res["status"], "budget_s": budget,
-                 "within_budget": None if budget is None else res["seconds"] <= budget}
+        entry = _timed(res["seconds"], res["status"], budget)
         if res["error"]:
             entry["error"] = res["error"]
         summary["notebooks"][path.stem] = entry
         summary["results"].update(res["results"])
-        mark = "✅" if res["status"] == "ok" else "❌"
-        print(f"  {mark} {res['seconds']:.0f} s{_budget_note(res['seconds'], budget)}"
+        print(f"  {_mark(entry)} {res['seconds']:.0f} s{_budget_note(res['seconds'], budget)}"
               + (f" — {res['error']}" if res["error"] else ""), flush=True)
         atomic_write(summary_path, json.dumps(summary, indent=2, sort_keys=True))
     print(format_summary(summary))
     return summary
+
+
+def _timed(seconds: float, status: str, budget: float | None) -> dict:
+    """One timed step of a course run: its seconds, status and budget, and whether it stayed within it."""
+    return {"seconds": round(float(seconds), 1), "status": status, "budget_s": budget,
+            "within_budget": None if budget is None else seconds <= budget}
+
+
+def _mark(entry: dict) -> str:
+    """❌ failed, ⚠️ ran but over its budget, ✅ ran within it (or has none)."""
+    return "❌" if entry["status"] != "ok" else "⚠️" if entry.get("within_budget") is False else "✅"
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def over_budget(summary: dict) -> list[str]:
+    """Every timed step of ``summary`` (preparation, then notebooks) that ran past its budget, as
+    ``"name (seconds s of budget s)"``."""
+    steps = {**summary.get("preparation", {}), **summary["notebooks"]}
+    return [f"{name} ({e['seconds']:.0f} s of {e['budget_s']:.0f} s)" for name, e in steps.items()
+            if e.get("within_budget") is False]
 
 
 def _budget_note(seconds: float, budget: float | None) -> str:
@@ -197,13 +233,18 @@ def _budget_note(seconds: float, budget: float | None) -> str:
 
 def format_summary(summary: dict) -> str:
     """The summary as a plain-text table: notebooks with status, time and budget, then every recorded result."""
-    lines = [f"\nCourse at {summary['scale']} scale",
-             f"{'notebook':<32} {'status':<7} {'seconds':>8} {'budget':>7}"]
-    for stem, entry in summary["notebooks"].items():
+    machine = summary.get("machine", {})
+    lines = [f"\nCourse at {summary['scale']} scale"
+             + (f" on {machine['cpu']}, {machine['cpus']} cores" if machine.get("cpu") else ""),
+             f"   {'step':<32} {'status':<7} {'seconds':>8} {'budget':>7}"]
+    for stem, entry in {**summary.get("preparation", {}), **summary["notebooks"]}.items():
         budget = entry.get("budget_s")
         over = " over budget" if entry.get("within_budget") is False else ""
-        lines.append(f"{stem:<32} {entry['status']:<7} {entry['seconds']:>8.1f} "
+        lines.append(f"{_mark(entry)} {stem:<32} {entry['status']:<7} {entry['seconds']:>8.1f} "
                      f"{'' if budget is None else f'{budget:.0f}':>7}{over}")
+    over = over_budget(summary)
+    lines.append(f"⚠️  {len(over)} step(s) over budget: {'; '.join(over)}" if over
+                 else "✅ every step within its budget")
     if summary["results"]:
         width = max(len(k) for k in summary["results"])
         lines.append(f"\n{'result':<{width}} {'value':>12}")

@@ -79,11 +79,18 @@ def test_unknown_scale_is_refused():
 def test_course_trains_the_teacher_before_any_notebook_runs(monkeypatch, prepared, capsys):
     """The teacher is trained by the command itself (no cell time limit), before the first lesson needs it."""
     calls = []
-    monkeypatch.setattr(cli, "prepare_teacher", lambda scale, poolings: calls.append(("teacher", scale, poolings)))
+    def fake_prepare_teacher(scale, poolings):
+        calls.append(("teacher", scale, poolings))
+        return {cli.TEACHER_TIME_KEYS[p]: 12.5 for p in poolings}
+
+    monkeypatch.setattr(cli, "prepare_teacher", fake_prepare_teacher)
     import lecture_utils.runner as runner
 
-    def fake_run_course(src, build, scale=None, only=None):
+    def fake_run_course(src, build, scale=None, only=None, preparation=None):
         calls.append(("notebooks", scale))
+        # the teachers' training times go to the summary, each with the preparation budget of this scale
+        assert preparation == {cli.TEACHER_TIME_KEYS[p]: (12.5, cli.TEACHER_BUDGET_S["smoke"])
+                               for p in calls[0][2]}
         return {"notebooks": {}}
 
     monkeypatch.setattr(runner, "run_course", fake_run_course)
@@ -103,6 +110,8 @@ def test_teacher_poolings_follow_the_lessons_that_run():
 
 
 def test_prepare_teacher_loads_the_cached_teacher_and_says_so(prepared, capsys):
-    cli.prepare_teacher("smoke", ("cls", "mean"))
+    seconds = cli.prepare_teacher("smoke", ("cls", "mean"))
+    assert set(seconds) == {"teacher.train_seconds", "layers.meanpool.teacher.train_seconds"}
+    assert all(s > 0 for s in seconds.values())
     out = capsys.readouterr().out
     assert "The course's teacher at smoke scale" in out and "The mean-pooled teacher (lesson 05) at smoke" in out

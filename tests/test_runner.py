@@ -82,8 +82,17 @@ def test_summary_reports_each_notebook_against_its_budget(tmp_path, monkeypatch)
         entry = runner.run_course(src, tmp_path / "build", scale="smoke", html=False)["notebooks"]["00_a"]
         assert entry["budget_s"] == budget and entry["within_budget"] is within
     text = runner.format_summary({"scale": "laptop", "notebooks": {
-        "00_x": {"status": "ok", "seconds": 400.0, "budget_s": 300, "within_budget": False}}, "results": {}})
-    assert "over budget" in text and "300" in text
+        "00_x": {"status": "ok", "seconds": 400.0, "budget_s": 300, "within_budget": False},
+        "01_y": {"status": "ok", "seconds": 100.0, "budget_s": 300, "within_budget": True}}, "results": {}})
+    assert "⚠️ 00_x" in text and "✅ 01_y" in text and "over budget" in text
+    assert "1 step(s) over budget: 00_x (400 s of 300 s)" in text
+    # the one-time preparation is recorded and reported against its own budget, before the lessons
+    summary = runner.run_course(src, tmp_path / "build", scale="smoke", html=False,
+                                preparation={"teacher.train_seconds": (75.0, 60.0)})
+    assert summary["results"]["teacher.train_seconds"] == 75.0
+    assert summary["preparation"]["teacher.train_seconds"]["within_budget"] is False
+    assert runner.over_budget(summary)[0] == "teacher.train_seconds (75 s of 60 s)"
+    assert summary["machine"]["cpu"]
 
 
 def test_the_kernels_environment_is_built_without_touching_this_process(tmp_path, monkeypatch):
