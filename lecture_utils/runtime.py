@@ -325,6 +325,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _check_runs(model: nn.Module, names: list[str] | None, args: tuple[torch.Tensor, ...]) -> None:
+    """Run ``model`` once in torch on the example inputs: the exporter traces with fake tensors and so writes a graph
+    that ONNX Runtime refuses to load when the inputs' dtypes do not fit the model (integer features into a float
+    Linear, float token ids into an embedding). Refuse such inputs here, naming them and their dtypes."""
+    given = ", ".join(f"{n} {a.dtype} {tuple(a.shape)}" for n, a in zip(names or ["inputs"], args, strict=True))
+    weights = sorted({str(p.dtype) for p in model.parameters()})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _Positional(model, names)(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the inputs, the cause attached
+        cause = _first_line(exc)
+        dtype_problem = re.search(r"dtype|scalar type|Expected tensor for argument|not implemented for", cause)
+        kind = TypeError if dtype_problem else RuntimeError
+        raise kind(f"torch.onnx.export could not export {type(model).__name__}: it does not run in torch on these "
+                   f"inputs ({cause}). Given: {given}; the model's weights are {', '.join(weights) or 'none'}"
+                   + (" — a float model takes float features (inputs.float()); token ids must be integers (int64, "
+                      "as a tokenizer returns them)" if dtype_problem else "")) from exc
+    finally:
+        model.train(was_training)
+
+
 def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Tensor, path: str | Path,
                 overwrite: bool = False) -> Path:
     """Export ``model`` (float) to the ONNX file ``path`` with torch 2.13's default exporter; returns the path.
@@ -336,9 +359,14 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     is written to a temporary folder beside ``path`` and then moved into place, so a failed export leaves the old
     ``.onnx`` and ``.data`` as they were.
 
+    The model is first run once in torch on ``inputs``: inputs it cannot take (integer features for a float model,
+    float token ids) are refused before anything is written, since the exporter would write a graph ONNX Runtime
+    refuses to load.
+
     Raises ``TypeError`` for a model the exporter cannot take (torch.ao or torchao quantized: export the float
-    model and quantize with :func:`quantize_onnx_dynamic`), ``FileNotFoundError``/``FileExistsError``/
-    ``ValueError`` for a bad path, and ``RuntimeError`` naming the model when the exporter fails.
+    model and quantize with :func:`quantize_onnx_dynamic`) or for inputs of a dtype the model cannot take,
+    ``FileNotFoundError``/``FileExistsError``/``ValueError`` for a bad path, and ``RuntimeError`` naming the model
+    when the model fails in torch or the exporter fails.
     """
     _check_exportable(model)
     if isinstance(inputs, Mapping):
@@ -354,6 +382,7 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     path = _writable_onnx(path, overwrite)
     device = next(model.parameters(), torch.empty(0)).device
     args = tuple(a.to(device) for a in args)
+    _check_runs(model, names, args)
     input_names = names or ["input"]
     dims = 2 if names else 1  # token inputs: (batch, sequence); one tensor: (batch, features...)
     dynamic = [{i: DYNAMIC_DIMS[i] for i in range(min(a.dim(), dims))} for a in args]

@@ -381,3 +381,31 @@ def test_logits_agreement_refuses_nan_and_empty_logits():
         runtime.logits_agreement(good, torch.tensor([[0.0, float("nan")], [1, 2], [3, 4]]))
     with pytest.raises(ValueError, match="empty"):
         runtime.logits_agreement(torch.zeros(0, 2), torch.zeros(0, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32, torch.float16, torch.float64, torch.bool])
+def test_export_refuses_inputs_of_a_dtype_the_float_model_cannot_take(tmp_path, dtype):
+    """The exporter traces with fake tensors: integer (or half, double, bool) features for a float Linear used to
+    give a graph that ONNX Runtime refuses to load. Now nothing is written and the error names the inputs."""
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    with pytest.raises(TypeError, match=rf"inputs .*Given: inputs {dtype} \(2, 4\); the model's weights are "
+                                        r"torch.float32 — a float model takes float features"):
+        runtime.export_onnx(model, torch.ones(2, 4, dtype=dtype), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_float_token_ids_and_exports_what_torch_runs(tiny_bert, tmp_path):
+    """The reverse: float token ids for an embedding model are refused; int32 and int64 ids, and float features
+    for a float model, export, and ONNX Runtime reproduces torch's outputs."""
+    batch = _batch()
+    with pytest.raises(TypeError, match=r"could not export BertForSequenceClassification.*input_ids torch.float32"):
+        runtime.export_onnx(tiny_bert, {**batch, "input_ids": batch["input_ids"].float()}, tmp_path / "f.onnx")
+    assert list(tmp_path.iterdir()) == []
+    ids32 = {k: v.int() for k, v in batch.items()}
+    path = runtime.export_onnx(tiny_bert, ids32, tmp_path / "int32.onnx")
+    torch.testing.assert_close(runtime.OrtModel(path, threads=1)(**ids32).logits, _logits(tiny_bert, batch),
+                               atol=FP32_ATOL, rtol=0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    path = runtime.export_onnx(model, x, tmp_path / "mlp.onnx")
+    torch.testing.assert_close(runtime.OrtModel(path, threads=1)(x).logits, model(x).detach(), atol=FP32_ATOL, rtol=0)
