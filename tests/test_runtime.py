@@ -409,3 +409,51 @@ def test_export_refuses_float_token_ids_and_exports_what_torch_runs(tiny_bert, t
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
     path = runtime.export_onnx(model, x, tmp_path / "mlp.onnx")
     torch.testing.assert_close(runtime.OrtModel(path, threads=1)(x).logits, model(x).detach(), atol=FP32_ATOL, rtol=0)
+
+
+def _features(**flags) -> runtime.CpuFeatures:
+    base = {"machine": "x86_64", "model_name": "test CPU", "torch_capability": "AVX2", "avx2": True, "avx512": False,
+            "vnni": False, "amx": False, "arm_dot": None, "source": "test"}
+    return runtime.CpuFeatures(**{**base, **flags})
+
+
+def test_ort_int8_settings_follow_onnx_runtimes_advice_per_cpu():
+    """ONNX Runtime (quantize_static's "Choosing parameters for CPU inference"): 7-bit weights on x86 without VNNI,
+    whose u8·s8 kernels saturate; 8 bits with VNNI and on ARM."""
+    assert runtime.ort_int8_settings(_features())["reduce_range"] is True
+    assert "no VNNI" in runtime.ort_int8_settings(_features())["why"]
+    assert runtime.ort_int8_settings(_features(vnni=None))["reduce_range"] is True  # unknown: the safe choice
+    assert runtime.ort_int8_settings(_features(avx512=True, vnni=True))["reduce_range"] is False
+    assert runtime.ort_int8_settings(_features(amx=True, vnni=None))["reduce_range"] is False
+    arm = _features(machine="aarch64", avx2=None, avx512=None, vnni=None, amx=None, arm_dot=False)
+    assert runtime.ort_int8_settings(arm)["reduce_range"] is False
+    with pytest.raises(TypeError, match="features must be a CpuFeatures"):
+        runtime.ort_int8_settings({"vnni": True})
+
+
+def _int8_weight_range(path) -> tuple[int, int]:
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    weights = np.concatenate([a.ravel() for a in arrays if a.dtype == np.int8 and a.size > 1])
+    return int(weights.min()), int(weights.max())
+
+
+def test_quantize_onnx_dynamic_chooses_the_weight_range_for_the_cpu(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    x = torch.randn(4, 64)
+    fp32 = runtime.export_onnx(model, x, tmp_path / "m.onnx")
+    lo, hi = _int8_weight_range(runtime.quantize_onnx_dynamic(fp32, tmp_path / "r.onnx", reduce_range=True))
+    assert -64 <= lo and hi <= 64 and max(-lo, hi) == 64  # 7 bits, the range used
+    lo, hi = _int8_weight_range(runtime.quantize_onnx_dynamic(fp32, tmp_path / "f.onnx", reduce_range=False))
+    assert max(-lo, hi) == 127
+    for vnni, widest in ((False, 64), (True, 127)):  # the default follows the CPU
+        monkeypatch.setattr(runtime, "cpu_features", lambda vnni=vnni: _features(vnni=vnni))
+        path = runtime.quantize_onnx_dynamic(fp32, tmp_path / f"auto-{vnni}.onnx")
+        assert max(map(abs, _int8_weight_range(path))) == widest
+        got = runtime.OrtModel(path, threads=1)(x).logits
+        assert (got - model(x).detach()).abs().max() < 0.05 * model(x).detach().abs().max()
+    with pytest.raises(TypeError, match="reduce_range must be True or False"):
+        runtime.quantize_onnx_dynamic(fp32, tmp_path / "s.onnx", reduce_range="no")
