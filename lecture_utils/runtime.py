@@ -637,6 +637,16 @@ class OrtModel(nn.Module):
             value = inputs[n]
             array = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
             self._check_input(n, array)
+            want = self._types[n]
+            if want is not None and np.issubdtype(want, np.integer) and not (
+                    np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+                raise validate.BadType(f"input {n!r} must hold integers (token ids, {np.dtype(want).name}), got dtype "
+                                       f"{array.dtype}: casting would cut off the fractions (use .long() only if they "
+                                       "really are ids)")
+            not_real = array.dtype == np.bool_ or np.issubdtype(array.dtype, np.complexfloating)
+            if want is not None and np.issubdtype(want, np.floating) and not_real:
+                raise validate.BadType(f"input {n!r} must hold real numbers ({np.dtype(want).name}), got dtype "
+                                       f"{array.dtype}")
             feed[n] = array.astype(self._types[n], copy=False) if self._types[n] is not None else array
         return OrtOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
 

@@ -457,3 +457,12 @@ def test_quantize_onnx_dynamic_chooses_the_weight_range_for_the_cpu(tmp_path, mo
         assert (got - model(x).detach()).abs().max() < 0.05 * model(x).detach().abs().max()
     with pytest.raises(TypeError, match="reduce_range must be True or False"):
         runtime.quantize_onnx_dynamic(fp32, tmp_path / "s.onnx", reduce_range="no")
+
+
+def test_ort_model_refuses_float_token_ids_instead_of_truncating_them(exported):
+    """A float input for an int64 graph input used to be cast (1.7 → 1) without a word."""
+    model = runtime.OrtModel(exported, threads=1)
+    batch = _batch()
+    with pytest.raises(TypeError, match=r"input 'input_ids' must hold integers .*got dtype float32"):
+        model(**{**batch, "input_ids": batch["input_ids"].float() + 0.7})
+    torch.testing.assert_close(model(**{k: v.int() for k, v in batch.items()}).logits, model(**batch).logits)

@@ -153,6 +153,16 @@ def scaled_rtn_model(model: nn.Module, bits: int, group_size: int | None, scales
     RTN for a linear without an entry); returns ``model``. The division of the input is simulated in the weights."""
     linears = decoder_linears(model)
     check_float(model, "scaled_rtn_model")
+    _check_bits(bits)
+    validate.mapping(scales, "scales", what="a dict from linear name to its factors (one per input channel)")
+    unknown = sorted(set(scales) - set(linears))
+    if unknown:
+        raise ValueError(f"scales has {len(unknown)} entries that name no decoder linear of the model, e.g. "
+                         f"{unknown[0]!r}; the names look like {next(iter(linears))!r}")
+    for name, lin in linears.items():  # every layer is checked before any weight changes
+        _check_group(lin.in_features, group_size)
+        if name in scales:
+            _check_scales(scales[name], lin.in_features, f"scales[{name!r}]")
     for name, lin in linears.items():
         s = scales.get(name)
         lin.weight.copy_(quantize_groupwise(lin.weight, bits, group_size) if s is None
