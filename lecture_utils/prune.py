@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -313,7 +314,9 @@ def gradual_prune(model: nn.Module, final: float, loader: Iterable, steps: int, 
     """Zhu and Gupta's gradual pruning, in place: **one** run of ``steps`` optimiser steps of
     :func:`lecture_utils.training.train` (one AdamW, one warm-up/decay schedule) during which the masks grow to the
     sparsity ``final`` in ``events`` pruning steps along :func:`cubic_schedule`, spaced evenly over the first
-    ``ramp`` of the run (the first before step 1); the rest of the run trains at ``final``. The pruning hooks keep
+    ``ramp`` of the run (the first before step 1, then one every ``floor(ramp × steps) // (events - 1)`` steps, so no
+    cut falls past the ramp); the rest of the run trains at ``final``. Settings whose cuts would not fit in the ramp
+    (fewer ramp steps than gaps between events) or would leave no step after the last cut are refused. The hooks keep
     pruned weights at 0. Unlike :func:`iterative_prune`, nothing restarts between cuts. Returns ``train``'s history
     plus ``"schedule"``: the ``(step, sparsity)`` of each pruning event, sparsity measured over the targets.
 
@@ -329,10 +332,14 @@ def gradual_prune(model: nn.Module, final: float, loader: Iterable, steps: int, 
                           hint="the share of the run over which the masks grow")
     check.choice(method, "method", METHODS)
     check.loader(loader)
-    every = max(1, int(ramp * steps) // max(1, events - 1))
-    if (events - 1) * every >= steps:
-        raise ValueError(f"events={events} pruning steps every {every} optimiser steps do not fit in steps={steps}: "
-                         f"use fewer events or more steps")
+    ramp_steps = math.floor(ramp * steps + 1e-9)  # the last cut comes at most this many steps into the run
+    every = ramp_steps // (events - 1) if events > 1 else steps
+    if events > 1 and (every < 1 or (events - 1) * every >= steps):
+        raise ValueError(
+            f"events={events} pruning steps do not fit in steps={steps} with ramp={ramp:g}: the cuts come one before "
+            f"step 1 and then every k >= 1 optimiser steps, the last one within the ramp's {ramp_steps} steps and "
+            f"before the last step, so at most {max(1, min(ramp_steps, steps - 1) + 1)} events fit; use fewer events, "
+            "a longer ramp or more steps")
     targets = linear_targets(model, exclude=exclude)
     sparsities = cubic_schedule(final, events)
     schedule = []

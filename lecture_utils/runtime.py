@@ -6,7 +6,8 @@
   model with ``torch.export`` and writes the graph with onnxscript. Weights go to an external ``.data`` file next to
   the ``.onnx`` graph; :func:`onnx_size_mb` counts both.
 - :func:`quantize_onnx_dynamic` is ONNX Runtime's post-training dynamic int8 (weights of MatMul/Gemm and, by
-  default, of the embedding lookups in int8; activations quantized on the fly).
+  default, of the embedding lookups in int8; activations quantized on the fly), with 7-bit weights on x86 CPUs
+  without VNNI, where the u8 × s8 kernels saturate (:func:`ort_int8_settings`).
 - :class:`OrtModel` runs an ONNX file in ONNX Runtime behind the interface of a course model: ``model(**batch)``
   returns an object with ``.logits`` (a torch tensor), so ``lu.training.evaluate``, ``lu.measure.latency_ms``,
   ``compare_latency`` and ``benchmark`` take it like any ``nn.Module``; ``lu.measure.size_mb`` reports its files.
@@ -38,7 +39,8 @@ from .training import model_inputs, predict
 
 __all__ = ["DYNAMIC_DIMS", "CpuFeatures", "cpu_features", "load_per_core", "int8_outlook", "scratch_dir",
            "external_data_files", "onnx_size_mb", "export_onnx", "optimize_onnx", "session_op_counts",
-           "quantize_onnx_dynamic", "ort_session", "OrtOutput", "OrtModel", "logits_agreement", "agreement"]
+           "ort_int8_settings", "quantize_onnx_dynamic", "ort_session", "OrtOutput", "OrtModel", "logits_agreement",
+           "agreement"]
 
 DYNAMIC_DIMS = ("batch", "sequence")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
@@ -325,6 +327,29 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _check_runs(model: nn.Module, names: list[str] | None, args: tuple[torch.Tensor, ...]) -> None:
+    """Run ``model`` once in torch on the example inputs: the exporter traces with fake tensors and so writes a graph
+    that ONNX Runtime refuses to load when the inputs' dtypes do not fit the model (integer features into a float
+    Linear, float token ids into an embedding). Refuse such inputs here, naming them and their dtypes."""
+    given = ", ".join(f"{n} {a.dtype} {tuple(a.shape)}" for n, a in zip(names or ["inputs"], args, strict=True))
+    weights = sorted({str(p.dtype) for p in model.parameters()})
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _Positional(model, names)(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised naming the inputs, the cause attached
+        cause = _first_line(exc)
+        dtype_problem = re.search(r"dtype|scalar type|Expected tensor for argument|not implemented for", cause)
+        kind = TypeError if dtype_problem else RuntimeError
+        raise kind(f"torch.onnx.export could not export {type(model).__name__}: it does not run in torch on these "
+                   f"inputs ({cause}). Given: {given}; the model's weights are {', '.join(weights) or 'none'}"
+                   + (" — a float model takes float features (inputs.float()); token ids must be integers (int64, "
+                      "as a tokenizer returns them)" if dtype_problem else "")) from exc
+    finally:
+        model.train(was_training)
+
+
 def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Tensor, path: str | Path,
                 overwrite: bool = False) -> Path:
     """Export ``model`` (float) to the ONNX file ``path`` with torch 2.13's default exporter; returns the path.
@@ -336,9 +361,14 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     is written to a temporary folder beside ``path`` and then moved into place, so a failed export leaves the old
     ``.onnx`` and ``.data`` as they were.
 
+    The model is first run once in torch on ``inputs``: inputs it cannot take (integer features for a float model,
+    float token ids) are refused before anything is written, since the exporter would write a graph ONNX Runtime
+    refuses to load.
+
     Raises ``TypeError`` for a model the exporter cannot take (torch.ao or torchao quantized: export the float
-    model and quantize with :func:`quantize_onnx_dynamic`), ``FileNotFoundError``/``FileExistsError``/
-    ``ValueError`` for a bad path, and ``RuntimeError`` naming the model when the exporter fails.
+    model and quantize with :func:`quantize_onnx_dynamic`) or for inputs of a dtype the model cannot take,
+    ``FileNotFoundError``/``FileExistsError``/``ValueError`` for a bad path, and ``RuntimeError`` naming the model
+    when the model fails in torch or the exporter fails.
     """
     _check_exportable(model)
     if isinstance(inputs, Mapping):
@@ -354,6 +384,7 @@ def export_onnx(model: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Ten
     path = _writable_onnx(path, overwrite)
     device = next(model.parameters(), torch.empty(0)).device
     args = tuple(a.to(device) for a in args)
+    _check_runs(model, names, args)
     input_names = names or ["input"]
     dims = 2 if names else 1  # token inputs: (batch, sequence); one tensor: (batch, features...)
     dynamic = [{i: DYNAMIC_DIMS[i] for i in range(min(a.dim(), dims))} for a in args]
@@ -443,17 +474,51 @@ def _load_graph_nodes(path: Path) -> list:
 # ONNX Runtime int8
 # ----------------------------------------------------------------------------------------------------------------
 
+def ort_int8_settings(features: CpuFeatures | None = None) -> dict:
+    """The ``reduce_range`` setting for ONNX Runtime's u8 × s8 int8 on the CPU described by ``features`` (default:
+    this one, :func:`cpu_features`), and why: ``{"reduce_range": bool, "why": str}``.
+
+    ONNX Runtime's documentation of ``quantize_static`` ("Choosing parameters for CPU inference", onnxruntime 1.2x)
+    advises signed int8 weights with ``reduce_range=True`` (7-bit weights, −64…64) on x86 CPUs without VNNI — their
+    u8 × s8 kernels add pairs of products in 16 bits (``vpmaddubsw``), which saturates — and ``reduce_range=False``
+    (full 8 bits) on x86 with VNNI (products summed in 32 bits) and on ARM. An x86 CPU whose VNNI is unknown gets the
+    safe 7 bits."""
+    if features is None:
+        features = cpu_features()
+    elif not isinstance(features, CpuFeatures):
+        raise validate.BadType(f"features must be a CpuFeatures (lu.runtime.cpu_features()), got "
+                               f"{validate.show(features)}")
+    arm = features.arm_dot is not None or features.machine.lower() in ("aarch64", "arm64")
+    if arm:
+        return {"reduce_range": False, "why": "ARM: ONNX Runtime's int8 kernels do not saturate here, so the weights "
+                                              "keep all 8 bits (reduce_range=False)"}
+    if features.vnni or features.amx:
+        return {"reduce_range": False, "why": "VNNI: u8 × s8 products are summed in 32 bits without saturating, so "
+                                              "the weights keep all 8 bits (reduce_range=False)"}
+    known = "no VNNI" if features.vnni is False else "VNNI unknown"
+    return {"reduce_range": True, "why": f"{known}: ONNX Runtime's u8 × s8 kernels add pairs of products in 16 bits "
+                                         "(vpmaddubsw), which can saturate, so the weights get 7 bits "
+                                         "(reduce_range=True), as ONNX Runtime advises for such CPUs"}
+
+
 def quantize_onnx_dynamic(src: str | Path, dst: str | Path, embeddings: bool = True, per_channel: bool = False,
-                          overwrite: bool = False) -> Path:
+                          overwrite: bool = False, reduce_range: bool | None = None) -> Path:
     """ONNX Runtime's post-training dynamic int8 quantization of the model at ``src``, written to ``dst``.
 
     The weights of every MatMul and Gemm (the Linear layers) are stored as signed int8 (``per_channel``: one scale
     per output column, else one per tensor) and run through ``MatMulInteger`` with activations quantized on the fly
     (uint8, one scale per tensor and call). With ``embeddings=True`` the embedding tables (``Gather``) are int8 too.
-    Attention's activation × activation products stay in float. Returns ``dst``; the result is one file.
+    Attention's activation × activation products stay in float. ``reduce_range`` True stores 7-bit weights
+    (−64…64), False all 8 bits (−127…127); None (the default) chooses for this CPU with :func:`ort_int8_settings`
+    (7 bits on x86 without VNNI, whose u8 × s8 kernels saturate). Returns ``dst``; the result is one file.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    embeddings = validate.flag(embeddings, "embeddings")
+    per_channel = validate.flag(per_channel, "per_channel")
+    if reduce_range is None:
+        reduce_range = ort_int8_settings()["reduce_range"]
+    reduce_range = validate.flag(reduce_range, "reduce_range")
     src, dst = _src_and_dst(src, dst, overwrite, "the float model is kept.")
     ops = ["MatMul", "Gemm"] + (["Gather"] if embeddings else [])
     logger = logging.getLogger()  # ORT advises pre-processing through the root logger on every call
@@ -462,7 +527,7 @@ def quantize_onnx_dynamic(src: str | Path, dst: str | Path, embeddings: bool = T
     try:
         with _atomic_onnx(dst) as tmp:
             quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=ops)
+                             reduce_range=reduce_range, op_types_to_quantize=ops)
     finally:
         logger.setLevel(level)
     return dst
@@ -572,6 +637,16 @@ class OrtModel(nn.Module):
             value = inputs[n]
             array = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
             self._check_input(n, array)
+            want = self._types[n]
+            if want is not None and np.issubdtype(want, np.integer) and not (
+                    np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+                raise validate.BadType(f"input {n!r} must hold integers (token ids, {np.dtype(want).name}), got dtype "
+                                       f"{array.dtype}: casting would cut off the fractions (use .long() only if they "
+                                       "really are ids)")
+            not_real = array.dtype == np.bool_ or np.issubdtype(array.dtype, np.complexfloating)
+            if want is not None and np.issubdtype(want, np.floating) and not_real:
+                raise validate.BadType(f"input {n!r} must hold real numbers ({np.dtype(want).name}), got dtype "
+                                       f"{array.dtype}")
             feed[n] = array.astype(self._types[n], copy=False) if self._types[n] is not None else array
         return OrtOutput(logits=torch.from_numpy(self.session.run(None, feed)[0]))
 

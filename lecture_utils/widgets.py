@@ -1,6 +1,9 @@
 """Widgets that wrap plain functions. Each widget has a fallback function that prints the same result, for
 front ends where widgets do not render (static pages, some editors, headless runs) — and so the tests can call it.
 
+Empty or mismatched tables (no models, no rows of logits, labels that do not match the columns) are refused with an
+error naming the argument, in the widget and in its fallback alike: nothing is ever shown blank.
+
 Every widget takes ``static``: True prints the fallback table instead of building the widget; None (the default)
 does so when ipywidgets is missing or the notebook runs headless (the course runner, nbgrader's autograde and
 validate: :func:`lecture_utils.config.headless`).
@@ -8,7 +11,12 @@ validate: :func:`lecture_utils.config.headless`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 from . import memory
+from . import validate as check
 from .config import headless
 
 __all__ = ["fit_table", "fit_widget", "quantization_table", "quantization_widget", "temperature_table",
@@ -17,6 +25,8 @@ __all__ = ["fit_table", "fit_widget", "quantization_table", "quantization_widget
 
 def _widget_modules(static: bool | None):
     """(ipywidgets, IPython's display) when a live widget should be built, else (None, None)."""
+    if static is not None:
+        static = check.flag(static, "static")
     if static is None:
         static = headless()
     if static:
@@ -29,13 +39,29 @@ def _widget_modules(static: bool | None):
     return ipywidgets, display
 
 
+def _check_fit_args(models, devices, dtype: str = "fp32", mode: str = "inference") -> tuple[dict, dict]:
+    """``models`` and ``devices`` as non-empty dicts of name → number, every value checked (so a table is never
+    printed half, or blank)."""
+    check.mapping(models, "models", non_empty=True, what="a dict of model name → number of parameters")
+    if devices is None:
+        devices = memory.DEVICES
+    check.mapping(devices, "devices", non_empty=True, what="a dict of device name → GB of memory")
+    models = {str(k): check.real(v, f"models[{k!r}]", 0, hint="a number of parameters") for k, v in models.items()}
+    devices = {str(k): check.positive(v, f"devices[{k!r}]", "GB of device memory") for k, v in devices.items()}
+    check.choice(mode, "mode", ["inference", "training"])
+    check.choice(dtype, "dtype", list(memory.BYTES_PER_PARAM))
+    memory.fits(1, 1, dtype, mode)  # refuses what cannot be (training in int8) before anything is printed
+    return models, devices
+
+
 def fit_table(models: dict[str, float], devices: dict[str, float] | None = None, dtype: str = "fp32",
               mode: str = "inference") -> list[dict]:
     """Does each model fit on each device? Prints a table (✅/❌ and the GB needed) and returns its rows.
 
     ``models`` maps a name to a parameter count; ``devices`` maps a name to GB (default :data:`memory.DEVICES`).
+    Both must hold at least one entry (an empty table is refused, never printed blank).
     """
-    devices = devices or memory.DEVICES
+    models, devices = _check_fit_args(models, devices, dtype, mode)
     rows = []
     for name, n in models.items():
         row = {"model": name, "needed_gb": memory.fits(n, 1, dtype, mode)["needed_gb"]}
@@ -57,6 +83,7 @@ def fit_widget(models: dict[str, float], static: bool | None = None):
     Falls back to :func:`fit_table` (printed for every model and device) when static (see the module docstring).
     Returns the widget (or None after the fallback).
     """
+    models, _ = _check_fit_args(models, None)
     w, display = _widget_modules(static)
     if w is None:
         fit_table(models)
@@ -83,13 +110,20 @@ def fit_widget(models: dict[str, float], static: bool | None = None):
     return box
 
 
-def quantization_table(weight, bits: tuple[int, ...] = (8, 6, 4, 3, 2)) -> list[dict]:
+def _check_weight(weight) -> torch.Tensor:
+    """A non-empty, finite 2-D weight tensor (rows × columns: the per-channel rows use one scale per row)."""
+    return check.tensor(weight, "weight", dims=(2,), non_empty=True)
+
+
+def quantization_table(weight: torch.Tensor, bits: tuple[int, ...] = (8, 6, 4, 3, 2)) -> list[dict]:
     """Round-trip error of ``weight`` for every scheme × granularity × bit-width; prints a table, returns its rows.
 
     The plain-function twin of :func:`quantization_widget`. Errors are in the units of the weights.
     """
     from .quantize import roundtrip_error
 
+    weight = _check_weight(weight)
+    bits = check.integers(bits, "bits", 2, 16)
     rows = [roundtrip_error(weight, b, scheme, per_channel)
             for scheme in ("affine", "symmetric") for per_channel in (False, True) for b in bits]
     print(f"{'scheme':<10} {'granularity':<12} {'bits':>4} {'mean sq. error':>15} {'max |error|':>12}")
@@ -99,13 +133,14 @@ def quantization_table(weight, bits: tuple[int, ...] = (8, 6, 4, 3, 2)) -> list[
     return rows
 
 
-def quantization_widget(weight, static: bool | None = None):
+def quantization_widget(weight: torch.Tensor, static: bool | None = None):
     """Explore quantizing ``weight``: bits, scheme and granularity in, round-trip error out.
 
     Falls back to :func:`quantization_table` when static. Returns the widget (or None).
     """
     from .quantize import roundtrip_error
 
+    weight = _check_weight(weight)
     w, display = _widget_modules(static)
     if w is None:
         quantization_table(weight)
@@ -132,11 +167,25 @@ def quantization_widget(weight, static: bool | None = None):
     return box
 
 
-def temperature_table(logits, temperatures=(1, 2, 4, 8), labels=("rotten", "fresh")) -> list[dict]:
+def _check_logits(logits, labels) -> tuple[torch.Tensor, list[str]]:
+    """``logits`` as a non-empty (N, C) float tensor and ``labels`` as C class names (one per column)."""
+    check.tensor(logits, "logits", floating=True, dims=(2,), non_empty=True)
+    labels = check.strings(labels, "labels")
+    if len(labels) != logits.shape[1]:
+        raise ValueError(f"labels must name every column of logits: logits has {logits.shape[1]} classes (shape "
+                         f"{tuple(logits.shape)}), but {len(labels)} labels were given ({labels})")
+    return logits, labels
+
+
+def temperature_table(logits: torch.Tensor, temperatures: Sequence[float] = (1, 2, 4, 8),
+                      labels: Sequence[str] = ("rotten", "fresh")) -> list[dict]:
     """Soft targets ``softmax(logits / T)`` of each row of ``logits`` (N, C) at each temperature; prints a table
     (one line per example and temperature) and returns its rows. The plain twin of :func:`temperature_widget`."""
     from .distill import soft_targets
 
+    logits, labels = _check_logits(logits, labels)
+    temperatures = [check.positive(t, f"temperatures[{i}]", "a softmax temperature")
+                    for i, t in enumerate(check.items(temperatures, "temperatures", what="a list of temperatures"))]
     rows = []
     for i, row in enumerate(logits):
         for t in temperatures:
@@ -145,15 +194,16 @@ def temperature_table(logits, temperatures=(1, 2, 4, 8), labels=("rotten", "fres
                                                                                                     strict=True)}})
     print(f"{'example':>7} {'T':>4} " + " ".join(f"{lab:>8}" for lab in labels))
     for r in rows:
-        print(f"{r['example']:>7} {r['temperature']:>4} " + " ".join(f"{r[lab]:>8.3f}" for lab in labels))
+        print(f"{r['example']:>7} {r['temperature']:>4g} " + " ".join(f"{r[lab]:>8.3f}" for lab in labels))
     return rows
 
 
-def temperature_widget(logits, labels=("rotten", "fresh"), static: bool | None = None):
+def temperature_widget(logits: torch.Tensor, labels: Sequence[str] = ("rotten", "fresh"), static: bool | None = None):
     """A slider over the temperature showing every example's soft targets; falls back to
     :func:`temperature_table` when static. Returns the widget (or None)."""
     from .distill import soft_targets
 
+    logits, labels = _check_logits(logits, labels)
     w, display = _widget_modules(static)
     if w is None:
         temperature_table(logits, labels=labels)

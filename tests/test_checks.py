@@ -434,6 +434,51 @@ def test_numpy_and_meta_results_are_feedback_not_a_crash(name, capsys):
         assert "❌" in capsys.readouterr().out
 
 
+TENSOR_CHECKS = ["xor_success", "imp_round", "snip_mask", "magnitude_mask", "quantize_dequantize", "low_rank",
+                 "quantize_groups", "pack_nibbles", "kivi_quantizer", "wanda_mask", "smooth_scales", "awq_scales"]
+
+
+def _reshaped(reference, change):
+    """The correct answer with every returned tensor changed by ``change``; ``given`` lists the shapes returned."""
+    given = []
+
+    def fn(*args):
+        out = reference(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        changed = [change(o) if torch.is_tensor(o) else o for o in outs]
+        given.extend(tuple(o.shape) for o in changed if torch.is_tensor(o))
+        return type(out)(changed) if isinstance(out, (tuple, list)) else changed[0]
+
+    return fn, given
+
+
+@pytest.mark.parametrize("change", [lambda t: t.reshape(1, -1), lambda t: t[:1], lambda t: t.unsqueeze(0),
+                                    lambda t: t.flatten()[:0]], ids=["flat-row", "first-row", "extra-dim", "empty"])
+@pytest.mark.parametrize("name", TENSOR_CHECKS)
+def test_a_result_of_the_wrong_shape_gets_a_cross_naming_the_shapes(name, change, capsys):
+    """Never broadcast, never a traceback: a wrong shape is a ❌ whose text names the shape given and the expected
+    one."""
+    fn, given = _reshaped(CORRECT[name], change)
+    result = getattr(checks, name)(fn)
+    out = capsys.readouterr().out
+    assert result.passed is False and "❌" in out and "could not compare" not in out, out
+    assert "shape" in out or " should be (" in out, out
+    assert str(given[-1]) in out, (given, out)  # the shape returned in the case that failed
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64, torch.int32, torch.complex64])
+def test_a_result_of_another_dtype_is_compared_or_named_never_uncomparable(dtype, capsys):
+    """imp_round used to answer "the check could not compare your result (Half did not match Float)"."""
+    for name in TENSOR_CHECKS:
+        fn, _ = _reshaped(CORRECT[name], lambda t: t.to(dtype))
+        getattr(checks, name)(fn)
+        out = capsys.readouterr().out
+        assert "❌" in out or "✅" in out
+        assert "could not compare" not in out, out
+    checks.imp_round(_reshaped(CORRECT["imp_round"], lambda t: t if t.dtype == torch.bool else t.int())[0])
+    assert "rewound_weights should be float weights" in capsys.readouterr().out
+
+
 def test_meta_and_numpy_messages_say_what_to_return(capsys):
     checks.quantize_dequantize(lambda x, *_: torch.empty_like(x, device="meta"))
     assert "'meta' device" in capsys.readouterr().out

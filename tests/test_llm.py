@@ -290,6 +290,44 @@ def test_empty_calibration_data_errors(tiny):
         llm.calibrate(tiny, torch.zeros(0, 16, dtype=torch.int64))
 
 
+def _max_move(a, b) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_quantizing_twice_is_refused_because_gptq_would_move_the_weights_again(tiny, windows):
+    """The course's quantizers mark what they return and refuse a marked model. Why refuse rather than allow:
+    with the mark taken off, RTN at the same settings changes nothing, but GPTQ moves the weights by more than a
+    quarter of a 4-bit step (new Hessians from the rounded model, new error feedback) — a silently different
+    model. The weights cannot reveal it: the course's SmolLM2 already lies on a 4-bit grid."""
+    rtn = llm.rtn_model(copy.deepcopy(tiny), 4, 32)
+    assert llm.quantized_by(rtn) == {"method": "rtn_model", "bits": 4, "group_size": 32}
+    assert llm.quantized_by(copy.deepcopy(rtn)) == llm.quantized_by(rtn)  # a copy is still quantized
+    assert llm.quantized_by(tiny) is None
+    gptq = llm.gptq_model(copy.deepcopy(tiny), windows, 4, 32)
+    for quantize in (lambda m: llm.rtn_model(m, 4, 32), lambda m: llm.gptq_model(m, windows, 4, 32),
+                     lambda m: llm.awq_model(m, windows, 4, 32, grid=2, clip=False), llm.w8a8_weights,
+                     lambda m: llm.scaled_rtn_model(m, 4, 32, {}),
+                     lambda m: llm.smoothquant_model(m, llm.calibrate(tiny, windows, hessian=False))):
+        for done in (rtn, gptq):
+            before = copy.deepcopy(done)
+            with pytest.raises(ValueError, match=r"already quantized by lu\.llm\.(rtn|gptq)_model \(4 bits, groups "
+                                                 r"of 32\).*copy\.deepcopy"):
+                quantize(done)
+            assert _max_move(done, before) == 0  # refused before anything changed
+    # the reason, measured: unmarked, a second RTN is a no-op and a second GPTQ is not
+    step = max((lin.weight.reshape(-1, 32).amax(1) - lin.weight.reshape(-1, 32).amin(1)).max().item() / 15
+               for lin in llm.decoder_linears(gptq).values())
+    for done, again in ((rtn, lambda m: llm.rtn_model(m, 4, 32)), (gptq, lambda m: llm.gptq_model(m, windows, 4, 32))):
+        unmarked = copy.deepcopy(done)
+        delattr(unmarked, llm.QUANTIZED_MARK)
+        moved = _max_move(again(unmarked), done)
+        assert (moved < 1e-6) if done is rtn else (moved > step / 4), moved
+    # AWQ's scaling without its rounding is float, for another quantizer to round
+    scaled = llm.awq_model(copy.deepcopy(tiny), windows, 4, 32, grid=2, clip=False, quantize=False).model
+    assert llm.quantized_by(scaled) is None
+    assert llm.quantized_by(llm.gptq_model(scaled, windows, 4, 32))["method"] == "gptq_model"
+
+
 def test_gptq_model_rejects_bad_calibration_data(tiny):
     with pytest.raises(ValueError, match="non-empty"):
         llm.gptq_model(copy.deepcopy(tiny), torch.zeros(0, 16, dtype=torch.int64), 4)

@@ -263,6 +263,23 @@ def test_scaled_rtn_model_with_unit_scales_is_rtn(tiny):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
+def test_scaled_rtn_model_checks_every_scale_before_any_weight_changes(tiny):
+    """A misspelt name used to be ignored (plain RTN there, without a word), a dict of the wrong kind failed with an
+    AttributeError, and a bad factor for a later layer left the earlier layers rounded."""
+    names = list(llm.decoder_linears(tiny))
+    model = copy.deepcopy(tiny)
+    for scales, error, match in [({"model.layers.9.mlp.up_proj": torch.ones(64)}, ValueError, "name no decoder linear"),
+                                 ("ones", TypeError, "scales must be a dict"),
+                                 ({names[-1]: torch.ones(3)}, ValueError, r"scales\['model.layers.1.mlp.down_proj'\]"),
+                                 ({names[-1]: [1.0] * 128}, TypeError, "must be a torch tensor"),
+                                 ({names[-1]: -torch.ones(128)}, ValueError, "positive factors")]:
+        with pytest.raises(error, match=match):
+            llm.scaled_rtn_model(model, 4, 16, scales)
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), tiny.parameters(), strict=True))
+    with pytest.raises(ValueError, match="bits must be"):
+        llm.scaled_rtn_model(model, 1, 16, {})
+
+
 def test_salient_scale_makes_the_protected_channel_more_precise():
     """Scaling one input channel by s > 1 before rounding shrinks that channel's relative rounding error
     (its group's step is set by the other weights), the effect AWQ exploits."""

@@ -323,6 +323,33 @@ def test_gradual_prune_grows_the_masks_along_the_cubic_schedule_within_one_run(t
     assert P.keeps_mask_zeros(tiny_bert) and not P.is_pruned(tiny_bert.classifier)
 
 
+@pytest.mark.parametrize("steps,events,ramp", [(10, 3, 0.5), (9, 4, 0.7), (20, 6, 0.29), (7, 2, 0.3)])
+def test_gradual_prune_places_every_cut_inside_its_ramp(tiny_bert, steps, events, ramp):
+    """Zhu and Gupta's schedule: event t (0-based) at step t·Δt with Δt = floor(ramp·steps) // (events - 1), sparsity
+    cubic_schedule(final, events)[t]; so no cut lies past ramp·steps and the run ends with at least one step at
+    ``final``."""
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
+    hist = P.gradual_prune(tiny_bert, 0.6, loader, steps=steps, events=events, ramp=ramp, lr=1e-3,
+                           method="layerwise", exclude=P.HEAD)
+    gap = int(ramp * steps + 1e-9) // (events - 1)
+    cut_steps = [step for step, _ in hist["schedule"]]
+    assert cut_steps == [t * gap for t in range(events)]
+    assert max(cut_steps) <= ramp * steps + 1e-9 and max(cut_steps) < steps
+    assert [s for _, s in hist["schedule"]] == pytest.approx(P.cubic_schedule(0.6, events), abs=5e-3)
+
+
+def test_gradual_prune_refuses_cuts_past_its_ramp(tiny_bert):
+    """steps=10, ramp=0.1 leaves a 1-step ramp: 6 events used to be placed at steps 0..5, far past it."""
+    loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
+    with pytest.raises(ValueError, match=r"events=6 .*ramp=0.1.*at most 2 events fit"):
+        P.gradual_prune(tiny_bert, 0.5, loader, steps=10, events=6, ramp=0.1)
+    with pytest.raises(ValueError, match="at most 3 events fit"):  # ramp 1: the last cut would follow the last step
+        P.gradual_prune(tiny_bert, 0.5, loader, steps=3, events=4, ramp=1.0)
+    assert not P.is_pruned(tiny_bert)
+    hist = P.gradual_prune(tiny_bert, 0.5, loader, steps=3, events=1, ramp=0.1, lr=1e-3)  # one cut needs no ramp
+    assert [step for step, _ in hist["schedule"]] == [0] and hist["steps"] == 3
+
+
 def test_gradual_prune_rejects_what_does_not_fit(tiny_bert):
     loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
     with pytest.raises(ValueError, match="do not fit in steps=4"):

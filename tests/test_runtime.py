@@ -381,3 +381,88 @@ def test_logits_agreement_refuses_nan_and_empty_logits():
         runtime.logits_agreement(good, torch.tensor([[0.0, float("nan")], [1, 2], [3, 4]]))
     with pytest.raises(ValueError, match="empty"):
         runtime.logits_agreement(torch.zeros(0, 2), torch.zeros(0, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32, torch.float16, torch.float64, torch.bool])
+def test_export_refuses_inputs_of_a_dtype_the_float_model_cannot_take(tmp_path, dtype):
+    """The exporter traces with fake tensors: integer (or half, double, bool) features for a float Linear used to
+    give a graph that ONNX Runtime refuses to load. Now nothing is written and the error names the inputs."""
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    with pytest.raises(TypeError, match=rf"inputs .*Given: inputs {dtype} \(2, 4\); the model's weights are "
+                                        r"torch.float32 — a float model takes float features"):
+        runtime.export_onnx(model, torch.ones(2, 4, dtype=dtype), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_float_token_ids_and_exports_what_torch_runs(tiny_bert, tmp_path):
+    """The reverse: float token ids for an embedding model are refused; int32 and int64 ids, and float features
+    for a float model, export, and ONNX Runtime reproduces torch's outputs."""
+    batch = _batch()
+    with pytest.raises(TypeError, match=r"could not export BertForSequenceClassification.*input_ids torch.float32"):
+        runtime.export_onnx(tiny_bert, {**batch, "input_ids": batch["input_ids"].float()}, tmp_path / "f.onnx")
+    assert list(tmp_path.iterdir()) == []
+    ids32 = {k: v.int() for k, v in batch.items()}
+    path = runtime.export_onnx(tiny_bert, ids32, tmp_path / "int32.onnx")
+    torch.testing.assert_close(runtime.OrtModel(path, threads=1)(**ids32).logits, _logits(tiny_bert, batch),
+                               atol=FP32_ATOL, rtol=0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    path = runtime.export_onnx(model, x, tmp_path / "mlp.onnx")
+    torch.testing.assert_close(runtime.OrtModel(path, threads=1)(x).logits, model(x).detach(), atol=FP32_ATOL, rtol=0)
+
+
+def _features(**flags) -> runtime.CpuFeatures:
+    base = {"machine": "x86_64", "model_name": "test CPU", "torch_capability": "AVX2", "avx2": True, "avx512": False,
+            "vnni": False, "amx": False, "arm_dot": None, "source": "test"}
+    return runtime.CpuFeatures(**{**base, **flags})
+
+
+def test_ort_int8_settings_follow_onnx_runtimes_advice_per_cpu():
+    """ONNX Runtime (quantize_static's "Choosing parameters for CPU inference"): 7-bit weights on x86 without VNNI,
+    whose u8·s8 kernels saturate; 8 bits with VNNI and on ARM."""
+    assert runtime.ort_int8_settings(_features())["reduce_range"] is True
+    assert "no VNNI" in runtime.ort_int8_settings(_features())["why"]
+    assert runtime.ort_int8_settings(_features(vnni=None))["reduce_range"] is True  # unknown: the safe choice
+    assert runtime.ort_int8_settings(_features(avx512=True, vnni=True))["reduce_range"] is False
+    assert runtime.ort_int8_settings(_features(amx=True, vnni=None))["reduce_range"] is False
+    arm = _features(machine="aarch64", avx2=None, avx512=None, vnni=None, amx=None, arm_dot=False)
+    assert runtime.ort_int8_settings(arm)["reduce_range"] is False
+    with pytest.raises(TypeError, match="features must be a CpuFeatures"):
+        runtime.ort_int8_settings({"vnni": True})
+
+
+def _int8_weight_range(path) -> tuple[int, int]:
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    weights = np.concatenate([a.ravel() for a in arrays if a.dtype == np.int8 and a.size > 1])
+    return int(weights.min()), int(weights.max())
+
+
+def test_quantize_onnx_dynamic_chooses_the_weight_range_for_the_cpu(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)).eval()
+    x = torch.randn(4, 64)
+    fp32 = runtime.export_onnx(model, x, tmp_path / "m.onnx")
+    lo, hi = _int8_weight_range(runtime.quantize_onnx_dynamic(fp32, tmp_path / "r.onnx", reduce_range=True))
+    assert -64 <= lo and hi <= 64 and max(-lo, hi) == 64  # 7 bits, the range used
+    lo, hi = _int8_weight_range(runtime.quantize_onnx_dynamic(fp32, tmp_path / "f.onnx", reduce_range=False))
+    assert max(-lo, hi) == 127
+    for vnni, widest in ((False, 64), (True, 127)):  # the default follows the CPU
+        monkeypatch.setattr(runtime, "cpu_features", lambda vnni=vnni: _features(vnni=vnni))
+        path = runtime.quantize_onnx_dynamic(fp32, tmp_path / f"auto-{vnni}.onnx")
+        assert max(map(abs, _int8_weight_range(path))) == widest
+        got = runtime.OrtModel(path, threads=1)(x).logits
+        assert (got - model(x).detach()).abs().max() < 0.05 * model(x).detach().abs().max()
+    with pytest.raises(TypeError, match="reduce_range must be True or False"):
+        runtime.quantize_onnx_dynamic(fp32, tmp_path / "s.onnx", reduce_range="no")
+
+
+def test_ort_model_refuses_float_token_ids_instead_of_truncating_them(exported):
+    """A float input for an int64 graph input used to be cast (1.7 → 1) without a word."""
+    model = runtime.OrtModel(exported, threads=1)
+    batch = _batch()
+    with pytest.raises(TypeError, match=r"input 'input_ids' must hold integers .*got dtype float32"):
+        model(**{**batch, "input_ids": batch["input_ids"].float() + 0.7})
+    torch.testing.assert_close(model(**{k: v.int() for k, v in batch.items()}).logits, model(**batch).logits)

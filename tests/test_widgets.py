@@ -72,3 +72,47 @@ def test_headless_runs_print_every_widget_as_its_table(monkeypatch, capsys):
     # the runner's kernels are headless; a widget asked for explicitly is still built
     assert runner.kernel_env("smoke", Path("r.json"), base={})[config.HEADLESS_ENV] == "1"
     assert lu.widgets.fit_widget({"7B": 7e9}, static=False) is not None
+
+
+def test_empty_or_mismatched_tables_are_refused_by_widget_and_fallback_alike(capsys):
+    """Nothing to show is said, never printed blank: an empty dict of models, no rows of logits, labels that do not
+    match the logits' columns, no bit-widths or temperatures — each refused before anything is printed, in the live
+    widget, the headless fallback and the plain table."""
+    import pytest
+    import torch
+
+    W = lu.widgets
+    for static in (True, False):
+        with pytest.raises(ValueError, match="models must not be empty"):
+            W.fit_widget({}, static=static)
+        with pytest.raises(ValueError, match="weight must not be empty"):
+            W.quantization_widget(torch.empty(0, 4), static=static)
+        with pytest.raises(ValueError, match="logits must not be empty"):
+            W.temperature_widget(torch.empty(0, 2), static=static)
+        with pytest.raises(ValueError, match=r"logits has 3 classes .* but 2 labels"):
+            W.temperature_widget(torch.zeros(2, 3), static=static)
+    with pytest.raises(ValueError, match="devices must not be empty"):
+        W.fit_table({"7B": 7e9}, {})
+    with pytest.raises(TypeError, match="models must be a dict"):
+        W.fit_table([7e9])
+    with pytest.raises(ValueError, match=r"models\['7B'\] must be"):
+        W.fit_table({"7B": -1})
+    with pytest.raises(ValueError, match="Training is done in"):
+        W.fit_table({"7B": 7e9}, dtype="int8", mode="training")
+    with pytest.raises(ValueError, match="bits must not be empty"):
+        W.quantization_table(torch.ones(2, 2), bits=())
+    with pytest.raises(TypeError, match="bits must be a list"):
+        W.quantization_table(torch.ones(2, 2), bits=8)
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        W.quantization_table(torch.ones(4))
+    with pytest.raises(ValueError, match="temperatures must not be empty"):
+        W.temperature_table(torch.zeros(2, 2), temperatures=())
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        W.temperature_table(torch.zeros(2))
+    with pytest.raises(TypeError, match="single string"):
+        W.temperature_table(torch.zeros(2, 2), labels="ab")
+    with pytest.raises(TypeError, match="static must be True or False"):
+        W.fit_widget({"7B": 7e9}, static="no")
+    assert capsys.readouterr().out == ""  # nothing half-printed before a refusal
+    rows = W.temperature_table(torch.zeros(1, 3), temperatures=(2,), labels=("a", "b", "c"))  # any number of classes
+    assert len(rows) == 1 and rows[0]["temperature"] == 2 and all(abs(rows[0][k] - 1 / 3) < 1e-6 for k in "abc")

@@ -279,15 +279,20 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
     """``value`` if it is a tensor; anything else is feedback naming ``what``."""
     if not torch.is_tensor(value):
         raise Wrong(f"{what} should be a tensor, got {type(value).__name__}.")
+    if value.is_complex():
+        raise Wrong(f"{what} should hold real numbers, got a complex tensor ({value.dtype}).")
     return value
 
 
-def tensor_like(value: Any, shape: torch.Size, what: str) -> torch.Tensor:
-    """``value`` if it is a tensor of the weight's ``shape``; anything else is feedback naming ``what``."""
+def tensor_like(value: Any, shape: torch.Size, what: str, of: str = "the weight's shape") -> torch.Tensor:
+    """``value`` if it is a real tensor of ``shape`` (``of`` says whose: the weight's, by default); anything else is
+    feedback naming ``what``, the expected and the given shape."""
     if not torch.is_tensor(value):
         raise Wrong(f"{what} should be a tensor, got {type(value).__name__}.")
     if value.shape != shape:
-        raise Wrong(f"{what} should have the weight's shape {tuple(shape)}, got {tuple(value.shape)}.")
+        raise Wrong(f"{what} should have {of} {tuple(shape)}, got {tuple(value.shape)}.")
+    if value.is_complex():
+        raise Wrong(f"{what} should hold real numbers, got a complex tensor ({value.dtype}).")
     return value
 
 

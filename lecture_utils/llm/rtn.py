@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import validate
-from .model import GGUF_BLOCK, decoder_linears
+from .model import GGUF_BLOCK, check_float, decoder_linears, mark_quantized
 
 __all__ = ["group_qparams", "fake_quantize_rows", "quantize_groupwise", "rtn_model", "block_levels"]
 
@@ -85,13 +85,15 @@ def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmet
     """Quantize every decoder linear of ``model`` in place with :func:`quantize_groupwise`; returns ``model``.
 
     ``quantize(w, bits, group_size)`` replaces it (e.g. a learner's own function), called with the row width when
-    ``group_size`` is None; ``symmetric`` and ``float_zero`` then do not apply."""
+    ``group_size`` is None; ``symmetric`` and ``float_zero`` then do not apply. A model one of the course's
+    quantizers has already rounded is refused (:func:`lecture_utils.llm.check_float`); the result is marked."""
     if quantize is not None and not callable(quantize):
         raise TypeError(f"quantize must be a function (w, bits, group_size) -> tensor, got {type(quantize).__name__}")
     bits = _check_bits(bits)
     symmetric = validate.flag(symmetric, "symmetric")
     float_zero = validate.flag(float_zero, "float_zero")
     linears = decoder_linears(model)
+    check_float(model, "rtn_model")
     for name, m in linears.items():  # every layer is checked before any weight changes
         _check_group(m.weight.shape[1], group_size)
         validate.tensor(m.weight, f"the weight of {name}", floating=True)
@@ -103,7 +105,7 @@ def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmet
                 out = quantize(m.weight.detach().clone(), bits, group_size or m.weight.shape[1])
                 m.weight.copy_(validate.result(out, quantize, m.weight.shape,
                                                what=f"the quantized weight of {name}"))
-    return model
+    return mark_quantized(model, "rtn_model", bits, group_size)
 
 
 def block_levels(w: torch.Tensor, block: int = GGUF_BLOCK) -> torch.Tensor:
