@@ -138,6 +138,7 @@ CORRECT = {
     "matrix_sparsity": lambda m: lu.measure.sparsity(m),
     "csr_nbytes": lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (rows + 1) * ib,
     "sparsity_by_kind": lambda layers: _by_kind(layers),
+    "predicted_csr_ratio": lambda share, s: 1 / ((1 - share) + share * 2 * (1 - s)),
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
@@ -218,6 +219,10 @@ WRONG = {
                          lambda layers: _by_kind(layers, how=max),  # the largest, not the mean
                          lambda layers: {k: 100 * v for k, v in _by_kind(layers).items()},  # percentages
                          lambda layers: sum(layers.values()) / len(layers)],  # one number, not a dict
+    "predicted_csr_ratio": [lambda share, s: 1 / ((1 - share) + share * (1 - s)),  # the column indices forgotten
+                            lambda share, s: 1 / (2 * (1 - s)),  # the whole model as if all of it were pruned
+                            lambda share, s: (1 - share) + share * 2 * (1 - s),  # sparse / dense
+                            lambda share, s: 1.59],  # our measurement typed in: the small BERT fails
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²

@@ -76,6 +76,7 @@ WRONG = {
     # predict, then measure
     "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
     "predicted_size_ratio": "return 1 / kept_fraction",
+    "predicted_csr_ratio": "return 1 / ((1 - pruned_share) + pruned_share * (1 - sparsity))  # indices forgotten",
     "paired_verdict": "return 'ticket' if ticket.mean() > control.mean() else 'control'",
     "predicted_cache_bytes": "return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * "
                              "batch * tokens * bytes_per_number",
