@@ -110,6 +110,11 @@ def _cache(cfg, batch, tokens, b, kv="num_key_value_heads", head_dim=True):
     return 2 * cfg.num_hidden_layers * getattr(cfg, kv) * size * batch * tokens * b
 
 
+def _moment(stds, counts, k):
+    """The count-weighted mean of σᵏ."""
+    return sum(c * s**k for s, c in zip(stds, counts, strict=True)) / sum(counts)
+
+
 def _all_param_sparsity(m):
     return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
 
@@ -126,6 +131,7 @@ CORRECT = {
     "xor_success": lambda logits, y: ((logits > 0) == (y > 0.5)).all(dim=-1),
     "effective_rank": lambda s, e: int(((s.sort(descending=True).values ** 2).cumsum(0) / (s**2).sum() < e - 1e-9)
                                        .sum()) + 1,
+    "mixture_kurtosis": lambda stds, counts: 3 * _moment(stds, counts, 4) / _moment(stds, counts, 2) ** 2,
     "imp_round": _imp_round,
     "snip_mask": _snip_mask,
     "paired_verdict": lambda t, c: lu.lottery.paired_verdict(t, c),
@@ -198,6 +204,10 @@ WRONG = {
     "effective_rank": [lambda s, e: int((s.sort(descending=True).values.cumsum(0) / s.sum() < e).sum()) + 1,
                        lambda s, e: int((s > 0.1 * s.max()).sum()),
                        lambda s, e: int(((s ** 2).cumsum(0) / (s ** 2).sum() < e).sum()) + 1],  # unsorted
+    "mixture_kurtosis": [lambda stds, counts: 3.0,  # one Gaussian's
+                         lambda stds, counts: 3 * sum(s**4 for s in stds) / len(stds)  # the counts ignored
+                         / (sum(s**2 for s in stds) / len(stds)) ** 2,
+                         lambda stds, counts: 3 * _moment(stds, counts, 4) / _moment(stds, counts, 1) ** 4],  # E[σ]⁴
     "imp_round": [lambda t, i, m, f: _imp_round(t, i, m, f, of_all=True),
                   lambda t, i, m, f: _imp_round(t, i, m, f, rewind=False),
                   lambda t, i, m, f: _imp_round(t, i, m, f, signed=True),
@@ -474,6 +484,7 @@ REFERENCES = {  # the course's reference for each exercise whose function later 
     "weight_bytes": lu.memory.bytes_at_bits, "adam_training_bytes": lu.memory.training_bytes,
     "embedding_share": lu.measure.embedding_share, "xor_success": lu.overparam.xor_success,
     "effective_rank": lu.overparam.effective_rank, "magnitude_mask": lu.prune.magnitude_mask,
+    "mixture_kurtosis": lu.overparam.gaussian_mixture_kurtosis,
     "matrix_sparsity": lu.measure.sparsity, "csr_nbytes": lu.prune.csr_nbytes,
     "sparsity_by_kind": lu.prune.sparsity_by_kind,
     "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,

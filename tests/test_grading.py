@@ -45,6 +45,7 @@ WRONG = {
                        "model.parameters())",
     "xor_solved": "return (logits > 0).any(dim=-1)",
     "effective_rank": "return len(singular_values)",
+    "mixture_kurtosis": "return 3.0  # as if the pool were one Gaussian",
     "kd_loss": "return F.cross_entropy(student_logits, labels)",
     "layer_map": "return list(range(n_student))",
     "magnitude_mask": "return w.abs() > sparsity",
