@@ -110,6 +110,14 @@ def _cache(cfg, batch, tokens, b, kv="num_key_value_heads", head_dim=True):
     return 2 * cfg.num_hidden_layers * getattr(cfg, kv) * size * batch * tokens * b
 
 
+def _bert_parameters(cfg, biases=True, pooler=True):
+    h, i, b = cfg.hidden_size, cfg.intermediate_size, int(biases)
+    emb = (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * h + 2 * h
+    layer = 4 * (h * h + b * h) + (h * i + b * i) + (i * h + b * h) + 4 * h
+    head = pooler * (h * h + b * h) + h * cfg.num_labels + b * cfg.num_labels
+    return emb + cfg.num_hidden_layers * layer + head
+
+
 def _moment(stds, counts, k):
     """The count-weighted mean of σᵏ."""
     return sum(c * s**k for s, c in zip(stds, counts, strict=True)) / sum(counts)
@@ -123,6 +131,7 @@ CORRECT = {
     "accuracy": lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
     "predicted_size_mb": lambda n, b: n * b / 1e6,
     "speedup": lambda base, var: base / var,
+    "predicted_parameters": lambda cfg: _bert_parameters(cfg),
     "weight_bytes": lambda n, bits: n * bits / 8,
     "adam_training_bytes": lambda n: 16 * n,
     "embedding_share": lambda m: sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
@@ -188,6 +197,11 @@ WRONG = {
                  lambda logits, labels: (logits.argmax(-1) == labels).float()],  # not reduced
     "predicted_size_mb": [lambda n, b: n * b / 2**20, lambda n, b: n * b],
     "speedup": [lambda base, var: var / base, lambda base, var: base - var],
+    "predicted_parameters": [lambda cfg: _bert_parameters(cfg, biases=False),
+                             lambda cfg: _bert_parameters(cfg, pooler=False),
+                             lambda cfg: (cfg.vocab_size + cfg.max_position_embeddings) * cfg.hidden_size
+                             + cfg.num_hidden_layers * 12 * cfg.hidden_size**2],  # the 12h² rule: assumes 4h
+
     "weight_bytes": [lambda n, bits: n * bits, lambda n, bits: n * 4],
     "adam_training_bytes": [lambda n: 4 * n, lambda n: 12 * n],
     "embedding_share": [lambda m: m.bert.embeddings.word_embeddings.weight.numel()
@@ -481,6 +495,7 @@ def test_changing_the_input_in_place_cannot_make_a_wrong_answer_pass(capsys):
 
 REFERENCES = {  # the course's reference for each exercise whose function later cells use (through lu.checks.use)
     "accuracy": lu.measure.accuracy, "predicted_size_mb": lu.memory.megabytes, "speedup": lu.measure.speedup,
+    "predicted_parameters": lu.models.config_parameters,
     "weight_bytes": lu.memory.bytes_at_bits, "adam_training_bytes": lu.memory.training_bytes,
     "embedding_share": lu.measure.embedding_share, "xor_success": lu.overparam.xor_success,
     "effective_rank": lu.overparam.effective_rank, "magnitude_mask": lu.prune.magnitude_mask,

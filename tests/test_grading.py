@@ -39,6 +39,9 @@ WRONG = {
     "accuracy": "return (logits.argmax(dim=-1) == labels).sum().item()",
     "predicted_size_mb": "return n_params * bytes_per_param / 2**20",
     "speedup": "return variant_ms / baseline_ms",
+    "predicted_parameters": "h = config.hidden_size  # the 12·h² rule of thumb: no biases, pooler or segment table\n"
+                            "return (config.vocab_size + config.max_position_embeddings) * h + "
+                            "config.num_hidden_layers * 12 * h * h",
     "weight_bytes": "return n_params * bits",
     "adam_training_bytes": "return n_params * 4",
     "embedding_share": "return model.bert.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in "

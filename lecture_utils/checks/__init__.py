@@ -17,7 +17,7 @@ checks live in ``lessonNN`` and import only what that lesson teaches. Notebook N
 """
 
 from .harness import CASE_TIMEOUT_S, NBGRADER_ENV, STRICT_ENV, CheckFailed, CheckResult, use
-from .lesson00 import accuracy, predicted_size_mb, speedup
+from .lesson00 import accuracy, predicted_parameters, predicted_size_mb, speedup
 from .lesson01 import adam_training_bytes, embedding_share, predicted_int8_mb, weight_bytes
 from .lesson02 import effective_rank, mixture_kurtosis, xor_success
 from .lesson03 import kd_loss, layer_map, predicted_size_ratio
@@ -41,4 +41,5 @@ __all__ = [
     # predict, then measure
     "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes", "predicted_mse",
     "predicted_low_rank_weights", "predicted_csr_ratio", "mixture_kurtosis",
+    "predicted_parameters",
 ]
