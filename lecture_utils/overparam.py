@@ -181,7 +181,7 @@ def layer_similarity(hidden_states: Sequence[torch.Tensor], attention_mask: torc
 
     With ``shuffle_seed`` (an int) each real token of layer i is compared with a *different* real token of layer
     i + 1 (a random derangement of the real tokens, seeded): the baseline of how similar unrelated hidden states of
-    the same two layers already are (contextual representations are anisotropic, so it is well above 0)."""
+    the same two layers already are (in many transformers well above 0: their representations are anisotropic)."""
     hidden_states = check.items(hidden_states, "hidden_states", what="a list of (B, T, H) tensors")
     if len(hidden_states) < 2:
         raise ValueError("need at least two layers' hidden states to compare neighbours")
