@@ -24,7 +24,7 @@ from .data import sha256_of
 __all__ = ["ATTN_IMPLEMENTATIONS", "POOLINGS", "TEACHER_LR", "TEACHER_SEED", "pretrained_path", "quiet_transformers",
            "load_tokenizer", "MeanPooler", "set_pooling", "pooling_of", "load_classifier", "teacher_settings",
            "teacher_dir", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup", "teacher_setup",
-           "replace_linears", "mlp"]
+           "replace_linears", "mlp", "config_parameters"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 POOLINGS = ("cls", "mean")  # what the classification head reads: the [CLS] token's state, or the mean of all tokens
@@ -194,6 +194,18 @@ def load_classifier(scale: str | Scale | None = None, num_labels: int = 2, attn_
             src, num_labels=num_labels, attn_implementation=attn_implementation,
             local_files_only=Path(src).is_dir() or sc.name != "full")
     return set_pooling(model, pooling) if pooling != "cls" else model
+
+
+def config_parameters(config) -> int:
+    """Parameters (a count) of the sequence classifier that ``config`` (a transformers config, e.g. ``model.config``)
+    describes, counted on a model built on the meta device: no memory for the weights, no download."""
+    from transformers import AutoModelForSequenceClassification, PretrainedConfig
+
+    if not isinstance(config, PretrainedConfig):
+        raise TypeError(f"config must be a transformers config (e.g. model.config), got {type(config).__name__}")
+    with torch.device("meta"), quiet_transformers():
+        model = AutoModelForSequenceClassification.from_config(config)
+    return sum(p.numel() for p in model.parameters())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from .env import seed_everything, torch_threads
 from .training import train
 
 __all__ = ["XOR_X", "XOR_Y", "xor_data", "ParallelMLP", "parallel_bce_loss", "xor_success", "train_xor",
-           "wilson_interval", "xor_sweep", "singular_values", "effective_rank", "layer_similarity"]
+           "wilson_interval", "xor_sweep", "singular_values", "effective_rank", "layer_similarity", "kurtosis",
+           "gaussian_mixture_kurtosis"]
 
 XOR_X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = torch.tensor([0.0, 1.0, 1.0, 0.0])
@@ -170,12 +171,17 @@ def effective_rank(singular_values: torch.Tensor, energy: float = 0.9) -> int:
     return int((share < energy - 1e-12).sum().item()) + 1
 
 
-def layer_similarity(hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> list[float]:
+def layer_similarity(hidden_states: Sequence[torch.Tensor], attention_mask: torch.Tensor,
+                     shuffle_seed: int | None = None) -> list[float]:
     """Mean cosine similarity between each layer's token representations and the next layer's.
 
     ``hidden_states``: L + 1 tensors (B, T, H) as returned with ``output_hidden_states=True`` (embeddings first);
     ``attention_mask`` (B, T) marks real tokens with 1; padding is left out. Returns L numbers in [-1, 1]: entry i
-    compares layer i with layer i + 1."""
+    compares layer i with layer i + 1.
+
+    With ``shuffle_seed`` (an int) each real token of layer i is compared with a *different* real token of layer
+    i + 1 (a random derangement of the real tokens, seeded): the baseline of how similar unrelated hidden states of
+    the same two layers already are (in many transformers well above 0: their representations are anisotropic)."""
     hidden_states = check.items(hidden_states, "hidden_states", what="a list of (B, T, H) tensors")
     if len(hidden_states) < 2:
         raise ValueError("need at least two layers' hidden states to compare neighbours")
@@ -191,8 +197,48 @@ def layer_similarity(hidden_states: Sequence[torch.Tensor], attention_mask: torc
     keep = attention_mask.bool()
     if not keep.any():
         raise ValueError("attention_mask marks no real token (all zeros): there is nothing to compare")
+    n = int(keep.sum())
+    if shuffle_seed is not None:
+        shuffle_seed = check.integer(shuffle_seed, "shuffle_seed", 0)
+        if n < 2:
+            raise ValueError("shuffle_seed needs at least two real tokens, to pair each with a different one")
+        gen = torch.Generator().manual_seed(shuffle_seed)
+        order = torch.randperm(n, generator=gen)
+        partner = torch.empty(n, dtype=torch.long)
+        partner[order] = order.roll(1)  # a cycle through a random order: no token is paired with itself
     out = []
     for a, b in zip(hidden_states[:-1], hidden_states[1:], strict=True):
-        cos = F.cosine_similarity(a.float(), b.float(), dim=-1)  # (B, T)
-        out.append(cos[keep].mean().item())
+        a_real, b_real = a[keep].float(), b[keep].float()  # (n, H)
+        if shuffle_seed is not None:
+            b_real = b_real[partner]
+        out.append(F.cosine_similarity(a_real, b_real, dim=-1).mean().item())
     return out
+
+
+def kurtosis(x: torch.Tensor) -> float:
+    """Kurtosis E[(x − mean)⁴] / Var(x)² of all entries of ``x`` (3 for a Gaussian, whatever its spread)."""
+    x = check.tensor(x, "x").detach().double().flatten()
+    if x.numel() < 2:
+        raise ValueError(f"x must have at least 2 entries to have a kurtosis, got {x.numel()}")
+    centred = x - x.mean()
+    var = (centred**2).mean()
+    if var == 0:
+        raise ValueError("x must not be constant: its kurtosis is undefined")
+    return float((centred**4).mean() / var**2)
+
+
+def gaussian_mixture_kurtosis(stds: Sequence[float], counts: Sequence[int]) -> float:
+    """Kurtosis of a pool that holds ``counts[i]`` draws from a zero-mean Gaussian of standard deviation
+    ``stds[i]``, in the limit of many draws: 3 · E[σ⁴] / E[σ²]², the expectations weighted by the counts. It is 3
+    only when every σ is equal, and larger for any spread of σ (a scale mixture is heavy-tailed by itself)."""
+    stds = [check.real(s, f"stds[{i}]", 0) for i, s in enumerate(check.items(stds, "stds", what="a list of stds"))]
+    counts = [check.integer(c, f"counts[{i}]", 1) for i, c in enumerate(check.items(counts, "counts",
+                                                                                  what="a list of counts"))]
+    if len(stds) != len(counts):
+        raise ValueError(f"stds and counts must have one entry per group, got {len(stds)} and {len(counts)}")
+    total = sum(counts)
+    m2 = sum(c * s**2 for s, c in zip(stds, counts, strict=True)) / total
+    m4 = sum(c * s**4 for s, c in zip(stds, counts, strict=True)) / total
+    if m2 == 0:
+        raise ValueError("stds must not all be 0: the pool's kurtosis is undefined")
+    return 3 * m4 / m2**2

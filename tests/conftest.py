@@ -177,7 +177,8 @@ MEASURED = {"size.minilm.linear_weights": 10_765_056, "size.minilm.other_params"
             "quant.roundtrip.mse_b3": 3.286e-03, "quant.roundtrip.mse_b2": 8.138e-03, "lowrank.teacher.layers": 6,
             "lowrank.teacher.hidden": 384, "lowrank.teacher.intermediate": 1536,
             "lowrank.64.encoder_linear_weights": 2_654_208, "lowrank.128.encoder_linear_weights": 5_308_416,
-            "lowrank.192.encoder_linear_weights": 7_962_624}
+            "lowrank.192.encoder_linear_weights": 7_962_624, "prune.csr_whole.pruned_share": 0.4672,
+            "prune.csr_whole.sparsity": 0.9, "prune.csr_whole.size_ratio": 1.5945}
 
 
 @pytest.fixture

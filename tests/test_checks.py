@@ -110,6 +110,19 @@ def _cache(cfg, batch, tokens, b, kv="num_key_value_heads", head_dim=True):
     return 2 * cfg.num_hidden_layers * getattr(cfg, kv) * size * batch * tokens * b
 
 
+def _bert_parameters(cfg, biases=True, pooler=True):
+    h, i, b = cfg.hidden_size, cfg.intermediate_size, int(biases)
+    emb = (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * h + 2 * h
+    layer = 4 * (h * h + b * h) + (h * i + b * i) + (i * h + b * h) + 4 * h
+    head = pooler * (h * h + b * h) + h * cfg.num_labels + b * cfg.num_labels
+    return emb + cfg.num_hidden_layers * layer + head
+
+
+def _moment(stds, counts, k):
+    """The count-weighted mean of σᵏ."""
+    return sum(c * s**k for s, c in zip(stds, counts, strict=True)) / sum(counts)
+
+
 def _all_param_sparsity(m):
     return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
 
@@ -118,6 +131,7 @@ CORRECT = {
     "accuracy": lambda logits, labels: (logits.argmax(-1) == labels).float().mean().item(),
     "predicted_size_mb": lambda n, b: n * b / 1e6,
     "speedup": lambda base, var: base / var,
+    "predicted_parameters": lambda cfg: _bert_parameters(cfg),
     "weight_bytes": lambda n, bits: n * bits / 8,
     "adam_training_bytes": lambda n: 16 * n,
     "embedding_share": lambda m: sum(p.numel() for n, p in m.named_parameters() if "embeddings" in n)
@@ -126,6 +140,7 @@ CORRECT = {
     "xor_success": lambda logits, y: ((logits > 0) == (y > 0.5)).all(dim=-1),
     "effective_rank": lambda s, e: int(((s.sort(descending=True).values ** 2).cumsum(0) / (s**2).sum() < e - 1e-9)
                                        .sum()) + 1,
+    "mixture_kurtosis": lambda stds, counts: 3 * _moment(stds, counts, 4) / _moment(stds, counts, 2) ** 2,
     "imp_round": _imp_round,
     "snip_mask": _snip_mask,
     "paired_verdict": lambda t, c: lu.lottery.paired_verdict(t, c),
@@ -138,6 +153,7 @@ CORRECT = {
     "matrix_sparsity": lambda m: lu.measure.sparsity(m),
     "csr_nbytes": lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (rows + 1) * ib,
     "sparsity_by_kind": lambda layers: _by_kind(layers),
+    "predicted_csr_ratio": lambda share, s: 1 / ((1 - share) + share * 2 * (1 - s)),
     "affine_qparams": lambda lo, hi, bits: _ref_affine(lo, hi, bits),
     "quantize_dequantize": lambda x, s, z, bits: (torch.clamp(torch.round(x / s) + z, 0, 2**bits - 1) - z) * s,
     "symmetric_scales": lambda w, bits: 2 * w.abs().amax(dim=1) / (2**bits - 1),
@@ -181,6 +197,11 @@ WRONG = {
                  lambda logits, labels: (logits.argmax(-1) == labels).float()],  # not reduced
     "predicted_size_mb": [lambda n, b: n * b / 2**20, lambda n, b: n * b],
     "speedup": [lambda base, var: var / base, lambda base, var: base - var],
+    "predicted_parameters": [lambda cfg: _bert_parameters(cfg, biases=False),
+                             lambda cfg: _bert_parameters(cfg, pooler=False),
+                             lambda cfg: (cfg.vocab_size + cfg.max_position_embeddings) * cfg.hidden_size
+                             + cfg.num_hidden_layers * 12 * cfg.hidden_size**2],  # the 12h² rule: assumes 4h
+
     "weight_bytes": [lambda n, bits: n * bits, lambda n, bits: n * 4],
     "adam_training_bytes": [lambda n: 4 * n, lambda n: 12 * n],
     "embedding_share": [lambda m: m.bert.embeddings.word_embeddings.weight.numel()
@@ -197,6 +218,10 @@ WRONG = {
     "effective_rank": [lambda s, e: int((s.sort(descending=True).values.cumsum(0) / s.sum() < e).sum()) + 1,
                        lambda s, e: int((s > 0.1 * s.max()).sum()),
                        lambda s, e: int(((s ** 2).cumsum(0) / (s ** 2).sum() < e).sum()) + 1],  # unsorted
+    "mixture_kurtosis": [lambda stds, counts: 3.0,  # one Gaussian's
+                         lambda stds, counts: 3 * sum(s**4 for s in stds) / len(stds)  # the counts ignored
+                         / (sum(s**2 for s in stds) / len(stds)) ** 2,
+                         lambda stds, counts: 3 * _moment(stds, counts, 4) / _moment(stds, counts, 1) ** 4],  # E[σ]⁴
     "imp_round": [lambda t, i, m, f: _imp_round(t, i, m, f, of_all=True),
                   lambda t, i, m, f: _imp_round(t, i, m, f, rewind=False),
                   lambda t, i, m, f: _imp_round(t, i, m, f, signed=True),
@@ -218,6 +243,10 @@ WRONG = {
                          lambda layers: _by_kind(layers, how=max),  # the largest, not the mean
                          lambda layers: {k: 100 * v for k, v in _by_kind(layers).items()},  # percentages
                          lambda layers: sum(layers.values()) / len(layers)],  # one number, not a dict
+    "predicted_csr_ratio": [lambda share, s: 1 / ((1 - share) + share * (1 - s)),  # the column indices forgotten
+                            lambda share, s: 1 / (2 * (1 - s)),  # the whole model as if all of it were pruned
+                            lambda share, s: (1 - share) + share * 2 * (1 - s),  # sparse / dense
+                            lambda share, s: 1.59],  # our measurement typed in: the small BERT fails
     "snip_mask": [lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
                   lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)],
     "kd_loss": [lambda s, t, y, T, a: a * torch.nn.functional.kl_div(  # no T²
@@ -511,9 +540,11 @@ def test_changing_the_input_in_place_cannot_make_a_wrong_answer_pass(capsys):
 
 REFERENCES = {  # the course's reference for each exercise whose function later cells use (through lu.checks.use)
     "accuracy": lu.measure.accuracy, "predicted_size_mb": lu.memory.megabytes, "speedup": lu.measure.speedup,
+    "predicted_parameters": lu.models.config_parameters,
     "weight_bytes": lu.memory.bytes_at_bits, "adam_training_bytes": lu.memory.training_bytes,
     "embedding_share": lu.measure.embedding_share, "xor_success": lu.overparam.xor_success,
     "effective_rank": lu.overparam.effective_rank, "magnitude_mask": lu.prune.magnitude_mask,
+    "mixture_kurtosis": lu.overparam.gaussian_mixture_kurtosis,
     "matrix_sparsity": lu.measure.sparsity, "csr_nbytes": lu.prune.csr_nbytes,
     "sparsity_by_kind": lu.prune.sparsity_by_kind,
     "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,

@@ -39,12 +39,16 @@ WRONG = {
     "accuracy": "return (logits.argmax(dim=-1) == labels).sum().item()",
     "predicted_size_mb": "return n_params * bytes_per_param / 2**20",
     "speedup": "return variant_ms / baseline_ms",
+    "predicted_parameters": "h = config.hidden_size  # the 12·h² rule of thumb: no biases, pooler or segment table\n"
+                            "return (config.vocab_size + config.max_position_embeddings) * h + "
+                            "config.num_hidden_layers * 12 * h * h",
     "weight_bytes": "return n_params * bits",
     "adam_training_bytes": "return n_params * 4",
     "embedding_share": "return model.bert.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in "
                        "model.parameters())",
     "xor_solved": "return (logits > 0).any(dim=-1)",
     "effective_rank": "return len(singular_values)",
+    "mixture_kurtosis": "return 3.0  # as if the pool were one Gaussian",
     "kd_loss": "return F.cross_entropy(student_logits, labels)",
     "layer_map": "return list(range(n_student))",
     "magnitude_mask": "return w.abs() > sparsity",
@@ -76,6 +80,7 @@ WRONG = {
     # predict, then measure
     "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
     "predicted_size_ratio": "return 1 / kept_fraction",
+    "predicted_csr_ratio": "return 1 / ((1 - pruned_share) + pruned_share * (1 - sparsity))  # indices forgotten",
     "paired_verdict": "return 'ticket' if ticket.mean() > control.mean() else 'control'",
     "predicted_cache_bytes": "return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * "
                              "batch * tokens * bytes_per_number",

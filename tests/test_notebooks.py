@@ -28,7 +28,7 @@ EXPECTED_RESULTS = {
                            "prune.layerwise90_ft.test_accuracy", "prune.layerwise90_kd.test_accuracy",
                            "prune.layerwise90_gradual.test_accuracy", "prune.iterative_gap.sparsity",
                            "prune.iterative_gap.iterative_accuracy", "prune.iterative_gap.oneshot_accuracy",
-                           "prune.latency_ratio_90", "prune.sparse_size_ratio_90"},
+                           "prune.latency_ratio_90", "prune.sparse_size_ratio_90", "prune.csr_whole.size_ratio"},
     "05_pruning_heads_layers": {"heads.removed50.test_accuracy",
                                 "heads.removed50.speedup", "heads.removed50.speedup_b1",
                                 "layers.top.k3.test_accuracy", "layers.bottom.k3.test_accuracy",

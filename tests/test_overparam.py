@@ -141,3 +141,26 @@ def test_xor_and_wilson_arguments():
         op.singular_values(torch.ones(3))
     with pytest.raises(ValueError, match="NaN or infinite"):
         op.singular_values(torch.full((2, 2), float("nan")))
+
+
+def test_the_kurtosis_of_a_pool_of_gaussians_matches_a_sampled_pool():
+    torch.manual_seed(0)
+    assert abs(op.kurtosis(torch.randn(200_000) * 5) - 3) < 0.05  # one Gaussian: 3, whatever its spread
+    stds, counts = [0.5, 1.0, 4.0], [50_000, 30_000, 20_000]
+    pool = torch.cat([torch.randn(c) * s for s, c in zip(stds, counts, strict=True)])
+    want = op.gaussian_mixture_kurtosis(stds, counts)
+    assert want > 3 and abs(op.kurtosis(pool) / want - 1) < 0.05
+    assert op.gaussian_mixture_kurtosis([2.0, 2.0], [1, 9]) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="must"):
+        op.gaussian_mixture_kurtosis([1.0], [1, 2])
+    with pytest.raises(ValueError, match="must"):
+        op.kurtosis(torch.ones(5))
+
+
+def test_the_shuffled_baseline_pairs_each_token_with_another_one():
+    h = torch.randn(2, 5, 8)
+    same = op.layer_similarity([h, h], torch.ones(2, 5))
+    assert same[0] == pytest.approx(1.0)
+    shuffled = op.layer_similarity([h, h], torch.ones(2, 5), shuffle_seed=0)
+    assert shuffled[0] < 0.9  # no token compared with itself
+    assert op.layer_similarity([h, h], torch.ones(2, 5), shuffle_seed=0) == shuffled  # seeded

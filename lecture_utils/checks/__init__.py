@@ -17,11 +17,11 @@ checks live in ``lessonNN`` and import only what that lesson teaches. Notebook N
 """
 
 from .harness import CASE_TIMEOUT_S, NBGRADER_ENV, STRICT_ENV, CheckFailed, CheckResult, use
-from .lesson00 import accuracy, predicted_size_mb, speedup
+from .lesson00 import accuracy, predicted_parameters, predicted_size_mb, speedup
 from .lesson01 import adam_training_bytes, embedding_share, predicted_int8_mb, weight_bytes
-from .lesson02 import effective_rank, xor_success
+from .lesson02 import effective_rank, mixture_kurtosis, xor_success
 from .lesson03 import kd_loss, layer_map, predicted_size_ratio
-from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity, sparsity_by_kind
+from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity, predicted_csr_ratio, sparsity_by_kind
 from .lesson05 import predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, predicted_mse, quantize_dequantize, symmetric_scales
 from .lesson07 import imp_round, paired_verdict, snip_mask
@@ -40,5 +40,6 @@ __all__ = [
     "awq_scales",
     # predict, then measure
     "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes", "predicted_mse",
-    "predicted_low_rank_weights",
+    "predicted_low_rank_weights", "predicted_csr_ratio", "mixture_kurtosis",
+    "predicted_parameters",
 ]

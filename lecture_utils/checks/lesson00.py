@@ -9,7 +9,7 @@ import torch
 
 from .harness import CheckResult, Wrong, call, close, number, run_cases
 
-__all__ = ["accuracy", "predicted_size_mb", "speedup"]
+__all__ = ["accuracy", "predicted_size_mb", "speedup", "PARAMETERS_TOLERANCE", "predicted_parameters"]
 
 
 def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> CheckResult:
@@ -63,3 +63,36 @@ def speedup(fn: Callable[[float, float], float]) -> CheckResult:
     return run_cases("speedup", [case(100, 50), case(50, 100), case(42.0, 42.0), case(3.3, 1.1), case(1e3, 7.5)],
                 "a speed-up compares how long the baseline takes with how long the variant takes; a faster "
                 "variant must give a number above 1.")
+
+
+PARAMETERS_TOLERANCE = 0.005  # relative: the LayerNorms may be left out, not the biases, the pooler or a table
+
+
+def predicted_parameters(fn: Callable[[object], int]) -> CheckResult:
+    """Check ``fn(config) -> parameters`` of the BERT sequence classifier a ``transformers.BertConfig`` describes,
+    against the count of the model built from that config (:func:`lecture_utils.models.config_parameters`), within
+    ``PARAMETERS_TOLERANCE``: our model's shape and three others built by the check."""
+    from transformers import BertConfig
+
+    from ..models import config_parameters
+
+    def case(vocab: int, hidden: int, layers: int, intermediate: int, positions: int, labels: int = 2):
+        def run():
+            config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                num_attention_heads=2, intermediate_size=intermediate,
+                                max_position_embeddings=positions, num_labels=labels)
+            want = config_parameters(config)
+            got = number(call(fn, config), "parameters")
+            where = (f"vocabulary {vocab}, hidden {hidden}, {layers} layers, feed-forward {intermediate}, "
+                     f"{positions} positions, {labels} labels")
+            if not math.isclose(got, want, rel_tol=PARAMETERS_TOLERANCE):
+                raise Wrong(f"{where}: you predicted {got:,.0f} parameters, the model has {want:,} "
+                            f"({100 * (got / want - 1):+.2f}%, more than ±{100 * PARAMETERS_TOLERANCE:g}%).")
+        return run
+
+    return run_cases("predicted_parameters", [case(30522, 384, 6, 1536, 512), case(3000, 32, 4, 100, 64),
+                                              case(1000, 64, 2, 256, 128, labels=5), case(500, 48, 3, 96, 40)],
+                     "count every weight matrix and every bias: three embedding tables (tokens, positions, segments: "
+                     "config.type_vocab_size), per layer four hidden × hidden attention projections and a "
+                     "feed-forward block hidden → intermediate → hidden, then the pooler (hidden → hidden) and the "
+                     "classifier (hidden → num_labels). LayerNorms (a scale and a shift each) are a sliver.")

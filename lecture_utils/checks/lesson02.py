@@ -1,14 +1,15 @@
-"""Checks of lesson 02, why compression works: XOR success, effective rank."""
+"""Checks of lesson 02, why compression works: XOR success, effective rank, the kurtosis of a pool of Gaussians."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 from .harness import CheckResult, Wrong, call, number, run_cases
 
-__all__ = ["xor_success", "effective_rank"]
+__all__ = ["xor_success", "effective_rank", "mixture_kurtosis"]
 
 
 def _bool_vector(value, n: int, what: str) -> torch.Tensor:
@@ -76,3 +77,33 @@ def effective_rank(fn: Callable[[torch.Tensor, float], int]) -> CheckResult:
                 "the energy of a direction is its singular value squared. Sort from largest to smallest, take the "
                 "running sum of the squares as a share of the total, and count how many you need to reach the "
                 "target share. The singular values may arrive in any order.")
+
+
+def mixture_kurtosis(fn: Callable[[list, list], float]) -> CheckResult:
+    """Check ``fn(stds, counts) -> kurtosis``: the kurtosis of one pool that holds ``counts[i]`` draws from a
+    zero-mean Gaussian of standard deviation ``stds[i]`` (many draws), against the exact 3·E[σ⁴]/E[σ²]² from
+    :func:`lecture_utils.overparam.gaussian_mixture_kurtosis`, and against a pool the check samples."""
+    from ..overparam import gaussian_mixture_kurtosis, kurtosis
+
+    def case(stds: list[float], counts: list[int], sample: bool = False):
+        def run():
+            want = gaussian_mixture_kurtosis(stds, counts)
+            got = number(call(fn, list(stds), list(counts)), "kurtosis")
+            where = f"{len(stds)} groups, stds {[round(s, 3) for s in stds]}, counts {counts}"
+            if len(set(stds)) > 1 and math.isclose(got, 3, rel_tol=1e-6):
+                raise Wrong(f"{where}: 3 is the kurtosis of *one* Gaussian; the pool mixes several spreads.")
+            if not math.isclose(got, want, rel_tol=1e-4):
+                raise Wrong(f"{where}: got {got:.4g}.")
+            if sample:
+                gen = torch.Generator().manual_seed(21)
+                pool = torch.cat([torch.randn(c, generator=gen) * s for s, c in zip(stds, counts, strict=True)])
+                seen = kurtosis(pool)
+                if not math.isclose(got, seen, rel_tol=0.05):
+                    raise Wrong(f"{where}: you predicted {got:.4g}, a pool sampled by the check has {seen:.4g}.")
+        return run
+
+    return run_cases("mixture_kurtosis", [case([1.0, 1.0], [100, 300]), case([1.0, 3.0], [1000, 1000]),
+                                          case([0.02, 0.05, 0.1], [409_600, 102_400, 51_200], sample=True),
+                                          case([0.5, 2.0], [90_000, 10_000], sample=True)],
+                     "a pool's moments are the count-weighted averages of its groups' moments. A zero-mean Gaussian "
+                     "of spread σ has E[x²] = σ² and E[x⁴] = 3σ⁴; kurtosis = E[x⁴] / E[x²]².")

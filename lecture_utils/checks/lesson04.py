@@ -1,15 +1,29 @@
 """Checks of lesson 04, pruning weights: magnitude mask, sparsity of the weight matrices, CSR bytes, sparsity by
-kind of layer."""
+kind of layer; the whole model's size in CSR predicted against the measured files."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, close, number, run_cases, tensor_like
+from .harness import (
+    CheckResult,
+    Wrong,
+    call,
+    close,
+    measured,
+    number,
+    predicted,
+    run_cases,
+    seeded_bert,
+    tensor_like,
+    verdict,
+)
 
-__all__ = ["magnitude_mask", "matrix_sparsity", "csr_nbytes", "sparsity_by_kind"]
+__all__ = ["magnitude_mask", "matrix_sparsity", "csr_nbytes", "sparsity_by_kind", "CSR_RATIO_TOLERANCE",
+           "predicted_csr_ratio"]
 
 
 def magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
@@ -125,3 +139,55 @@ def sparsity_by_kind(fn: Callable[[dict[str, float]], dict[str, float]]) -> Chec
                      "split each name at its dots, find the part that is a number (the layer index: "
                      "part.isdigit()), join what follows it with dots — that is the kind — and average the "
                      "sparsities of each kind. 'output.dense' and 'attention.output.dense' are different kinds.")
+
+
+CSR_RATIO_TOLERANCE = 0.02  # the row pointers and each file's names and shapes are left out
+
+
+def predicted_csr_ratio(fn: Callable[[float, float], float]) -> CheckResult:
+    """Check ``fn(pruned_share, sparsity) -> predicted dense size / size with the pruned weights in CSR`` (int32
+    indices, fp32 values) for a whole model of which the pruned weight matrices are ``pruned_share`` of the bytes
+    and lose ``sparsity`` of their entries. Judged against sizes computed here: a small BERT pruned by the check
+    at two sparsities, and the lesson's teacher (recorded by the notebook), each within ``CSR_RATIO_TOLERANCE``."""
+    from .. import prune
+    from ..measure import state_dict_bytes
+
+    def judge(share: float, s: float, want: float, where: str):
+        got = number(call(fn, share, s), "predicted size ratio")
+        if got < 1 / (1 + 1e-6) and want >= 1:
+            raise Wrong(f"{where}: {got:.4g} is below 1, so the sparse file would be the larger one. A ratio here is "
+                        "dense size / sparse size.")
+        if math.isclose(got, 1 / (1 - s), rel_tol=1e-3) or math.isclose(got, 1 / (2 * (1 - s)), rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} treats the whole model as pruned weights; the embeddings and the rest "
+                        "stay as they were.")
+        if math.isclose(got, 1 / ((1 - share) + share * (1 - s)), rel_tol=1e-3):
+            raise Wrong(f"{where}: {got:.4g} stores each kept weight in 4 bytes; CSR also stores its column index.")
+        predicted(got, want, where, CSR_RATIO_TOLERANCE, "Split the dense file (call it 1) into the pruned weights "
+                  "and the rest; count what one kept weight costs in CSR with int32 indices.")
+
+    def small_bert(s: float):
+        def run():
+            model = seeded_bert(3000, 128, 4, 512, 64)
+            dense = state_dict_bytes(model)
+            targets = prune.linear_targets(model, exclude=prune.HEAD)
+            prune.prune_layerwise(model, s, targets)
+            prune.make_permanent(model)
+            store = prune.weight_storage(model, targets)
+            judge(store["dense"] / dense, s, dense / (dense - store["dense"] + store["csr"]),
+                  f"a small BERT built by the check, encoder Linear layers {s:.0%} sparse")
+        return run
+
+    def lesson_model():
+        share = measured("prune.csr_whole.pruned_share", "the pruned weights' share of the file")
+        s = measured("prune.csr_whole.sparsity", "the sparsity")
+        judge(share, s, measured("prune.csr_whole.size_ratio", "the whole model's size ratio"), "our teacher")
+
+    def explain() -> str:
+        share, s = measured("prune.csr_whole.pruned_share", ""), measured("prune.csr_whole.sparsity", "")
+        got, want = number(call(fn, share, s), ""), measured("prune.csr_whole.size_ratio", "")
+        return (f"our teacher: predicted {got:.3f}×, measured {want:.3f}× ({100 * (want / got - 1):+.2f}%): the row "
+                f"pointers are the rest. The pruned weights alone shrink {1 / (2 * (1 - s)):.2f}×.")
+
+    return verdict("predicted_csr_ratio", [small_bert(0.9), small_bert(0.7), lesson_model],
+                   "only the pruned weight matrices change; everything else in the file stays dense. In CSR with "
+                   "int32 indices a kept weight costs its 4-byte value and a 4-byte column index.", explain)
