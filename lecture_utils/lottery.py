@@ -297,11 +297,13 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
 
 
 def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
-             methods: Iterable[str] = ("ticket", "reinit", "random_mask", "snip")) -> list[dict]:
+             methods: Iterable[str] = ("ticket", "reinit", "random_mask", "snip"),
+             control_rounds: Iterable[int] | None = None) -> list[dict]:
     """The whole lesson-07 experiment for one seed. Trains the dense network, then ``setup.rounds`` IMP rounds;
     at every round's sparsity it also trains the controls named in ``methods``: ``reinit`` (the ticket's mask on
     a fresh initialisation), ``random_mask`` (a random mask of the same per-layer sizes on the original
-    initialisation) and ``snip`` (SNIP at initialisation, global, same fraction remaining).
+    initialisation) and ``snip`` (SNIP at initialisation, global, same fraction remaining). ``control_rounds``
+    limits the controls to those rounds (None: every round); the ticket is trained at every round.
 
     Returns rows ``{"seed", "method", "round", "remaining" (fraction of weights), "accuracy" (test, fraction),
     "train_accuracy" (on the 4,000 training examples, fraction)}``; the dense network is method ``"dense"`` at
@@ -314,6 +316,8 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
     unknown = methods - {"ticket", "reinit", "random_mask", "snip"}
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; allowed: ticket, reinit, random_mask, snip")
+    wanted = (set(range(1, setup.rounds + 1)) if control_rounds is None
+              else set(check.integers(control_rounds, "control_rounds", 1, setup.rounds)))
     model = make_model(setup, seed)
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
     masks = full_masks(model)
@@ -338,13 +342,14 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
         masks = imp_round(model, masks, rewind_state, setup.fraction)
         remaining = fraction_remaining(masks)
         row = {"seed": seed, "round": r, "remaining": remaining}
-        if "reinit" in methods:
+        controls = methods if r in wanted else set()
+        if "reinit" in controls:
             rows.append({**row, "method": "reinit", **fit(make_model(setup, 10_000 + seed), masks)})
-        if "random_mask" in methods:
+        if "random_mask" in controls:
             other = make_model(setup, seed)
             other.load_state_dict(rewind_state)
             rows.append({**row, "method": "random_mask", **fit(other, random_masks(masks, 20_000 + 100 * seed + r))})
-        if snip is not None:
+        if snip is not None and "snip" in controls:
             rows.append({**row, "method": "snip", **fit(make_model(setup, seed), snip_masks(snip, remaining))})
         # the ticket itself is trained last: the next round prunes these trained weights
         rows.append({**row, "method": "ticket", **fit(model, masks)})

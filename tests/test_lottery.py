@@ -149,8 +149,16 @@ def test_run_seed_on_a_tiny_problem_returns_every_method_at_every_round():
         assert [r["round"] for r in got] == [1, 2]
         assert got[1]["remaining"] == pytest.approx(0.8**2, abs=0.01)
         assert all(0 <= r["accuracy"] <= 1 for r in got)
+    assert all(0 <= r["train_accuracy"] <= 1 for r in rows)
     with pytest.raises(ValueError, match="unknown methods"):
         lt.run_seed(data, setup, 0, methods=["magic"])
+    some = lt.run_seed(data, setup, seed=0, control_rounds=[2])
+    assert [r["round"] for r in some if r["method"] == "ticket"] == [1, 2]
+    assert [r["round"] for r in some if r["method"] == "reinit"] == [2]
+    assert [(r["method"], r["accuracy"]) for r in some if r["round"] == 2] == [
+        (r["method"], r["accuracy"]) for r in rows if r["round"] == 2]  # the same runs, bit for bit
+    with pytest.raises(ValueError, match="control_rounds"):
+        lt.run_seed(data, setup, 0, control_rounds=[3])
 
 
 # --------------------------------------------------------------------------------------------------------------
