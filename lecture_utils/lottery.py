@@ -19,11 +19,14 @@ from torch import nn
 
 from . import validate as check
 from .env import seed_everything, torch_threads
+from .stats import paired_t
 from .training import LossFn, cross_entropy_loss, evaluate, to_device, train
 
 __all__ = ["prunable", "full_masks", "apply_masks", "keep_masked", "fraction_remaining", "magnitude_masks", "rewind",
            "imp_round", "random_masks", "snip_scores", "snip_masks", "TensorBatches", "LotterySetup", "check_data",
-           "make_model", "train_masked", "run_seed", "prune_and_rewind", "global_snip_masks", "paired_verdict"]
+           "make_model", "train_masked", "run_seed", "prune_and_rewind", "global_snip_masks", "paired_verdict",
+           "accuracy", "SupermaskLinear", "supermask_model", "supermask_masks", "train_supermask", "linear_probe",
+           "uniform_random_masks", "drop_and_regrow", "sparse_train", "run_sparse_seed"]
 
 Masks = dict[str, torch.Tensor]
 
@@ -294,14 +297,17 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
 
 
 def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
-             methods: Iterable[str] = ("ticket", "reinit", "random_mask", "snip")) -> list[dict]:
+             methods: Iterable[str] = ("ticket", "reinit", "random_mask", "snip"),
+             control_rounds: Iterable[int] | None = None) -> list[dict]:
     """The whole lesson-07 experiment for one seed. Trains the dense network, then ``setup.rounds`` IMP rounds;
     at every round's sparsity it also trains the controls named in ``methods``: ``reinit`` (the ticket's mask on
     a fresh initialisation), ``random_mask`` (a random mask of the same per-layer sizes on the original
-    initialisation) and ``snip`` (SNIP at initialisation, global, same fraction remaining).
+    initialisation) and ``snip`` (SNIP at initialisation, global, same fraction remaining). ``control_rounds``
+    limits the controls to those rounds (None: every round); the ticket is trained at every round.
 
-    Returns rows ``{"seed", "method", "round", "remaining" (fraction of weights), "accuracy" (test, fraction)}``;
-    the dense network is method ``"dense"`` at round 0.
+    Returns rows ``{"seed", "method", "round", "remaining" (fraction of weights), "accuracy" (test, fraction),
+    "train_accuracy" (on the 4,000 training examples, fraction)}``; the dense network is method ``"dense"`` at
+    round 0.
     """
     _check_setup(setup)
     check_data(data)
@@ -310,6 +316,8 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
     unknown = methods - {"ticket", "reinit", "random_mask", "snip"}
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; allowed: ticket, reinit, random_mask, snip")
+    wanted = (set(range(1, setup.rounds + 1)) if control_rounds is None
+              else set(check.integers(control_rounds, "control_rounds", 1, setup.rounds)))
     model = make_model(setup, seed)
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
     masks = full_masks(model)
@@ -319,8 +327,13 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
         model.load_state_dict(init_state)
     else:
         rewind_state = init_state
-    rows = [{"seed": seed, "method": "dense", "round": 0, "remaining": 1.0,
-             "accuracy": train_masked(model, masks, data, setup, seed)}]
+    xs, ys = data["x_train"], data["y_train"]
+
+    def fit(net: nn.Module, net_masks: Mapping[str, torch.Tensor]) -> dict:
+        test = train_masked(net, net_masks, data, setup, seed)
+        return {"accuracy": test, "train_accuracy": accuracy(net, xs, ys)}
+
+    rows = [{"seed": seed, "method": "dense", "round": 0, "remaining": 1.0, **fit(model, masks)}]
     snip = None
     if "snip" in methods:
         snip = snip_scores(make_model(setup, seed), (data["x_train"][:setup.batch_size * 10],
@@ -329,20 +342,233 @@ def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
         masks = imp_round(model, masks, rewind_state, setup.fraction)
         remaining = fraction_remaining(masks)
         row = {"seed": seed, "round": r, "remaining": remaining}
-        if "reinit" in methods:
-            rows.append({**row, "method": "reinit",
-                         "accuracy": train_masked(make_model(setup, 10_000 + seed), masks, data, setup, seed)})
-        if "random_mask" in methods:
+        controls = methods if r in wanted else set()
+        if "reinit" in controls:
+            rows.append({**row, "method": "reinit", **fit(make_model(setup, 10_000 + seed), masks)})
+        if "random_mask" in controls:
             other = make_model(setup, seed)
             other.load_state_dict(rewind_state)
-            rows.append({**row, "method": "random_mask",
-                         "accuracy": train_masked(other, random_masks(masks, 20_000 + 100 * seed + r), data, setup,
-                                                  seed)})
-        if snip is not None:
-            rows.append({**row, "method": "snip", "accuracy": train_masked(
-                make_model(setup, seed), snip_masks(snip, remaining), data, setup, seed)})
+            rows.append({**row, "method": "random_mask", **fit(other, random_masks(masks, 20_000 + 100 * seed + r))})
+        if snip is not None and "snip" in controls:
+            rows.append({**row, "method": "snip", **fit(make_model(setup, seed), snip_masks(snip, remaining))})
         # the ticket itself is trained last: the next round prunes these trained weights
-        rows.append({**row, "method": "ticket", "accuracy": train_masked(model, masks, data, setup, seed)})
+        rows.append({**row, "method": "ticket", **fit(model, masks)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Supermasks (edge-popup) and sparse training from scratch (SET)
+# --------------------------------------------------------------------------------------------------------------
+
+def _check_density(density: float) -> float:
+    return check.fraction(density, "density", low_open=True, high_open=False,
+                          hint="the fraction of weights kept, 0.5 keeps half")
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy (fraction in [0, 1]) of ``model`` on the tensors ``x`` (N, features), ``y`` (N,), in one batch."""
+    check.module(model)
+    return evaluate(model, [(x, y)], progress=False)["accuracy"]
+
+
+class SupermaskLinear(nn.Module):
+    """A linear layer without bias whose weights never change: ``y = x (W ⊙ M)ᵀ`` with ``W`` a frozen buffer and
+    ``M`` the mask that keeps the ``round(density × W.numel())`` largest of a learned score per weight
+    (ties: lowest index). The backward pass treats the top-k as the identity (the straight-through estimator of
+    Ramanujan et al. 2020, arXiv 1911.13299): the score of weight ``w`` gets the gradient ``∂L/∂(w·m) · w``,
+    whether or not ``w`` is currently kept, so a dropped weight whose use would lower the loss can climb back in."""
+
+    def __init__(self, weight: torch.Tensor, scores: torch.Tensor, density: float):
+        super().__init__()
+        check.tensor(weight, "weight", floating=True, dims=(2,), non_empty=True)
+        check.tensor(scores, "scores", floating=True, dims=(2,), non_empty=True)
+        if scores.shape != weight.shape:
+            raise ValueError(f"scores must have the weight's shape {tuple(weight.shape)}, got {tuple(scores.shape)}")
+        self.density = _check_density(density)
+        self.register_buffer("weight", weight.detach().clone())
+        self.scores = nn.Parameter(scores.detach().clone())
+
+    def mask(self) -> torch.Tensor:
+        """The current bool mask (True = kept), exactly ``round(density × numel)`` True entries."""
+        k = round(self.density * self.scores.numel())
+        s = self.scores.detach().cpu()
+        return _top_k_mask(s, torch.ones_like(s, dtype=torch.bool), k).to(self.scores.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mask().to(self.scores.dtype)
+        straight_through = m + self.scores - self.scores.detach()  # value m, gradient 1 with respect to the scores
+        return nn.functional.linear(x, self.weight * straight_through)
+
+
+def supermask_model(setup: LotterySetup, seed: int, density: float, weights: str = "signed_constant") -> nn.Module:
+    """The network of ``setup.sizes`` with :class:`SupermaskLinear` layers (ReLU between), no biases, every layer at
+    ``density``. Weights from the seed's θ0 (:func:`make_model`): ``"init"`` uses θ0 itself (PyTorch's default
+    initialisation), ``"signed_constant"`` keeps only θ0's signs, ``± √(2 / (density × fan_in))`` — Ramanujan et
+    al.'s signed Kaiming constant, scaled for the fan-in that survives the mask. Scores start uniformly random
+    (seeded by ``seed``), so the untrained model is the random-mask control."""
+    _check_setup(setup)
+    seed = check.integer(seed, "seed", 0)
+    density = _check_density(density)
+    weights = check.choice(weights, "weights", ["signed_constant", "init"])
+    dense = make_model(setup, seed)
+    gen = torch.Generator().manual_seed(30_000 + seed)
+    layers: list[nn.Module] = []
+    linears = [m for m in dense if isinstance(m, nn.Linear)]
+    for i, lin in enumerate(linears):
+        w = lin.weight.detach()
+        if weights == "signed_constant":
+            w = torch.sign(w) * (2.0 / (density * w.shape[1])) ** 0.5
+        bound = (6.0 / w.shape[1]) ** 0.5  # Kaiming-uniform scores, as in the paper's code
+        scores = (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
+        layers.append(SupermaskLinear(w, scores, density))
+        if i < len(linears) - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def supermask_masks(model: nn.Module) -> Masks:
+    """The current masks of every :class:`SupermaskLinear` of ``model``, by module name."""
+    check.module(model)
+    out = {name: m.mask() for name, m in model.named_modules() if isinstance(m, SupermaskLinear)}
+    if not out:
+        raise ValueError("the model has no SupermaskLinear layers (build it with lu.lottery.supermask_model)")
+    return out
+
+
+def train_supermask(model: nn.Module, data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
+                    lr: float = 0.01, steps: int | None = None) -> float:
+    """Edge-popup: train only the scores of ``model`` (:func:`supermask_model`) with Adam at ``lr`` (the course
+    loop's constant-then-decaying schedule, ``steps`` or ``setup.steps`` steps, batches seeded by ``seed``); the
+    weights never change. Returns the test accuracy (fraction)."""
+    _check_setup(setup)
+    check_data(data)
+    supermask_masks(model)
+    lr = check.positive(lr, "lr", "Adam's learning rate for the scores")
+    steps = check.optional_integer(steps, "steps", 1)
+    loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
+    with torch_threads(1):
+        train(model, loader, max_steps=steps or setup.steps, lr=lr, weight_decay=0.0, warmup=0.0,
+              max_grad_norm=None, progress=False)
+    return accuracy(model, data["x_test"], data["y_test"])
+
+
+def linear_probe(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int) -> float:
+    """The random-features control: the seed's θ0 network with every layer frozen except the last, which is
+    trained like :func:`train_masked` (dense). Returns the test accuracy (fraction)."""
+    model = make_model(setup, seed)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    for lin in linears[:-1]:
+        for p in lin.parameters():
+            p.requires_grad_(False)
+    return train_masked(model, full_masks(model), data, setup, seed)
+
+
+def uniform_random_masks(model: nn.Module, density: float, seed: int) -> Masks:
+    """Random masks with ``round(density × numel)`` survivors in every weight matrix of ``model`` (seeded)."""
+    density = _check_density(density)
+    seed = check.integer(seed, "seed", 0)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, p in prunable(model).items():
+        scores = torch.rand(p.shape, generator=gen)
+        out[name] = _top_k_mask(scores, torch.ones_like(scores, dtype=torch.bool),
+                                round(density * p.numel())).to(p.device)
+    return out
+
+
+@torch.no_grad()
+def drop_and_regrow(model: nn.Module, masks: Mapping[str, torch.Tensor], fraction: float,
+                    generator: torch.Generator) -> Masks:
+    """One SET update (Mocanu et al. 2018, Nature Communications 9:2383) in every weight matrix: drop
+    ``round(fraction × active)`` of the active weights, those with the smallest ``|w|``, and regrow as many at
+    uniformly random positions among those that were inactive before the drop (fewer if there are not enough).
+    The regrown weights are set to 0 in ``model`` (they start from nothing, as in RigL) and the dropped ones too;
+    each layer keeps its number of active weights. Returns the new masks."""
+    fraction = _check_fraction(fraction, "drop fraction")
+    params = _check_masks(model, masks)
+    if not isinstance(generator, torch.Generator):
+        raise check.BadType(f"generator must be a torch.Generator, got {check.show(generator)}")
+    new = {}
+    for name, p in params.items():
+        alive = masks[name].bool().cpu()
+        n_alive, n_dead = int(alive.sum()), int((~alive).sum())
+        k = min(round(fraction * n_alive), n_dead)
+        kept = _top_k_mask(p.detach().abs().cpu(), alive, n_alive - k)
+        grow = _top_k_mask(torch.rand(p.shape, generator=generator), ~alive, k)
+        m = (kept | grow).to(masks[name].device)
+        p[grow.to(p.device)] = 0.0
+        p.mul_(m.to(p.dtype))
+        new[name] = m
+    return new
+
+
+def sparse_train(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapping[str, torch.Tensor],
+                 setup: LotterySetup, seed: int, drop_fraction: float = 0.3, interval: int = 50, stop: float = 0.75,
+                 steps: int | None = None) -> tuple[float, Masks]:
+    """Sparse training from scratch (SET): train like :func:`train_masked`, and every ``interval`` optimiser steps,
+    up to the fraction ``stop`` of the steps, apply :func:`drop_and_regrow` with ``drop_fraction``. The density
+    never changes. ``drop_fraction=0`` is static sparse training, bit for bit :func:`train_masked`. Adam's running
+    moments are not reset for regrown weights (the gradient of a masked weight is computed all along). Returns
+    (test accuracy as a fraction, the final masks)."""
+    _check_setup(setup)
+    check_data(data)
+    drop_fraction = _check_fraction(drop_fraction, "drop fraction")
+    interval = check.integer(interval, "interval", 1)
+    stop = check.fraction(stop, "stop", high_open=False, hint="the share of the steps during which masks change")
+    steps = check.optional_integer(steps, "steps", 1) or setup.steps
+    current = {name: m.clone() for name, m in _check_mask_values(masks).items()}
+    apply_masks(model, current)
+    gen = torch.Generator().manual_seed(40_000 + check.integer(seed, "seed", 0))
+    count = [0]
+
+    def after_step(m: nn.Module) -> None:
+        count[0] += 1
+        apply_masks(m, current)
+        if drop_fraction > 0 and count[0] % interval == 0 and count[0] <= stop * steps:
+            current.update(drop_and_regrow(m, current, drop_fraction, gen))
+
+    loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
+    with torch_threads(1):
+        train(model, loader, max_steps=steps, lr=setup.lr, weight_decay=0.0, warmup=0.0, max_grad_norm=None,
+              after_step=after_step, progress=False)
+    return accuracy(model, data["x_test"], data["y_test"]), current
+
+
+def run_sparse_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
+                    supermask_densities: Iterable[float] = (0.512, 0.107), set_density: float = 0.107,
+                    drop_fraction: float = 0.3, interval: int = 50) -> list[dict]:
+    """The lesson's random-network and sparse-from-scratch runs for one seed. Rows ``{"seed", "method",
+    "remaining", "accuracy", "train_accuracy"}`` (fractions):
+
+    - ``edge_popup``: supermask on frozen signed-constant weights, scores trained (:func:`train_supermask`);
+    - ``random_supermask``: the same network with its random initial scores, nothing trained (chance control);
+    - ``linear_probe``: random dense features, only the last layer trained (:func:`linear_probe`; remaining 1.0);
+    - ``set`` and ``static_sparse``: :func:`sparse_train` with ``drop_fraction`` and with 0, from θ0 and the
+      same uniform random mask at ``set_density``."""
+    _check_setup(setup)
+    check_data(data)
+    seed = check.integer(seed, "seed", 0)
+    densities = [_check_density(d) for d in supermask_densities]
+    set_density = _check_density(set_density)
+    xs, ys = data["x_train"], data["y_train"]
+    rows = []
+    for d in densities:
+        model = supermask_model(setup, seed, d)
+        remaining = fraction_remaining(supermask_masks(model))
+        rows.append({"seed": seed, "method": "random_supermask", "remaining": remaining,
+                     "accuracy": accuracy(model, data["x_test"], data["y_test"]),
+                     "train_accuracy": accuracy(model, xs, ys)})
+        acc = train_supermask(model, data, setup, seed)
+        rows.append({"seed": seed, "method": "edge_popup", "remaining": fraction_remaining(supermask_masks(model)),
+                     "accuracy": acc, "train_accuracy": accuracy(model, xs, ys)})
+    rows.append({"seed": seed, "method": "linear_probe", "remaining": 1.0, "accuracy": linear_probe(data, setup, seed),
+                 "train_accuracy": float("nan")})
+    for method, frac in (("static_sparse", 0.0), ("set", drop_fraction)):
+        model = make_model(setup, seed)
+        masks = uniform_random_masks(model, set_density, 50_000 + seed)
+        acc, final = sparse_train(model, masks, data, setup, seed, drop_fraction=frac, interval=interval)
+        rows.append({"seed": seed, "method": method, "remaining": fraction_remaining(final), "accuracy": acc,
+                     "train_accuracy": accuracy(model, xs, ys)})
     return rows
 
 
@@ -377,21 +603,17 @@ def global_snip_masks(weights: list[torch.Tensor], grads: list[torch.Tensor], ke
     return [m.view_as(s) for m, s in zip(kept.split([s.numel() for s in scores]), scores, strict=True)]
 
 
-def paired_verdict(ticket, control) -> str:
+def paired_verdict(ticket, control, level: float = 0.95) -> str:
     """Which of two methods is better over seeds, judged on the per-seed differences ``ticket − control`` (the same
-    seed shares the data order and θ0): ``"ticket"`` if their mean is more than twice its standard error (standard
-    deviation with n − 1, over √n), ``"control"`` if it is below minus twice, else ``"tie"`` — also with fewer than
-    two seeds, where the noise cannot be estimated."""
+    seed shares the data order and θ0) by a paired t test: ``"ticket"`` if their mean is more than ``c`` standard
+    errors above 0 (standard deviation with n − 1, over √n), ``"control"`` if more than ``c`` below, else ``"tie"``,
+    where ``c`` is Student's two-sided critical value for n − 1 degrees of freedom at ``level``
+    (:func:`lecture_utils.stats.t_critical`: 4.30 for 3 seeds at 95%). Also ``"tie"`` with fewer than two seeds,
+    where the noise cannot be estimated."""
     ticket, control = torch.as_tensor(ticket, dtype=torch.float64), torch.as_tensor(control, dtype=torch.float64)
     if ticket.dim() != 1 or ticket.shape != control.shape:
         raise ValueError(f"ticket and control must be 1-d with one entry per seed, in the same order; got shapes "
                          f"{tuple(ticket.shape)} and {tuple(control.shape)}")
     if len(ticket) < 2:
         return "tie"
-    diff = ticket - control
-    mean, stderr = diff.mean().item(), diff.std().item() / len(diff) ** 0.5
-    if mean > 2 * stderr:
-        return "ticket"
-    if mean < -2 * stderr:
-        return "control"
-    return "tie"
+    return {"a": "ticket", "b": "control", "tie": "tie"}[paired_t(ticket, control, level).winner]

@@ -165,6 +165,7 @@ CORRECT = {
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
     "quantize_groups": lambda w, bits, g: _quantize_groups(w, bits, g),
     "faster_phase": lambda: "decode",
+    "random_network_accuracy": lambda: 0.1,
     "decode_bound": lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * (bits / 8 + (sb / block if block else 0)) + kv),
     "pack_nibbles": lambda q: (q[..., 0::2] | (q[..., 1::2] << 4)).to(torch.uint8),
     "kivi_quantizer": lambda x, bits, dim: _kivi(x, bits, dim),
@@ -235,6 +236,8 @@ WRONG = {
                    lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (cols + 1) * ib,
                    lambda rows, cols, nnz, vb, ib: rows * cols * vb],
     "paired_verdict": [_unpaired_verdict,  # the two means against their own noise: blind to pairing
+                       lambda t, c: _paired(t, c, noise=lambda d: d.std() / len(d) ** 0.5),  # 2 SE, not Student's t
+                       lambda t, c: _paired(t, c, noise=lambda d: 4.303 / 2 * d.std() / len(d) ** 0.5),  # 3 seeds' t
                        lambda t, c: _paired(t, c, noise=lambda d: d.std()),  # standard deviation, not error
                        lambda t, c: "ticket" if (t - c).mean() > 0 else "control",  # no noise at all
                        lambda t, c: _paired(c, t, noise=lambda d: d.std() / len(d) ** 0.5),  # swapped
@@ -302,6 +305,7 @@ WRONG = {
                               lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, head_dim=False),
                               lambda cfg, batch, tokens, b: 23_592_960],  # our measurement typed in
     "faster_phase": [lambda: "prefill", lambda: "both"],
+    "random_network_accuracy": [lambda: 0.5, lambda: 10.0, lambda: 0.0, lambda: "chance"],
     "decode_bound": [lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * bits / 8 + kv),  # scales forgotten
                      lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * bits + kv),  # bits as bytes
                      lambda bw, n, bits, block, sb, kv: bw * 1e9 / (n * (bits / 8 + (sb / block if block else 0)))],
@@ -360,6 +364,10 @@ def test_feedback_names_the_problem(capsys):
     assert "rewind them to init" in capsys.readouterr().out
     checks.snip_mask(WRONG["snip_mask"][0])
     assert "all layers together" in capsys.readouterr().out
+    checks.paired_verdict(WRONG["paired_verdict"][1])
+    assert "Student's t needs 4.30" in capsys.readouterr().out
+    checks.random_network_accuracy(WRONG["random_network_accuracy"][1])
+    assert "not in percent" in capsys.readouterr().out
     checks.effective_rank(WRONG["effective_rank"][0])
     assert "not their squares" in capsys.readouterr().out
     checks.low_rank(WRONG["low_rank"][0])

@@ -149,8 +149,16 @@ def test_run_seed_on_a_tiny_problem_returns_every_method_at_every_round():
         assert [r["round"] for r in got] == [1, 2]
         assert got[1]["remaining"] == pytest.approx(0.8**2, abs=0.01)
         assert all(0 <= r["accuracy"] <= 1 for r in got)
+    assert all(0 <= r["train_accuracy"] <= 1 for r in rows)
     with pytest.raises(ValueError, match="unknown methods"):
         lt.run_seed(data, setup, 0, methods=["magic"])
+    some = lt.run_seed(data, setup, seed=0, control_rounds=[2])
+    assert [r["round"] for r in some if r["method"] == "ticket"] == [1, 2]
+    assert [r["round"] for r in some if r["method"] == "reinit"] == [2]
+    assert [(r["method"], r["accuracy"]) for r in some if r["round"] == 2] == [
+        (r["method"], r["accuracy"]) for r in rows if r["round"] == 2]  # the same runs, bit for bit
+    with pytest.raises(ValueError, match="control_rounds"):
+        lt.run_seed(data, setup, 0, control_rounds=[3])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -224,3 +232,123 @@ def test_experiment_arguments():
     with pytest.raises(ValueError, match="state does not fit the model"):
         model = _mlp()
         lt.rewind(model, {"0.weight": torch.zeros(6, 4)}, lt.full_masks(model))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The paired verdict, supermasks (edge-popup) and SET
+# --------------------------------------------------------------------------------------------------------------
+
+def test_paired_verdict_uses_the_t_critical_value_of_its_degrees_of_freedom():
+    control = torch.tensor([0.60, 0.61, 0.62])
+    # differences 3, 1, 2 points: mean 2 = 3.46 standard errors, above 2 but below t(2 df) = 4.30
+    assert lt.paired_verdict(control + torch.tensor([0.03, 0.01, 0.02]), control) == "tie"
+    assert lt.paired_verdict(control + torch.tensor([0.10, 0.11, 0.09]), control) == "ticket"
+    assert lt.paired_verdict(control, control + torch.tensor([0.10, 0.11, 0.09])) == "control"
+    # ten seeds: the same 3.46 standard errors exceed t(9 df) = 2.26
+    d = torch.tensor([0.03, 0.01, 0.02] * 3 + [0.02])
+    se = (d.double().std() / 10**0.5).item()
+    assert lt.paired_verdict(0.6 + d, torch.full((10,), 0.6)) == ("ticket" if d.double().mean() > 2.2622 * se
+                                                                  else "tie") == "ticket"
+    assert lt.paired_verdict([0.9], [0.1]) == "tie"
+
+
+def _tiny_data(n=200, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {"x_train": torch.randn(n, 40, generator=gen), "y_train": torch.randint(0, 10, (n,), generator=gen),
+            "x_test": torch.randn(50, 40, generator=gen), "y_test": torch.randint(0, 10, (50,), generator=gen)}
+
+
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.107, 0.01])
+def test_edge_popup_masks_have_exactly_the_requested_density_in_every_layer(density):
+    setup = lt.LotterySetup(sizes=(40, 30, 20, 10), steps=3, batch_size=50)
+    model = lt.supermask_model(setup, seed=1, density=density)
+    for name, m in lt.supermask_masks(model).items():
+        assert int(m.sum()) == round(density * m.numel()), name
+        layer = model.get_submodule(name)
+        top = layer.scores.detach().flatten().topk(int(m.sum())).indices
+        assert m.flatten()[top].all()  # the kept weights are the highest scores
+    lt.train_supermask(model, _tiny_data(), setup, seed=0)
+    for name, m in lt.supermask_masks(model).items():
+        assert int(m.sum()) == round(density * m.numel()), name
+
+
+def test_edge_popup_trains_the_scores_only_with_the_straight_through_gradient():
+    setup = lt.LotterySetup(sizes=(40, 30, 10), steps=20, batch_size=50)
+    model = lt.supermask_model(setup, seed=0, density=0.5)
+    weights = [m.weight.clone() for m in model if isinstance(m, lt.SupermaskLinear)]
+    scores = [m.scores.detach().clone() for m in model if isinstance(m, lt.SupermaskLinear)]
+    assert [n for n, _ in model.named_parameters()] == ["0.scores", "2.scores"]  # weights are buffers, no biases
+    # the signed Kaiming constant, scaled for the surviving fan-in
+    assert torch.allclose(weights[0].abs(), torch.full_like(weights[0], (2 / (0.5 * 40)) ** 0.5))
+    theta0 = lt.make_model(setup, 0)
+    assert torch.equal(torch.sign(weights[0]), torch.sign(theta0[0].weight.detach()))
+    # straight-through: d loss / d score = d loss / d (effective weight) × weight, for kept and dropped weights alike
+    x, y = torch.randn(8, 40), torch.randint(0, 10, (8,))
+    layer = model[0]
+    eff = (layer.weight * layer.mask()).requires_grad_(True)
+    out = model[2](torch.relu(torch.nn.functional.linear(x, eff)))
+    torch.nn.functional.cross_entropy(out, y).backward()
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert torch.allclose(layer.scores.grad, eff.grad * layer.weight, atol=1e-7)
+    assert (layer.scores.grad[~layer.mask()] != 0).any()
+    lt.train_supermask(model, _tiny_data(), setup, seed=0)
+    after = [m for m in model if isinstance(m, lt.SupermaskLinear)]
+    assert all(torch.equal(w, m.weight) for w, m in zip(weights, after, strict=True))  # weights never change
+    assert not all(torch.equal(s, m.scores.detach()) for s, m in zip(scores, after, strict=True))
+    with pytest.raises(ValueError, match="density"):
+        lt.supermask_model(setup, 0, density=0.0)
+    with pytest.raises(ValueError, match="weights"):
+        lt.supermask_model(setup, 0, 0.5, weights="ones")
+    with pytest.raises(ValueError, match="SupermaskLinear"):
+        lt.supermask_masks(lt.make_model(setup, 0))
+
+
+def test_set_keeps_the_density_of_every_layer_after_each_drop_and_regrow():
+    setup = lt.LotterySetup(sizes=(40, 30, 10), steps=5)
+    model = lt.make_model(setup, 0)
+    masks = lt.uniform_random_masks(model, 0.2, seed=3)
+    lt.apply_masks(model, masks)
+    gen = torch.Generator().manual_seed(0)
+    params = dict(model.named_parameters())
+    for _ in range(5):
+        before = {n: p.detach().clone() for n, p in params.items()}
+        new = lt.drop_and_regrow(model, masks, 0.3, gen)
+        for name, m in new.items():
+            old = masks[name]
+            assert int(m.sum()) == int(old.sum()) == round(0.2 * m.numel())
+            dropped, grown = old & ~m, m & ~old
+            assert int(dropped.sum()) == int(grown.sum()) == round(0.3 * int(old.sum()))
+            w = before[name].abs()
+            assert w[old & m].min() >= w[dropped].max()  # the smallest active weights were dropped
+            assert (params[name][grown] == 0).all() and (params[name][~m] == 0).all()  # regrown from 0
+            assert torch.equal(params[name][old & m], before[name][old & m])  # the rest untouched
+        masks = new
+
+
+def test_set_with_drop_fraction_zero_is_static_sparse_training_bit_for_bit():
+    data = _tiny_data()
+    setup = lt.LotterySetup(sizes=(40, 16, 10), steps=30, batch_size=50)
+    a, b = lt.make_model(setup, 0), lt.make_model(setup, 0)
+    masks = lt.uniform_random_masks(a, 0.3, seed=1)
+    acc_a, final = lt.sparse_train(a, masks, data, setup, seed=0, drop_fraction=0.0, interval=5)
+    acc_b = lt.train_masked(b, masks, data, setup, seed=0)
+    assert acc_a == acc_b and all(torch.equal(final[n], masks[n]) for n in masks)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    c = lt.make_model(setup, 0)
+    _, moved = lt.sparse_train(c, masks, data, setup, seed=0, drop_fraction=0.3, interval=5)
+    assert any(not torch.equal(moved[n], masks[n]) for n in masks)  # the mask did move
+    assert lt.fraction_remaining(moved) == lt.fraction_remaining(masks)
+    assert all((p[~moved[n]] == 0).all() for n, p in c.named_parameters() if n in moved)
+
+
+def test_run_sparse_seed_returns_every_method():
+    setup = lt.LotterySetup(sizes=(40, 16, 10), steps=5, batch_size=50)
+    rows = lt.run_sparse_seed(_tiny_data(), setup, seed=0, supermask_densities=(0.5,), set_density=0.2)
+    assert sorted(r["method"] for r in rows) == ["edge_popup", "linear_probe", "random_supermask", "set",
+                                                 "static_sparse"]
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1
+    assert [r["remaining"] for r in rows if r["method"] == "set"] == [pytest.approx(0.2, abs=0.01)]
+    with pytest.raises(ValueError, match="density"):
+        lt.run_sparse_seed(_tiny_data(), setup, 0, set_density=1.5)

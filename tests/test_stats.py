@@ -89,3 +89,41 @@ def test_bad_input_names_the_parameter(call, match):
 
 def test_docstring_examples_run():
     assert doctest.testmod(stats).failed == 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Few seeds: Student's t
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("df", "want"), [(1, 12.7062047), (2, 4.3026527), (3, 3.1824463), (4, 2.7764451),
+                                          (9, 2.2621572), (29, 2.0452296), (1000, 1.9623391)])
+def test_t_critical_matches_the_printed_tables(df, want):
+    """Two-sided 95% critical values of Student's t (every statistics table; scipy.stats.t.ppf(0.975, df))."""
+    assert stats.t_critical(df) == pytest.approx(want, abs=1e-6)
+
+
+def test_t_cdf_matches_the_closed_forms_for_one_and_two_degrees_of_freedom():
+    import math
+    for t in (-3.0, -0.4, 0.0, 0.7, 2.5, 30.0):
+        assert stats.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)  # Cauchy
+        assert stats.t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
+    assert stats.t_critical(2, level=0.9) == pytest.approx(2.9199856, abs=1e-6)
+
+
+def test_paired_t_on_three_seeds_needs_4_30_standard_errors():
+    a = torch.tensor([0.60, 0.62, 0.61])
+    b = a - torch.tensor([0.03, 0.01, 0.02])  # differences 3, 1, 2 points: mean 2, standard error 0.577
+    r = stats.paired_t(a, b)
+    assert r.n == 3 and r.mean == pytest.approx(0.02) and r.stderr == pytest.approx(0.01 / 3**0.5)
+    assert r.critical == pytest.approx(4.3026527, abs=1e-6)
+    assert r.low == pytest.approx(0.02 - 4.3026527 * 0.01 / 3**0.5, abs=1e-7) and r.winner == "tie"  # 3.46 SE
+    assert r.p_value == pytest.approx(0.07417990, abs=1e-6)  # t = 3.464 on 2 df (scipy.stats.ttest_rel)
+    big = stats.paired_t(a, a - torch.tensor([0.10, 0.11, 0.09]))
+    assert big.winner == "a" and "a wins" in big.verdict() and "2 degrees of freedom" in big.verdict()
+    assert stats.paired_t(a - 0.1, a).winner == "b"
+    one = stats.paired_t([0.7], [0.5])
+    assert one.winner == "tie" and "cannot be estimated" in one.verdict()
+    with pytest.raises(ValueError, match="one entry per seed"):
+        stats.paired_t([0.5, 0.6], [0.5])
+    with pytest.raises(ValueError, match="df"):
+        stats.t_critical(0)

@@ -24,7 +24,7 @@ from .lesson03 import kd_loss, layer_map, predicted_size_ratio
 from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity, predicted_csr_ratio, sparsity_by_kind
 from .lesson05 import predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, predicted_mse, quantize_dequantize, symmetric_scales
-from .lesson07 import imp_round, paired_verdict, snip_mask
+from .lesson07 import imp_round, paired_verdict, random_network_accuracy, snip_mask
 from .lesson08 import low_rank, predicted_low_rank_weights, sparse_int8_bytes
 from .lesson09 import awq_scales, kv_cache_bytes, predicted_cache_bytes, quantize_groups, smooth_scales, wanda_mask
 from .lesson10 import decode_bound, faster_phase, kivi_quantizer, pack_nibbles
@@ -39,7 +39,6 @@ __all__ = [
     "decode_bound", "pack_nibbles", "kivi_quantizer", "faster_phase",
     "awq_scales",
     # predict, then measure
-    "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "predicted_cache_bytes", "predicted_mse",
-    "predicted_low_rank_weights", "predicted_csr_ratio", "mixture_kurtosis",
-    "predicted_parameters",
+    "predicted_int8_mb", "predicted_size_ratio", "paired_verdict", "random_network_accuracy", "predicted_cache_bytes",
+    "predicted_mse", "predicted_low_rank_weights", "predicted_csr_ratio", "mixture_kurtosis", "predicted_parameters",
 ]

@@ -1,5 +1,6 @@
 """Checks of lesson 07, lottery tickets: one round of iterative magnitude pruning, SNIP masks; a paired verdict over
-seeds (is a difference more than the seed-to-seed noise?)."""
+seeds (is a difference more than the seed-to-seed noise, by Student's t?); a prediction of what a random network
+with a random mask scores before anything is trained."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, run_cases, tensor_like
+from .harness import CheckResult, Wrong, call, number, run_cases, tensor_like
 
-__all__ = ["imp_round", "snip_mask", "paired_verdict"]
+__all__ = ["imp_round", "snip_mask", "paired_verdict", "random_network_accuracy"]
 
 
 def imp_round(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple]) -> CheckResult:
@@ -100,7 +101,8 @@ def snip_mask(fn: Callable[[list[torch.Tensor], list[torch.Tensor], float], list
 
 def paired_verdict(fn: Callable[[torch.Tensor, torch.Tensor], str]) -> CheckResult:
     """Check ``fn(ticket, control) -> "ticket" | "control" | "tie"`` on per-seed accuracies: the mean of the paired
-    differences against twice its standard error (see :func:`lecture_utils.lottery.paired_verdict`)."""
+    differences against Student's t critical value (n − 1 degrees of freedom, 95%) times its standard error (see
+    :func:`lecture_utils.lottery.paired_verdict`)."""
     from ..lottery import paired_verdict as reference
 
     def case(ticket: list[float], control: list[float], why: str = ""):
@@ -122,10 +124,33 @@ def paired_verdict(fn: Callable[[torch.Tensor, torch.Tensor], str]) -> CheckResu
         case([0.60, 0.55, 0.58], [0.55, 0.59, 0.57], "The differences change sign: that is noise."),
         case([0.50, 0.70, 0.60], [0.48, 0.675, 0.582], "The seeds differ a lot, but within each seed the ticket "
              "wins by about 2 points every time: compare seed by seed, not the two means."),
-        case([0.64, 0.60, 0.62, 0.63, 0.61], [0.60, 0.60, 0.60, 0.60, 0.60], "Twice the standard *error* of the "
-             "mean (standard deviation / √n), not twice the standard deviation."),
+        case([0.63, 0.61, 0.62], [0.60, 0.60, 0.60], "The mean difference is 3.5 standard errors: more than 2, but "
+             "with 3 seeds (2 degrees of freedom) chance alone exceeds 2 standard errors 18% of the time; Student's "
+             "t needs 4.30 (lu.stats.t_critical(2))."),
+        case([0.64, 0.60, 0.62, 0.63, 0.61], [0.60, 0.60, 0.60, 0.60, 0.60], "Use the standard *error* of the "
+             "mean (standard deviation / √n), not the standard deviation."),
         case([0.7], [0.5], "One seed cannot show how large the noise is."),
-        case([0.55, 0.57], [0.50, 0.51]),
-    ], "subtract seed by seed (ticket − control); compare the mean of those differences with twice its standard "
-       "error, their standard deviation (n − 1) divided by √(number of seeds). With fewer than two seeds, say "
-       '"tie".')
+        case([0.55, 0.57], [0.50, 0.51], "Two seeds: 1 degree of freedom, t critical 12.7."),
+        case([0.65, 0.59, 0.62, 0.64, 0.60, 0.63, 0.61, 0.62, 0.58, 0.66], [0.6] * 10, "Ten seeds: 2.45 standard "
+             "errors, and 9 degrees of freedom need only 2.26 (lu.stats.t_critical(9)); 4.30 is for 3 seeds."),
+    ], "subtract seed by seed (ticket − control); their standard error is their standard deviation (n − 1) divided "
+       "by √n; the mean must be more than lu.stats.t_critical(n − 1) standard errors away from 0 (Student's t for "
+       'n − 1 degrees of freedom at 95%). With fewer than two seeds, say "tie".')
+
+
+def random_network_accuracy(fn: Callable[[], float]) -> CheckResult:
+    """Check ``fn() -> accuracy``: the predicted test accuracy (fraction) on MNIST-1D's ten balanced classes of a
+    randomly initialised network with a random mask, nothing trained. Anything from 0.05 to 0.2 passes (chance is
+    0.1; one random network lands a few points either side)."""
+
+    def run():
+        got = number(call(fn), "the predicted accuracy")
+        if 1 < got <= 100:
+            raise Wrong(f"you returned {got}: give the accuracy as a fraction in [0, 1], not in percent.")
+        if not 0.05 <= got <= 0.2:
+            raise Wrong(f"you predicted {got:.2f}. Nothing in this network has seen the training data: neither its "
+                        "weights nor its mask.")
+
+    return run_cases("random_network_accuracy", [run],
+                     "a network that has learned nothing about the task guesses; with ten classes of about the same "
+                     "size, how often is a guess right?")
