@@ -444,3 +444,13 @@ def test_bad_sparsity_and_alpha_name_the_parameter(bad):
         with pytest.raises(ValueError, match="alpha"):
             llm.smooth_scales(torch.rand(8) + 0.1, torch.rand(8) + 0.1, alpha=bad)
     assert llm.smooth_scales(torch.ones(8), torch.ones(8), alpha=1).shape == (8,)
+
+
+@pytest.mark.parametrize("method, n_m", [("magnitude", None), ("wanda", (2, 4))])
+def test_a_mask_function_that_would_not_be_called_is_refused(tiny, windows, method, n_m):
+    stats = llm.calibrate(tiny, windows)
+    model = copy.deepcopy(tiny)
+    with pytest.raises(ValueError, match="mask_fn replaces unstructured Wanda's mask only"):
+        llm.prune_model(model, method, 0.5 if n_m is None else None, n_m, stats, mask_fn=llm.wanda_mask)
+    for a, b in zip(model.parameters(), tiny.parameters(), strict=True):
+        assert torch.equal(a, b)  # refused before any weight changed

@@ -95,14 +95,15 @@ def prune_model(model: nn.Module, method: str, sparsity: float | None = None, n_
                 stats: dict[str, InputStats] | None = None, mask_fn: Callable | None = None) -> nn.Module:
     """Zero weights of every decoder linear in place: ``method`` "magnitude" or "wanda" (needs ``stats`` from
     :func:`calibrate`), at ``sparsity`` (default 0.5) or N:M. ``mask_fn(w, x_norm, sparsity)`` replaces
-    :func:`wanda_mask` for unstructured Wanda (it is not used for magnitude or N:M); it must return a keep-mask of
-    ``w``'s shape. Returns ``model``."""
+    :func:`wanda_mask` for unstructured Wanda (given with magnitude or N:M, it is refused); it must return a
+    keep-mask of ``w``'s shape. Returns ``model``."""
     validate.choice(method, "method", ("magnitude", "wanda"))
     n_m, sparsity = _n_m_and_sparsity(n_m, sparsity)
     if mask_fn is not None:
         validate.callable_(mask_fn, "mask_fn")
-        if method != "wanda" or n_m is not None:
-            mask_fn = None  # it replaces unstructured Wanda only (documented): magnitude and N:M use the built-ins
+        if method != "wanda" or n_m is not None:  # a function that would not be called is a misread, not a no-op
+            raise ValueError(f"mask_fn replaces unstructured Wanda's mask only; got method={method!r}, n_m={n_m!r}: "
+                             "pass mask_fn=None there (magnitude and N:M use the built-in masks)")
     linears = decoder_linears(model)
     if method == "wanda":
         if not stats:
