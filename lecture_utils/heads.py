@@ -31,7 +31,8 @@ from .surgery import drop_layers, encoder_layers
 from .training import cross_entropy_loss, model_device, to_device
 
 __all__ = ["self_attention", "heads_per_layer", "HeadGates", "gate_mask", "head_importance", "heads_to_remove",
-           "removed_heads", "remove_heads", "head_parameters", "load_pruned"]
+           "removed_heads", "remove_heads", "head_parameters", "head_flop_share", "predicted_heads_speedup",
+           "load_pruned"]
 
 HeadDict = Mapping[int, Iterable[int]]
 
@@ -358,6 +359,25 @@ def head_parameters(hidden_size: int, head_size: int) -> int:
     hidden_size = check.integer(hidden_size, "hidden_size", 1)
     head_size = check.integer(head_size, "head_size", 1, hidden_size)
     return 3 * head_size * (hidden_size + 1) + head_size * hidden_size
+
+
+def head_flop_share(hidden: int, intermediate: int, tokens: int) -> float:
+    """Share (a fraction in (0, 1)) of one encoder layer's multiply-adds per token that belongs to its attention
+    heads, for hidden size H, feed-forward width I and T tokens: the Q, K, V and O projections (4·H²) and the
+    attention itself (QKᵀ and the weighted sum of V, 2·T·H), against those plus the feed-forward block (2·H·I).
+    Softmax, LayerNorms, embeddings and the classifier are left out."""
+    hidden = check.integer(hidden, "hidden", 1)
+    intermediate = check.integer(intermediate, "intermediate", 1)
+    tokens = check.integer(tokens, "tokens", 1)
+    heads = 4 * hidden * hidden + 2 * tokens * hidden
+    return heads / (heads + 2 * hidden * intermediate)
+
+
+def predicted_heads_speedup(hidden: int, intermediate: int, tokens: int, removed: float) -> float:
+    """Speed-up (old time / new time) predicted by counting multiply-adds when a fraction ``removed`` in [0, 1] of
+    every layer's heads goes: ``1 / (1 − removed × head_flop_share(hidden, intermediate, tokens))``."""
+    removed = check.fraction(removed, "removed", high_open=False)
+    return 1 / (1 - removed * head_flop_share(hidden, intermediate, tokens))
 
 
 def load_pruned(path: str | Path, attn_implementation: str = "sdpa", model_class=None) -> nn.Module:

@@ -311,15 +311,22 @@ def course_chart(variants: list[dict], teacher_accuracy: float | None = None, ba
     if teacher_accuracy is not None:
         ax.axhspan(teacher_accuracy - band_points / 100, teacher_accuracy, color="grey", alpha=0.12, zorder=0,
                    label=f"within {band_points:g} points of the teacher")
-    key = []
+    key, placed = [], []
+    xs, ys = [v["latency_ms"] for v in variants], [v["accuracy"] for v in variants]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     for i, v in enumerate(variants):
         color = PALETTE[i % len(PALETTE)]
         measured = v.get("measured", True)
         ax.scatter(v["latency_ms"], v["accuracy"], s=v["size_mb"] / scale, zorder=3,
                    color=color if measured else "none", alpha=0.45 if measured else 1.0,
                    edgecolor=color if not measured else "black", linestyle="-" if measured else "--", linewidth=1.2)
-        ax.annotate(str(i + 1), (v["latency_ms"], v["accuracy"]), fontsize=8, ha="center", va="center", zorder=4,
-                    fontweight="bold")
+        # a number whose bubble sits on top of earlier ones moves up, a step per neighbour, with a leader line
+        near = sum(abs(v["latency_ms"] - x) / x_span < 0.04 and abs(v["accuracy"] - y) / y_span < 0.04
+                   for x, y in placed)
+        placed.append((v["latency_ms"], v["accuracy"]))
+        ax.annotate(str(i + 1), (v["latency_ms"], v["accuracy"]), xytext=(9 * near, 11 * near),
+                    textcoords="offset points", fontsize=8, ha="center", va="center", zorder=4, fontweight="bold",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"} if near else None)
         key.append(f"{i + 1:>2}  {v['name']} ({v['size_mb']:.0f} MB)" + ("" if measured else " *"))
     ax.text(1.02, 1.0, "\n".join(key) + ("\n\n* recorded by another lesson" if len(key) > sum(
         v.get("measured", True) for v in variants) else ""), transform=ax.transAxes, va="top", ha="left",

@@ -163,6 +163,8 @@ CORRECT = {
     "sparse_int8_bytes": lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8) + 4 * rows,
     "symmetric_layers": lambda n, k: list(range((n - k + 1) // 2, (n - k + 1) // 2 + k))[::-1],  # any order
     "predicted_speedup": lambda s, f: 1 / ((1 - s) + s * f),
+    "predicted_heads_speedup": lambda h, i, t, r: 1 / (1 - r * (4 * h * h + 2 * t * h) / (4 * h * h + 2 * t * h
+                                                                                          + 2 * h * i)),
     "quantize_groups": lambda w, bits, g: _quantize_groups(w, bits, g),
     "faster_phase": lambda: "decode",
     "random_network_accuracy": lambda: 0.1,
@@ -293,6 +295,9 @@ WRONG = {
                          lambda n, k: list(range((n - k + 1) // 2 + 1, (n - k + 1) // 2 + k + 1)),  # from 1
                          lambda n, k: list(range(n - k, n)),  # top dropping
                          lambda n, k: [n // 2]],
+    "predicted_heads_speedup": [lambda h, i, t, r: 1 / (1 - r),  # all the work shrinks with the heads
+                                lambda h, i, t, r: 1 / (1 - r * 4 * h / (4 * h + 2 * i)),  # no attention term
+                                lambda h, i, t, r: 1 - r / 3],  # a new time, not a speed-up
     "predicted_speedup": [lambda s, f: 1 / f,  # everything scales
                           lambda s, f: (1 - s) + s * f,  # the time ratio
                           lambda s, f: 1 / (s * f)],
@@ -382,6 +387,12 @@ def test_feedback_names_the_problem(capsys):
     assert "bottom should keep the extra one" in capsys.readouterr().out
     checks.symmetric_layers(WRONG["symmetric_layers"][1])
     assert "count layers from 0" in capsys.readouterr().out
+    checks.predicted_heads_speedup(WRONG["predicted_heads_speedup"][0])
+    assert "feed-forward block" in capsys.readouterr().out
+    checks.predicted_heads_speedup(WRONG["predicted_heads_speedup"][1])
+    assert "the attention itself" in capsys.readouterr().out
+    checks.predicted_heads_speedup(WRONG["predicted_heads_speedup"][2])
+    assert "old time / new time" in capsys.readouterr().out
     checks.predicted_speedup(WRONG["predicted_speedup"][0])
     assert "the rest (1 − share) stays" in capsys.readouterr().out
     checks.predicted_speedup(WRONG["predicted_speedup"][1])
@@ -555,7 +566,8 @@ REFERENCES = {  # the course's reference for each exercise whose function later 
     "mixture_kurtosis": lu.overparam.gaussian_mixture_kurtosis,
     "matrix_sparsity": lu.measure.sparsity, "csr_nbytes": lu.prune.csr_nbytes,
     "sparsity_by_kind": lu.prune.sparsity_by_kind,
-    "predicted_speedup": lu.surgery.predicted_speedup, "affine_qparams": lu.quantize.affine_qparams,
+    "predicted_speedup": lu.surgery.predicted_speedup, "predicted_heads_speedup": lu.heads.predicted_heads_speedup,
+    "affine_qparams": lu.quantize.affine_qparams,
     "quantize_dequantize": lu.quantize.quantize_dequantize, "imp_round": lu.lottery.prune_and_rewind,
     "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
     "paired_verdict": lu.lottery.paired_verdict,
@@ -576,6 +588,7 @@ def test_the_course_reference_passes_its_check(name, capsys):
     lambda: lu.prune.csr_nbytes(2, 2, 5, 4, 4), lambda: lu.prune.csr_nbytes(2, 2, -1, 4, 4),
     lambda: lu.prune.sparsity_by_kind({}), lambda: lu.prune.sparsity_by_kind({"layer.0.query": 1.5}),
     lambda: lu.surgery.predicted_speedup(1.2, 0.5), lambda: lu.surgery.predicted_speedup(1.0, 0.0),
+    lambda: lu.heads.predicted_heads_speedup(384, 1536, 64, 1.5), lambda: lu.heads.head_flop_share(0, 1536, 64),
     lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.0, 0, 8),
     lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 300, 8),
     lambda: lu.quantize.quantize_dequantize(torch.ones(2), 0.1, 1.5, 8),

@@ -58,6 +58,7 @@ WRONG = {
     "sparsity_by_kind": "return {name.split('.')[-1]: value for name, value in layers.items()}  # last part only",
     "symmetric_layers": "return list(range(n_layers - k, n_layers))",
     "predicted_speedup": "return 1 / kept_fraction",
+    "predicted_heads_speedup": "return 1 / (1 - removed)",
     "affine_qparams": "return (x_max - x_min) / (2**bits - 1), 0",
     "quantize_dequantize": "return x",
     "symmetric_scales": "return w.abs().amax(dim=1) / (2**bits - 1)",

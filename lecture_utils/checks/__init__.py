@@ -22,7 +22,7 @@ from .lesson01 import adam_training_bytes, embedding_share, predicted_int8_mb, w
 from .lesson02 import effective_rank, mixture_kurtosis, xor_success
 from .lesson03 import kd_loss, layer_map, predicted_size_ratio
 from .lesson04 import csr_nbytes, magnitude_mask, matrix_sparsity, predicted_csr_ratio, sparsity_by_kind
-from .lesson05 import predicted_speedup, symmetric_layers
+from .lesson05 import predicted_heads_speedup, predicted_speedup, symmetric_layers
 from .lesson06 import affine_qparams, predicted_mse, quantize_dequantize, symmetric_scales
 from .lesson07 import imp_round, paired_verdict, random_network_accuracy, snip_mask
 from .lesson08 import low_rank, predicted_low_rank_weights, sparse_int8_bytes
@@ -33,7 +33,8 @@ __all__ = [
     "CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "use", "accuracy",
     "predicted_size_mb", "speedup", "weight_bytes", "adam_training_bytes", "embedding_share", "xor_success",
     "effective_rank", "kd_loss", "layer_map", "magnitude_mask", "matrix_sparsity", "csr_nbytes", "sparsity_by_kind",
-    "symmetric_layers", "predicted_speedup", "affine_qparams", "quantize_dequantize", "symmetric_scales", "imp_round",
+    "predicted_heads_speedup", "symmetric_layers", "predicted_speedup", "affine_qparams", "quantize_dequantize",
+    "symmetric_scales", "imp_round",
     "snip_mask",
     "low_rank", "sparse_int8_bytes", "quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales",
     "decode_bound", "pack_nibbles", "kivi_quantizer", "faster_phase",

@@ -1,4 +1,5 @@
-"""Checks of lesson 05, pruning heads and layers: symmetric layer dropping, predicted speed-up."""
+"""Checks of lesson 05, pruning heads and layers: a predicted heads speed-up, symmetric layer dropping, Amdahl's
+law."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from .harness import CheckResult, Wrong, call, close, number, run_cases
 
-__all__ = ["symmetric_layers", "predicted_speedup"]
+__all__ = ["predicted_heads_speedup", "symmetric_layers", "predicted_speedup"]
 
 
 def _int_list(value, what: str) -> list[int]:
@@ -70,3 +71,39 @@ def predicted_speedup(fn: Callable[[float, float], float]) -> CheckResult:
                                       case(0.95, 0.25), case(0.6, 2 / 3)],
                 "split the old run time (call it 1) into a part that shrinks with the kept fraction and a part that "
                 "does not; add them up to get the new time, then compare old with new.")
+
+
+def predicted_heads_speedup(fn: Callable[[int, int, int, float], float]) -> CheckResult:
+    """Check ``fn(hidden, intermediate, tokens, removed) -> speed-up`` predicted *before* timing anything, from a
+    count of multiply-adds per token and layer: the heads own the Q, K, V, O projections (4·H²) and the attention
+    (2·T·H), the feed-forward block (2·H·I) stays. A prediction within 3% of that count passes (leaving out the
+    attention's 2·T·H is within it at short sequences, not at 1,024 tokens); the measured speed-up is never used."""
+    from ..heads import predicted_heads_speedup as reference
+
+    def case(hidden: int, intermediate: int, tokens: int, removed: float):
+        def run():
+            got = number(call(fn, hidden, intermediate, tokens, removed), "speed-up")
+            want = reference(hidden, intermediate, tokens, removed)
+            where = f"H = {hidden}, I = {intermediate}, T = {tokens}, {removed:.0%} of the heads removed"
+            if math.isclose(want, got, rel_tol=0.03):
+                return
+            if removed < 1 and math.isclose(got, 1 / (1 - removed), rel_tol=0.03):
+                raise Wrong(f"{where}: {got:.3g}× assumes all the work shrinks with the heads; the feed-forward "
+                            "block (two H×I matrices per token) does not.")
+            if 0 < got < 1:
+                raise Wrong(f"{where}: {got:.3g} is below 1 — a speed-up is old time / new time, and less work "
+                            "cannot take longer.")
+            no_attention = 1 / (1 - removed * 4 * hidden / (4 * hidden + 2 * intermediate))
+            if math.isclose(got, no_attention, rel_tol=0.03):
+                raise Wrong(f"{where}: {got:.3g}× counts only the four projections; at {tokens} tokens the "
+                            "attention itself (each query against T keys, then a weighted sum of T values) is a "
+                            "large share too, and it belongs to the heads.")
+            raise Wrong(f"{where}: your prediction {got:.3g}× is more than 3% from the count of multiply-adds "
+                        f"({want:.3g}×).")
+        return run
+
+    return run_cases("predicted_heads_speedup",
+                     [case(384, 1536, 64, 0.5), case(384, 1536, 64, 0.8), case(768, 3072, 128, 0.5),
+                      case(384, 1536, 1024, 0.5), case(384, 1536, 64, 0.0)],
+                     "count the multiply-adds of one layer for one token: which of them disappear with a head, and "
+                     "which stay? The new time is the part that stays plus the heads' part that is left.")
