@@ -116,13 +116,16 @@ def _run_all(page) -> None:
         && {NOTEBOOK_PANEL}.sessionContext.session.kernel.status === 'idle'""", timeout=180_000, polling=1000)
     assert page.evaluate(f"{NOTEBOOK_PANEL}.sessionContext.session.kernel.name") == "compressing-nn"
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    # done: every code cell has an execution count and none is queued or running ([*]), and the kernel is idle
+    # done: the kernel is idle, no cell is queued or running ([*]), and every code cell has run — or one raised
+    # (JupyterLab then drops the queue: waiting for the rest would only run into the hang guard)
     page.wait_for_function(f"""() => {{
         const panel = {NOTEBOOK_PANEL};
         const cells = panel.content.widgets.filter(c => c.model.type === 'code');
         const prompts = [...panel.node.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
-        return cells.every(c => c.model.executionCount !== null) && !prompts.some(t => t.includes('*'))
-            && panel.sessionContext.session.kernel.status === 'idle';
+        const failed = cells.some(c => Array.from({{length: c.model.outputs.length}},
+                                                  (_, j) => c.model.outputs.get(j).type).includes('error'));
+        return (failed || cells.every(c => c.model.executionCount !== null))
+            && !prompts.some(t => t.includes('*')) && panel.sessionContext.session.kernel.status === 'idle';
     }}""", timeout=RUN_GUARD_S * 1000, polling=2000)
 
 
