@@ -466,14 +466,12 @@ def linear_probe(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: in
 def uniform_random_masks(model: nn.Module, density: float, seed: int) -> Masks:
     """Random masks with ``round(density × numel)`` survivors in every weight matrix of ``model`` (seeded)."""
     density = _check_density(density)
-    seed = check.integer(seed, "seed", 0)
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, p in prunable(model).items():
-        scores = torch.rand(p.shape, generator=gen)
-        out[name] = _top_k_mask(scores, torch.ones_like(scores, dtype=torch.bool),
-                                round(density * p.numel())).to(p.device)
-    return out
+    counts = {}
+    for name, p in prunable(model).items():  # how many survive per matrix; random_masks places them
+        counts[name] = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+        counts[name][:round(density * p.numel())] = True
+        counts[name] = counts[name].view(p.shape)
+    return random_masks(counts, seed)
 
 
 @torch.no_grad()
