@@ -102,7 +102,7 @@ SCALES: dict[str, Scale] = {
         teacher_epochs=1, finetune_steps=60, latency_batch=32, latency_repeats=10,
         latency_budget_s=10.0, seeds=3, small_steps=2000,
         xor_seeds=200, lottery_steps=1000, lottery_rounds=10, distill_steps=80,
-        llm_layers=None, llm_seq_len=128, llm_eval_tokens=2048, llm_calib_tokens=4096, llm_new_tokens=20,
+        llm_layers=None, llm_seq_len=128, llm_eval_tokens=1024, llm_calib_tokens=2048, llm_new_tokens=16,
         llm_gptq_layers=None, llm_awq_search_tokens=256, llm_awq_grid=10,
         serve_new_tokens=64, serve_repeats=3, serve_batches=(1, 4, 16), serve_kv_tokens=1024, serve_kv_chunk=64,
         serve_drop_ks=(3, 6, 9), serve_drop_draws=3,

@@ -572,6 +572,7 @@ REFERENCES = {  # the course's reference for each exercise whose function later 
     "snip_mask": lu.lottery.global_snip_masks, "low_rank": lu.lowrank.low_rank_factors,
     "paired_verdict": lu.lottery.paired_verdict,
     "sparse_int8_bytes": lu.combine.sparse_int8_bytes,
+    "decode_bound": lu.llm.decode_bound,
 }
 
 

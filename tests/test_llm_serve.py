@@ -154,6 +154,42 @@ def test_shipped_weights_run_what_torch_simulates(tiny_folder, tiny_builds, tmp_
         L.ship_weights(model, model, tiny_builds["int4"], tmp_path / "float", symmetric=symmetric)
 
 
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_loading_shipped_weights_gives_back_the_simulated_model(tiny_folder, tiny_builds, tmp_path, symmetric):
+    """What the graph multiplies by, read back into torch, is the model that was shipped (q/k/v split again)."""
+    _, model = tiny_folder
+    sim = L.rtn_head(L.rtn_model(copy.deepcopy(model), 4, 32, symmetric=symmetric))
+    out = L.ship_weights(sim, model, tiny_builds["int4"], tmp_path / "shipped", symmetric=symmetric)
+    back = L.load_shipped_weights(copy.deepcopy(model), out)
+    for (name, a), (_, b) in zip(sim.named_parameters(), back.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    ids = torch.randint(3, 256, (2, 24), generator=torch.Generator().manual_seed(3))
+    assert L.perplexity(back, ids) == pytest.approx(L.perplexity(sim, ids), rel=1e-5)
+    with pytest.raises(ValueError, match="no MatMulNBits"):  # a float32 graph holds no 4-bit weights
+        L.load_shipped_weights(copy.deepcopy(model), tiny_builds["fp32"])
+    with pytest.raises(FileNotFoundError, match="no model.onnx"):
+        L.load_shipped_weights(copy.deepcopy(model), tmp_path)
+    with pytest.raises(TypeError, match="model"):
+        L.load_shipped_weights("not a model", out)
+
+
+def test_peak_memory_is_measured_in_a_fresh_process_and_bad_input_is_refused(tiny_builds, tmp_path):
+    out = L.peak_memory_mb("ort", [1, 17, 42, 5], 4, folder=tiny_builds["int4"])
+    assert out["peak_mb"] >= out["before_mb"] > 0 and out["model_peak_mb"] == out["peak_mb"] - out["before_mb"]
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        L.peak_memory_mb("tensorrt", [1, 2])
+    with pytest.raises(ValueError, match="folder is needed"):
+        L.peak_memory_mb("ort", [1, 2])
+    with pytest.raises(ValueError, match="folder is needed"):
+        L.peak_memory_mb("torch_fp32", [1, 2], folder=tiny_builds["int4"])
+    with pytest.raises(FileNotFoundError, match="genai_config"):
+        L.peak_memory_mb("ort", [1, 2], folder=tmp_path)
+    with pytest.raises(ValueError, match="prompt_ids"):
+        L.peak_memory_mb("torch_fp32", [])
+    with pytest.raises(ValueError, match="new_tokens"):
+        L.peak_memory_mb("torch_fp32", [1, 2], new_tokens=1)
+
 def test_decoders_agree_with_generate(tiny_folder, tiny_builds):
     _, model = tiny_folder
     prompt = [1, 17, 42, 99, 5, 230]
@@ -269,3 +305,15 @@ def test_block_influence_and_dropping(llama):
         L.layers_to_drop(3, 1, "middle")
     with pytest.raises(ValueError, match="scores"):
         L.layers_to_drop(3, 1, "bi")
+
+
+def test_decode_bound_reference_and_bad_input():
+    """Lesson 10's exercise reference: bytes of weights, block scales and cache; a float format has no scales."""
+    assert L.decode_bound(10.0, 1_000_000, 32, None, 0, 0) == pytest.approx(10e9 / 4e6)
+    assert L.decode_bound(10.0, 1_000_000, 4, 32, 4, 1e5) == pytest.approx(10e9 / (1e6 * (0.5 + 4 / 32) + 1e5))
+    for bad, match in [((0, 1000, 4, 32, 4, 0), "bandwidth_gbs"), ((10, 0, 4, 32, 4, 0), "n_weights"),
+                       ((10, 1000, 0, 32, 4, 0), "bits"), ((10, 1000, 4, 0, 4, 0), "block_size"),
+                       ((10, 1000, 4, 32, -1, 0), "scale_bytes"), ((10, 1000, 4, 32, 4, -5), "kv_bytes"),
+                       ((10, 1000, 4, 32, "4", 0), "scale_bytes")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            L.decode_bound(*bad)

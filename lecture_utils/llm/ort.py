@@ -36,8 +36,8 @@ from .rtn import _check_group, group_qparams, quantize_groupwise
 
 __all__ = ["GENAI_REQUIREMENT", "ORT_PRECISIONS", "ort_llm_settings", "ort_llm_dir", "ort_llm_meta", "build_ort_llm",
            "pack_int4", "unpack_int4", "block_integers", "matmulnbits_arrays", "dequantize_matmulnbits",
-           "rtn_head", "graph_weights", "ship_weights", "SHIPPED_METHODS", "shipped_settings", "shipped_ort_llm",
-           "OrtCausalLM", "onnx_folder_mb"]
+           "rtn_head", "graph_weights", "load_shipped_weights", "ship_weights", "SHIPPED_METHODS", "shipped_settings",
+           "shipped_ort_llm", "OrtCausalLM", "onnx_folder_mb"]
 
 GENAI_REQUIREMENT = "onnxruntime-genai==0.18.0"
 ORT_PRECISIONS = ("fp32", "int4")
@@ -355,6 +355,56 @@ def ship_weights(model: nn.Module, reference: nn.Module, base: str | Path, dst: 
         _write_meta(tmp, {"base": str(base), "symmetric": symmetric, "head_symmetric": head_symmetric})
     return dst
 
+
+
+def load_shipped_weights(model: nn.Module, folder: str | Path) -> nn.Module:
+    """Write into ``model`` (a torch Llama of the graph's architecture, changed in place and returned) the float
+    weights that the 4-bit graph in ``folder`` really multiplies by: every ``MatMulNBits`` node's integers, scales and
+    zero points, dequantized (:func:`dequantize_matmulnbits`), split back into q/k/v where the builder fused them.
+    The torch model then simulates exactly what was shipped (the runtime differs only in its arithmetic, e.g. the
+    int8 activations of accuracy level 4).
+
+    Examples:
+        >>> sim = load_shipped_weights(copy.deepcopy(model), shipped_ort_llm("gptq"))  # doctest: +SKIP
+        >>> perplexity(sim, windows)  # GPTQ's weights as shipped, evaluated in torch  # doctest: +SKIP
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    validate.module(model)
+    folder = Path(folder)
+    if not (folder / "model.onnx").exists():
+        raise FileNotFoundError(f"{folder} has no model.onnx: build one with build_ort_llm() or shipped_ort_llm()")
+    targets = graph_weights(model)
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=True)
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes = {n.name: n for n in proto.graph.node if n.op_type == "MatMulNBits"}
+    missing = sorted(set(targets) - set(nodes))
+    if missing:
+        raise ValueError(f"{folder}'s graph has no MatMulNBits nodes {missing[:3]}: not a 4-bit graph of "
+                         f"{type(model).__name__}'s architecture (a float32 build has none)")
+    weights = {}
+    for name, want in targets.items():
+        node = nodes[name]
+        k = int(next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "K"))
+        zp = (numpy_helper.to_array(inits[node.input[3]]) if len(node.input) > 3 and node.input[3] else None)
+        w = dequantize_matmulnbits(numpy_helper.to_array(inits[node.input[1]]),
+                                   numpy_helper.to_array(inits[node.input[2]]), zp, k)
+        if tuple(w.shape) != tuple(want.shape):
+            raise ValueError(f"{name}: the graph multiplies by {tuple(w.shape)}, the model has {tuple(want.shape)}")
+        weights[name] = w
+    with torch.no_grad():
+        for i, layer in enumerate(decoder_layers(model)):
+            att, mlp = layer.self_attn, layer.mlp
+            qkv = weights[f"/model/layers.{i}/attn/qkv_proj/MatMul_Q4"]
+            sizes = [att.q_proj.weight.shape[0], att.k_proj.weight.shape[0], att.v_proj.weight.shape[0]]
+            for lin, part in zip((att.q_proj, att.k_proj, att.v_proj), qkv.split(sizes), strict=True):
+                lin.weight.copy_(part)
+            att.o_proj.weight.copy_(weights[f"/model/layers.{i}/attn/o_proj/MatMul_Q4"])
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                getattr(mlp, name).weight.copy_(weights[f"/model/layers.{i}/mlp/{name}/MatMul_Q4"])
+        model.lm_head.weight.copy_(weights["/lm_head/MatMul_Q4"])  # tied: the embedding lookup reads it too
+    return model
 
 SHIPPED_METHODS = ("rtn_sym", "rtn", "gptq")
 

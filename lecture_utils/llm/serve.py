@@ -20,8 +20,9 @@ from .. import validate
 from .footprint import bytes_per_weight
 from .model import decoder_linears
 
-__all__ = ["memory_bandwidth_gbs", "read_bytes_per_token", "decode_bound_tok_s", "TorchDecoder", "GenaiDecoder",
-           "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "profile_decode_step"]
+__all__ = ["memory_bandwidth_gbs", "read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
+           "GenaiDecoder", "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "PEAK_RUNTIMES",
+           "peak_memory_mb", "profile_decode_step"]
 
 
 def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
@@ -71,6 +72,27 @@ def decode_bound_tok_s(bandwidth_gbs: float, bytes_per_token: float) -> float:
     validate.positive(bandwidth_gbs, "bandwidth_gbs", hint="GB/s")
     validate.positive(bytes_per_token, "bytes_per_token", hint="bytes")
     return bandwidth_gbs * 1e9 / bytes_per_token
+
+
+def decode_bound(bandwidth_gbs: float, n_weights: int, bits: int, block_size: int | None, scale_bytes: float,
+                 kv_bytes: float) -> float:
+    """Lesson 10's exercise 2, the course's reference: tokens/s ≤ bandwidth ÷ bytes read per token, where a token
+    reads ``n_weights`` weights at ``bits``/8 bytes each, one ``scale_bytes``-byte scale per block of
+    ``block_size`` weights (``None``: a float format, no scales) and ``kv_bytes`` of KV cache. Bandwidth in GB/s
+    (10^9 bytes per second).
+
+    Examples:
+        >>> round(decode_bound(13.8, 134_000_000, 4, 32, 4, 2e6), 1)
+        160.9
+    """
+    validate.integer(n_weights, "n_weights", 1)
+    validate.integer(bits, "bits", 1)
+    if block_size is not None:
+        validate.integer(block_size, "block_size", 1)
+    scale_bytes = validate.real(scale_bytes, "scale_bytes", 0, hint="bytes per block scale")
+    kv_bytes = validate.real(kv_bytes, "kv_bytes", 0, hint="bytes")
+    per_weight = bits / 8 + (scale_bytes / block_size if block_size else 0)
+    return decode_bound_tok_s(bandwidth_gbs, n_weights * per_weight + kv_bytes)
 
 
 def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -209,6 +231,73 @@ def resident_mb(statm: str | Path = "/proc/self/statm") -> float:
         return float("nan")
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
+
+
+PEAK_RUNTIMES = ("torch_fp32", "torch_ao_int8", "ort")  # what peak_memory_mb can load
+
+
+def _peak_child() -> None:
+    """The child process of :func:`peak_memory_mb`: its settings as JSON in ``argv[1]``, one JSON line out."""
+    import resource
+    import sys
+
+    args = json.loads(sys.argv[1])
+    torch.set_num_threads(args["threads"])
+    import onnxruntime_genai  # noqa: F401 - imported before `before`: a library's code is not the model's memory
+    import transformers  # noqa: F401
+
+    from .model import load_llm
+
+    before = resident_mb()
+    if args["runtime"] == "ort":
+        max_length = len(args["prompt_ids"]) + args["new_tokens"] + 8
+        decoder = GenaiDecoder(args["folder"], args["threads"], max_length=max_length)
+    else:
+        model, _ = load_llm(layers=args["layers"])
+        if args["runtime"] == "torch_ao_int8":
+            from ..quantize import dynamic_int8
+
+            model = dynamic_int8(model)  # built from the float model, as the lesson does: both exist for a moment
+        decoder = TorchDecoder(model)
+    time_decode(decoder, args["prompt_ids"], args["new_tokens"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # Linux reports kilobytes
+    print(json.dumps({"before_mb": before, "peak_mb": peak}))
+
+
+def peak_memory_mb(runtime: str, prompt_ids: list[int], new_tokens: int = 16, folder: str | Path | None = None,
+                   layers: int | None = None, threads: int = 1, timeout_s: float = 600) -> dict[str, float]:
+    """Peak memory of loading one runtime and decoding with it, measured in a fresh Python process (a process's
+    peak only ever grows, so each runtime needs its own): ``runtime`` one of :data:`PEAK_RUNTIMES` (``"ort"``: the
+    genai model in ``folder``; the torch ones load the course's model, ``layers`` as in ``load_llm``). The child
+    imports torch, transformers and onnxruntime-genai, reads its resident memory (``before_mb``), loads the model,
+    generates ``new_tokens`` greedy tokens after ``prompt_ids``, and reports its peak resident memory
+    (``peak_mb``, from ``getrusage``). Returns both and ``model_peak_mb`` = peak − before: what the model and its
+    decoding added at their worst, in MB (10^6 bytes). NaN on systems without ``/proc`` and ``getrusage`` (Windows);
+    macOS reports ``ru_maxrss`` in other units, so it gets NaN too rather than a wrong number."""
+    import subprocess
+    import sys
+
+    if runtime not in PEAK_RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(map(repr, PEAK_RUNTIMES))}, got {runtime!r}")
+    ids = _check_prompt(prompt_ids, 1)
+    validate.integer(new_tokens, "new_tokens", 2)
+    validate.integer(threads, "threads", 1)
+    if (runtime == "ort") != (folder is not None):
+        raise ValueError(f"folder is needed for runtime 'ort' and only for it, got runtime {runtime!r} and "
+                         f"folder {folder!r}")
+    if folder is not None and not (Path(folder) / "genai_config.json").exists():
+        raise FileNotFoundError(f"{folder} has no genai_config.json: build it with build_ort_llm()")
+    if not sys.platform.startswith("linux"):
+        return {"before_mb": float("nan"), "peak_mb": float("nan"), "model_peak_mb": float("nan")}
+    args = {"runtime": runtime, "prompt_ids": ids, "new_tokens": new_tokens, "layers": layers, "threads": threads,
+            "folder": None if folder is None else str(folder)}
+    proc = subprocess.run([sys.executable, "-c", "from lecture_utils.llm.serve import _peak_child; _peak_child()",
+                           json.dumps(args)], capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"measuring the peak memory of {runtime!r} failed in its child process: "
+                           f"{proc.stderr.strip()[-1500:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**out, "model_peak_mb": out["peak_mb"] - out["before_mb"]}
 
 def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int | None = None, repeats: int = 5
                         ) -> dict:
