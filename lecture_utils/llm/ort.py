@@ -298,6 +298,20 @@ def graph_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in out.items()}
 
 
+def _nbits_graph(folder: Path, names, why: str):
+    """The ONNX graph in ``folder``, its initializers and its ``MatMulNBits`` nodes by name; refuses a graph that
+    lacks a node of ``names`` (``why`` finishes the message)."""
+    import onnx
+
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=True)
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes = {n.name: n for n in proto.graph.node if n.op_type == "MatMulNBits"}
+    missing = sorted(set(names) - set(nodes))
+    if missing:
+        raise ValueError(f"{folder}'s graph has no MatMulNBits nodes {missing[:3]}: {why}")
+    return proto, inits, nodes
+
+
 def ship_weights(model: nn.Module, reference: nn.Module, base: str | Path, dst: str | Path, symmetric: bool = True,
                  head_symmetric: bool = True, overwrite: bool = False) -> Path:
     """Write the 4-bit weights of a torch model into a copy of the builder's 4-bit graph ``base`` at folder ``dst``.
@@ -317,13 +331,7 @@ def ship_weights(model: nn.Module, reference: nn.Module, base: str | Path, dst: 
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
     weights, originals = graph_weights(model), graph_weights(reference)
-    proto = onnx.load(str(base / "model.onnx"), load_external_data=True)
-    inits = {t.name: t for t in proto.graph.initializer}
-    nodes = {n.name: n for n in proto.graph.node if n.op_type == "MatMulNBits"}
-    missing = sorted(set(weights) - set(nodes))
-    if missing:
-        raise ValueError(f"{base}'s graph has no MatMulNBits nodes {missing[:3]}: is it the builder's int4 model of "
-                         "this architecture?")
+    proto, inits, nodes = _nbits_graph(base, weights, "is it the builder's int4 model of this architecture?")
     for name, w_hat in weights.items():
         node = nodes[name]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -376,13 +384,8 @@ def load_shipped_weights(model: nn.Module, folder: str | Path) -> nn.Module:
     if not (folder / "model.onnx").exists():
         raise FileNotFoundError(f"{folder} has no model.onnx: build one with build_ort_llm() or shipped_ort_llm()")
     targets = graph_weights(model)
-    proto = onnx.load(str(folder / "model.onnx"), load_external_data=True)
-    inits = {t.name: t for t in proto.graph.initializer}
-    nodes = {n.name: n for n in proto.graph.node if n.op_type == "MatMulNBits"}
-    missing = sorted(set(targets) - set(nodes))
-    if missing:
-        raise ValueError(f"{folder}'s graph has no MatMulNBits nodes {missing[:3]}: not a 4-bit graph of "
-                         f"{type(model).__name__}'s architecture (a float32 build has none)")
+    _, inits, nodes = _nbits_graph(folder, targets, f"not a 4-bit graph of {type(model).__name__}'s architecture "
+                                   "(a float32 build has none)")
     weights = {}
     for name, want in targets.items():
         node = nodes[name]
