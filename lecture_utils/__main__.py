@@ -77,12 +77,11 @@ def prepare_serving(scale: str) -> None:
     and 4-bit graphs, and the course's own 4-bit weights (RTN symmetric and affine, GPTQ) shipped into the latter."""
     import time
 
-    from .llm import build_ort_llm, ort_llm_dir, ort_llm_meta, shipped_ort_llm, shipped_settings
+    from .llm import build_ort_llm, ort_llm_dir, ort_llm_meta, shipped_options, shipped_ort_llm, shipped_settings
     from .progress import bar
 
     sc = get_scale(scale)
-    gptq = {"calib_tokens": sc.llm_calib_tokens, "seq_len": sc.llm_seq_len, "gptq_layers": sc.llm_gptq_layers,
-            "layers": sc.llm_layers}
+    gptq = shipped_options(sc)
     steps = [("fp32 graph", lambda: build_ort_llm("fp32", layers=sc.llm_layers)),
              ("4-bit graph", lambda: build_ort_llm("int4", layers=sc.llm_layers))]
     steps += [(f"shipped {m}", lambda m=m: shipped_ort_llm(m, **gptq)) for m in ("rtn_sym", "rtn", "gptq")]

@@ -210,6 +210,18 @@ def test_decoders_agree_with_generate(tiny_folder, tiny_builds):
         L.TorchDecoder(model).step()
 
 
+def test_shipped_options_are_one_source_for_the_preparation_and_the_lesson():
+    from lecture_utils.config import get_scale
+
+    laptop = get_scale("laptop")
+    opts = L.shipped_options(laptop)
+    assert opts == {"calib_tokens": laptop.serve_gptq_calib_tokens, "seq_len": laptop.llm_seq_len,
+                    "gptq_layers": laptop.llm_gptq_layers, "layers": laptop.llm_layers}
+    assert L.shipped_settings("gptq", **opts)["calib_tokens"] == laptop.serve_gptq_calib_tokens
+    with pytest.raises(TypeError, match="scale must be"):
+        L.shipped_options("laptop")
+
+
 def test_bandwidth_and_bound(llama):
     bw = L.memory_bandwidth_gbs(megabytes=32, repeats=2)
     assert bw["copy"] > 0 and bw["read"] > 0
@@ -217,6 +229,14 @@ def test_bandwidth_and_bound(llama):
     assert L.read_bytes_per_token(llama) == 4 * n
     assert L.read_bytes_per_token(llama, 4, 32) == pytest.approx(n * (0.5 + 4 / 32))
     assert L.read_bytes_per_token(llama, 4, 32, kv_bytes=100) == pytest.approx(n * (0.5 + 4 / 32) + 100)
+    n_head = llama.lm_head.weight.numel()  # lesson 09's variants: decoder linears quantized, the output layer float32
+    assert L.read_bytes_per_token(llama, 3, 64, scale_bytes=2, zero_bytes=2, head_bytes=4) == pytest.approx(
+        (n - n_head) * (3 / 8 + 4 / 64) + 4 * n_head)
+    assert L.read_bytes_per_token(llama, float_bytes=2.125, head_bytes=4) == pytest.approx(
+        (n - n_head) * 2.125 + 4 * n_head)
+    for bad in (0, -1.0, "4"):
+        with pytest.raises((ValueError, TypeError), match="head_bytes"):
+            L.read_bytes_per_token(llama, 4, 32, head_bytes=bad)
     assert L.decode_bound_tok_s(10, 5e8) == pytest.approx(20)
     with pytest.raises(ValueError, match="bandwidth_gbs"):
         L.decode_bound_tok_s(0, 1)

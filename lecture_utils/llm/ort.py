@@ -30,13 +30,14 @@ import torch
 from torch import nn
 
 from .. import validate
-from ..config import atomic_folder, cache_dir, cache_lock
+from ..config import Scale, atomic_folder, cache_dir, cache_lock
 from .model import decoder_layers, llm_dir
 from .rtn import _check_group, group_qparams, quantize_groupwise
 
 __all__ = ["GENAI_REQUIREMENT", "ORT_PRECISIONS", "ort_llm_settings", "ort_llm_dir", "ort_llm_meta", "build_ort_llm",
            "pack_int4", "unpack_int4", "block_integers", "matmulnbits_arrays", "dequantize_matmulnbits",
-           "rtn_head", "graph_weights", "load_shipped_weights", "ship_weights", "SHIPPED_METHODS", "shipped_settings",
+           "rtn_head", "graph_weights", "load_shipped_weights", "ship_weights", "SHIPPED_METHODS", "shipped_options",
+           "shipped_settings",
            "shipped_ort_llm", "OrtCausalLM", "onnx_folder_mb"]
 
 GENAI_REQUIREMENT = "onnxruntime-genai==0.18.0"
@@ -410,6 +411,18 @@ def load_shipped_weights(model: nn.Module, folder: str | Path) -> nn.Module:
     return model
 
 SHIPPED_METHODS = ("rtn_sym", "rtn", "gptq")
+
+
+def shipped_options(scale: Scale) -> dict:
+    """The arguments of :func:`shipped_ort_llm` (and :func:`shipped_settings`) at one course scale, so that the
+    preparation and lesson 10 build and find the same models: GPTQ on ``scale.serve_gptq_calib_tokens`` tokens in
+    lesson 09's windows, the scale's layers.
+
+    Example: ``shipped_ort_llm("gptq", **shipped_options(get_scale("laptop")))``"""
+    if not isinstance(scale, Scale):
+        raise TypeError(f"scale must be a lecture_utils.config.Scale (get_scale('laptop')), got {validate.show(scale)}")
+    return {"calib_tokens": scale.serve_gptq_calib_tokens, "seq_len": scale.llm_seq_len,
+            "gptq_layers": scale.llm_gptq_layers, "layers": scale.llm_layers}
 
 
 def shipped_settings(method: str, calib_tokens: int = 4096, seq_len: int = 128, gptq_layers: int | None = None,

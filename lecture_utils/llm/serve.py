@@ -49,22 +49,29 @@ def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, fl
 
 def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
                          scale_bytes: float = 4, zero_bytes: float = 0, float_bytes: float = 4,
-                         kv_bytes: float = 0) -> float:
+                         kv_bytes: float = 0, head_bytes: float | None = None) -> float:
     """Bytes one decoding step at batch 1 must read from memory: every weight of the decoder linears and of the
     output layer (``lm_head``, counted even when tied to the embedding, since it is a full matrix product), stored
     at ``bits`` in blocks of ``block_size`` with ``scale_bytes`` + ``zero_bytes`` per block (ONNX Runtime's 4-bit
     format: float32 scales, no zero point), or at ``float_bytes`` per weight for ``bits=None``; plus ``kv_bytes``
-    of KV cache. The embedding lookup reads one row and the norms are tiny: both left out."""
+    of KV cache. ``head_bytes``: bytes per output-layer weight when it is stored unlike the decoder linears (lesson
+    09 quantizes the decoder linears only and keeps it in float32: 4); None stores it like them. The embedding
+    lookup reads one row and the norms are tiny: both left out.
+
+    Example: ``read_bytes_per_token(model, 4, 32)`` is ONNX Runtime's symmetric 4-bit graph, and
+    ``read_bytes_per_token(model, 3, 64, scale_bytes=2, zero_bytes=2, head_bytes=4)`` lesson 09's 3-bit RTN."""
     head = getattr(model, "lm_head", None)
-    mats = [m.weight for m in decoder_linears(model).values()] + ([head.weight] if isinstance(head, nn.Linear) else [])
-    n = sum(w.numel() for w in mats)
+    linear = sum(m.weight.numel() for m in decoder_linears(model).values())
+    n_head = head.weight.numel() if isinstance(head, nn.Linear) else 0
     if kv_bytes < 0:
         raise ValueError(f"kv_bytes must be >= 0, got {kv_bytes!r}")
     if bits is None:
-        return n * validate.positive(float_bytes, "float_bytes") + kv_bytes
-    validate.integer(block_size, "block_size", 1)
-    per = bytes_per_weight(bits, block_size, scale_bytes, zero_bytes)
-    return n * per + kv_bytes
+        per = validate.positive(float_bytes, "float_bytes")
+    else:
+        validate.integer(block_size, "block_size", 1)
+        per = bytes_per_weight(bits, block_size, scale_bytes, zero_bytes)
+    head_per = per if head_bytes is None else validate.positive(head_bytes, "head_bytes", hint="e.g. 4 for float32")
+    return linear * per + n_head * head_per + kv_bytes
 
 
 def decode_bound_tok_s(bandwidth_gbs: float, bytes_per_token: float) -> float:
