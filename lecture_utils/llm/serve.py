@@ -323,8 +323,7 @@ def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = validate.integer(threads or torch.get_num_threads(), "threads", 1)
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3  # threads spin between operators, as in onnxruntime-genai's sessions
     past = np.zeros((1, int(decoder["num_key_value_heads"]), ctx, int(decoder["head_size"])), dtype=np.float32)
     feed = {"input_ids": np.array([[prompt_ids[-1]]], dtype=np.int64),
             "attention_mask": np.ones((1, ctx + 1), dtype=np.int64)}
