@@ -77,16 +77,24 @@ def prepare_serving(scale: str) -> None:
     and 4-bit graphs, and the course's own 4-bit weights (RTN symmetric and affine, GPTQ) shipped into the latter."""
     import time
 
-    from .llm import build_ort_llm, ort_llm_dir, ort_llm_meta, shipped_options, shipped_ort_llm, shipped_settings
+    from .llm import (
+        SHIPPED_METHODS,
+        build_ort_llm,
+        ort_llm_dir,
+        ort_llm_meta,
+        shipped_options,
+        shipped_ort_llm,
+        shipped_settings,
+    )
     from .progress import bar
 
     sc = get_scale(scale)
-    gptq = shipped_options(sc)
+    options = shipped_options(sc)
     steps = [("fp32 graph", lambda: build_ort_llm("fp32", layers=sc.llm_layers)),
              ("4-bit graph", lambda: build_ort_llm("int4", layers=sc.llm_layers))]
-    steps += [(f"shipped {m}", lambda m=m: shipped_ort_llm(m, **gptq)) for m in ("rtn_sym", "rtn", "gptq")]
+    steps += [(f"shipped {m}", lambda m=m: shipped_ort_llm(m, **options)) for m in SHIPPED_METHODS]
     todo = [s for s in steps if not s[0].startswith("shipped")
-            or ort_llm_meta(shipped_settings(s[0].split()[1], **gptq)) is None]
+            or ort_llm_meta(shipped_settings(s[0].split()[1], **options)) is None]
     if any(s[0].startswith("shipped") for s in todo):
         print(f"▶ Building lesson 10's ONNX Runtime models at {scale} scale once (GPTQ takes minutes on a CPU)")
     start = time.perf_counter()
