@@ -25,7 +25,7 @@ import pytest
 from conftest import MEASURED
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from lecture_utils import release, runner
+from lecture_utils import checks, release, runner
 from lecture_utils.config import NBGRADER_ENV, SCALE_ENV, STRICT_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,62 +34,8 @@ CONFIG = ROOT / "grading" / "nbgrader_config.py"
 LESSON = "01_size_problem"  # the real lesson graded end to end in every run of the suite
 FULL_ENV = "LECTURE_UTILS_FULL_GRADING"
 
-# A plausible wrong answer for every exercise (the body that replaces the solution region).
-WRONG = {
-    "accuracy": "return (logits.argmax(dim=-1) == labels).sum().item()",
-    "predicted_size_mb": "return n_params * bytes_per_param / 2**20",
-    "speedup": "return variant_ms / baseline_ms",
-    "predicted_parameters": "h = config.hidden_size  # the 12·h² rule of thumb: no biases, pooler or segment table\n"
-                            "return (config.vocab_size + config.max_position_embeddings) * h + "
-                            "config.num_hidden_layers * 12 * h * h",
-    "weight_bytes": "return n_params * bits",
-    "adam_training_bytes": "return n_params * 4",
-    "embedding_share": "return model.bert.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in "
-                       "model.parameters())",
-    "xor_solved": "return (logits > 0).any(dim=-1)",
-    "effective_rank": "return len(singular_values)",
-    "mixture_kurtosis": "return 3.0  # as if the pool were one Gaussian",
-    "kd_loss": "return F.cross_entropy(student_logits, labels)",
-    "layer_map": "return list(range(n_student))",
-    "magnitude_mask": "return w.abs() > sparsity",
-    "matrix_sparsity": "return sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in "
-                       "model.parameters())",
-    "csr_nbytes": "return nnz * (value_bytes + index_bytes) + rows * index_bytes",
-    "sparsity_by_kind": "return {name.split('.')[-1]: value for name, value in layers.items()}  # last part only",
-    "symmetric_layers": "return list(range(n_layers - k, n_layers))",
-    "predicted_speedup": "return 1 / kept_fraction",
-    "predicted_heads_speedup": "return 1 / (1 - removed)",
-    "affine_qparams": "return (x_max - x_min) / (2**bits - 1), 0",
-    "quantize_dequantize": "return x",
-    "symmetric_scales": "return w.abs().amax(dim=1) / (2**bits - 1)",
-    "imp_round": "return mask, trained * mask",
-    "snip_mask": "return [torch.ones_like(w, dtype=torch.bool) for w in weights]",
-    "low_rank": "return weight[:, :rank], torch.eye(rank, weight.shape[1])",
-    "sparse_int8_bytes": "return nnz + rows * cols + 4 * rows",
-    "kv_cache_bytes": "return num_layers * num_kv_heads * head_dim * tokens * bytes_per_number",
-    "quantize_groups": "lo, hi = w.min().clamp(max=0), w.max().clamp(min=0)  # one scale for the whole tensor\n"
-                       "scale = (hi - lo) / (2**bits - 1)\nzero = torch.round(-lo / scale)\n"
-                       "return (torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1) - zero) * scale",
-    "smooth_scales": "return act_absmax**alpha / weight_absmax**alpha",
-    "wanda_mask": "return w.abs() >= w.abs().median()",
-    "decode_bound": "return bandwidth_gbs * 1e9 / (n_weights * bits / 8 + kv_bytes)  # the scales forgotten",
-    "pack_nibbles": "return (q[..., 1::2] | (q[..., 0::2] << 4)).to(torch.uint8)  # nibbles swapped",
-    "kivi_quantize": "lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)  # always per token\n"
-                      "scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)\n"
-                      "return torch.clamp(torch.round((x - lo) / scale), 0, 2**bits - 1) * scale + lo",
-    "awq_scales": "s = x_mean_abs.clamp(min=1e-4) ** alpha\nreturn s / s.max()  # normalised by the largest factor",
-    # predict, then measure
-    "predicted_int8_mb": "return (linear_weights + other_params) / 1e6",
-    "predicted_size_ratio": "return 1 / kept_fraction",
-    "predicted_csr_ratio": "return 1 / ((1 - pruned_share) + pruned_share * (1 - sparsity))  # indices forgotten",
-    "paired_verdict": "return 'ticket' if ticket.mean() > control.mean() else 'control'",
-    "predicted_cache_bytes": "return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * "
-                             "batch * tokens * bytes_per_number",
-    "predicted_mse": "return mse_8bit * 2 ** (8 - bits)",
-    "predicted_low_rank_weights": "return sum(rank * (o + i) for o, i in linear_shapes)",
-    "faster_phase": "return 'prefill'",
-    "random_network_accuracy": "return 0.5  # half of the weights kept, so half right",
-}
+# A plausible wrong answer for every exercise, from its declaration (the body that replaces the solution region).
+WRONG = {name: ex.graded_wrong for name, ex in checks.EXERCISES.items()}
 
 
 def replace_solution(source: str, body: str) -> str:

@@ -125,3 +125,25 @@ def test_every_module_says_what_it_offers(name):
     own = {n for n, obj in vars(module).items() if not n.startswith("_") and getattr(obj, "__module__", None) == name
            and (inspect.isfunction(obj) or inspect.isclass(obj))}
     assert own <= set(offered), f"{name} defines public {sorted(own - set(offered))} but leaves them out of __all__"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_every_exercise_of_a_notebook_is_declared_once_and_named_like_its_check(path):
+    """One declaration per exercise: the notebook's graded exercises are exactly its lesson's declared ones, each
+    checked as ``lu.checks.<name>(<name>)``, so the name leads to the check, the reference and the wrong answers."""
+    import nbformat
+
+    from lecture_utils import release
+
+    found = release.exercises(nbformat.read(path, as_version=4))
+    code = [ex for ex in found if ex["cell_type"] == "code"]
+    assert all(ex["check_name"] == ex["target"] for ex in code), [(ex["check_name"], ex["target"]) for ex in code]
+    declared = {name for name, ex in lu.checks.EXERCISES.items() if ex.lesson == path.name[:2]}
+    assert [ex["target"] for ex in code] == sorted(declared, key=[ex["target"] for ex in code].index) \
+        and {ex["target"] for ex in code} == declared, (path.name, sorted(declared))
+
+
+def test_every_declaration_sits_in_its_lessons_module():
+    for name, ex in lu.checks.EXERCISES.items():
+        assert ex.check.__module__ == f"lecture_utils.checks.lesson{ex.lesson}", name
+        assert ex.name == ex.check.__name__ == name

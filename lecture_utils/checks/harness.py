@@ -24,7 +24,8 @@ import torch
 
 from ..config import NBGRADER_ENV, STRICT_ENV
 
-__all__ = ["CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "use"]  # the learner's API
+__all__ = ["CASE_TIMEOUT_S", "NBGRADER_ENV", "STRICT_ENV", "CheckFailed", "CheckResult", "Exercise", "EXERCISES",
+           "declare", "exercise", "use"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable)
@@ -52,6 +53,53 @@ class CheckResult:
 
     def _ipython_display_(self) -> None:
         """Show nothing as a cell's value: the check has already printed its verdict."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise, declared once (by :func:`declare`, at the bottom of its lesson's check module); the check cell,
+    the student copy's fallback (:func:`use`), the tests' correct and wrong answers and the graded wrong answer of the
+    nbgrader test are all read from here.
+
+    ``name`` is the function the learner writes, and the name of its check (``lu.checks.<name>``). ``reference`` is
+    the course's solution, called like the learner's function: the cells below an unfinished exercise use it, and
+    the tests require it to pass its own check. ``wrong`` are plausible mistakes, each called like the learner's
+    function, that the check must fail; ``graded_wrong`` is one of them written as a learner would type it, the body
+    that replaces the solution region when nbgrader grades a wrong submission.
+    """
+
+    name: str
+    lesson: str
+    check: Callable[[Callable], CheckResult]
+    reference: Callable
+    wrong: tuple[Callable, ...]
+    graded_wrong: str
+
+    def __post_init__(self) -> None:
+        if not (callable(self.check) and callable(self.reference)) or not self.wrong or not self.graded_wrong.strip():
+            raise ValueError(f"exercise {self.name!r}: a check, a reference, at least one wrong answer and a graded "
+                             "wrong answer are required")
+
+
+EXERCISES: dict[str, Exercise] = {}  # every exercise of the course by name, in lesson order (filled by declare)
+
+
+def declare(lesson: str, check: Callable[[Callable], CheckResult], reference: Callable, wrong: tuple[Callable, ...],
+            graded_wrong: str) -> Exercise:
+    """Declare the exercise whose check is ``check`` (its name is the check's) in lesson ``lesson`` ("04"); see
+    :class:`Exercise` for the rest. A name declared twice is a mistake and raises ValueError."""
+    ex = Exercise(check.__name__, lesson, check, reference, tuple(wrong), graded_wrong)
+    if ex.name in EXERCISES:
+        raise ValueError(f"exercise {ex.name!r} is declared twice (lessons {EXERCISES[ex.name].lesson} and {lesson})")
+    EXERCISES[ex.name] = ex
+    return ex
+
+
+def exercise(name: str) -> Exercise:
+    """The declaration of exercise ``name`` (the function the learner writes), or a KeyError listing the names."""
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise is called {name!r}; the course's exercises are {', '.join(EXERCISES)}")
+    return EXERCISES[name]
 
 
 class Wrong(Exception):
@@ -206,8 +254,9 @@ def _mark(passed: bool) -> None:
     _CALLED.clear()
 
 
-def use(fn: F, reference: F) -> F:
-    """The function the rest of a lesson should use: ``fn`` if its check passed, else the course's ``reference``.
+def use(fn: F, reference: F | None = None) -> F:
+    """The function the rest of a lesson should use: ``fn`` if its check passed, else the course's reference — the
+    declared exercise's of ``fn``'s name (:data:`EXERCISES`), or ``reference`` when one is given.
 
     A student copy runs top to bottom: cells after an unfinished exercise say so in one line and carry on with the
     reference implementation instead of raising ``NotImplementedError``.
@@ -217,7 +266,18 @@ def use(fn: F, reference: F) -> F:
         >>> use(mine, abs) is abs  # never checked (or failed): the reference, with a note
         ℹ️  `mine` has not passed its check yet, so the cells below use the course's `abs` instead.
         True
+        >>> def csr_nbytes(rows, cols, nnz, value_bytes, index_bytes): raise NotImplementedError()
+        >>> use(csr_nbytes)(2, 3, 4, 4, 4)  # doctest: +ELLIPSIS
+        ℹ️  `csr_nbytes` has not passed its check yet, so the cells below use the course's `...csr_nbytes` instead.
+        44
     """
+    if reference is None:
+        name = getattr(fn, "__name__", None)
+        if name not in EXERCISES:
+            raise TypeError(f"use({name or type(fn).__name__}): no exercise is called {name!r}, so there is no "
+                            "reference to fall back on; keep the exercise's function name (one of "
+                            f"{', '.join(EXERCISES)}) or pass the reference: use(fn, reference)")
+        reference = EXERCISES[name].reference
     if not callable(reference):
         raise TypeError(f"reference must be a function, got {type(reference).__name__}")
     _same_calls(fn, reference)

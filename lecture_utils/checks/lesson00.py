@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, close, number, run_cases
+from .. import measure, memory, models
+from .harness import CheckResult, Wrong, call, close, declare, number, run_cases
 
 __all__ = ["accuracy", "predicted_size_mb", "speedup", "PARAMETERS_TOLERANCE", "predicted_parameters"]
 
@@ -20,7 +21,7 @@ def accuracy(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> CheckResult:
         def run():
             logits = torch.randn(n, c, generator=gen)
             labels = torch.randint(0, c, (n,), generator=gen)
-            want = (logits.argmax(-1) == labels).float().mean().item()
+            want = measure.accuracy(logits, labels)
             got = number(call(fn, logits.clone(), labels.clone()), "accuracy")
             if not 0 <= got <= 1:
                 raise Wrong(f"accuracy must be a fraction in [0, 1], got {got:.4g} (did you forget to divide?)")
@@ -42,7 +43,7 @@ def predicted_size_mb(fn: Callable[[int, float], float]) -> CheckResult:
     def case(n: int, b: float):
         def run():
             got = number(call(fn, n, b), "size")
-            want = n * b / 1e6
+            want = memory.megabytes(n, b)
             if math.isclose(got, n * b / 2**20, rel_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-6):
                 raise Wrong(f"{got:.6g} is in MiB (2^20 bytes); the course uses MB = 10^6 bytes.")
             close(got, want, f"{n:,} parameters at {b} bytes each")
@@ -57,7 +58,8 @@ def speedup(fn: Callable[[float, float], float]) -> CheckResult:
     """Check ``fn(baseline_ms, variant_ms) -> speed-up`` (baseline / variant: 2.0 means twice as fast)."""
     def case(base: float, var: float):
         def run():
-            close(number(call(fn, base, var), "speed-up"), base / var, f"baseline {base} ms, variant {var} ms")
+            close(number(call(fn, base, var), "speed-up"), measure.speedup(base, var),
+                  f"baseline {base} ms, variant {var} ms")
         return run
 
     return run_cases("speedup", [case(100, 50), case(50, 100), case(42.0, 42.0), case(3.3, 1.1), case(1e3, 7.5)],
@@ -74,14 +76,12 @@ def predicted_parameters(fn: Callable[[object], int]) -> CheckResult:
     ``PARAMETERS_TOLERANCE``: our model's shape and three others built by the check."""
     from transformers import BertConfig
 
-    from ..models import config_parameters
-
     def case(vocab: int, hidden: int, layers: int, intermediate: int, positions: int, labels: int = 2):
         def run():
             config = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                                 num_attention_heads=2, intermediate_size=intermediate,
                                 max_position_embeddings=positions, num_labels=labels)
-            want = config_parameters(config)
+            want = models.config_parameters(config)
             got = number(call(fn, config), "parameters")
             where = (f"vocabulary {vocab}, hidden {hidden}, {layers} layers, feed-forward {intermediate}, "
                      f"{positions} positions, {labels} labels")
@@ -96,3 +96,31 @@ def predicted_parameters(fn: Callable[[object], int]) -> CheckResult:
                      "config.type_vocab_size), per layer four hidden × hidden attention projections and a "
                      "feed-forward block hidden → intermediate → hidden, then the pooler (hidden → hidden) and the "
                      "classifier (hidden → num_labels). LayerNorms (a scale and a shift each) are a sliver.")
+
+
+def _bert_parameters(cfg, biases: bool = True, pooler: bool = True) -> int:
+    """A hand count of a BERT classifier's parameters (wrong answers leave parts out)."""
+    h, i, b = cfg.hidden_size, cfg.intermediate_size, int(biases)
+    emb = (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * h + 2 * h
+    layer = 4 * (h * h + b * h) + (h * i + b * i) + (i * h + b * h) + 4 * h
+    head = pooler * (h * h + b * h) + h * cfg.num_labels + b * cfg.num_labels
+    return emb + cfg.num_hidden_layers * layer + head
+
+
+# --- the exercises of lesson 00, declared once ---------------------------------------------------------------------
+declare("00", accuracy, measure.accuracy, wrong=(
+    lambda logits, labels: (logits.argmax(-1) == labels).sum().item(),  # a count, not a fraction
+    lambda logits, labels: (logits.argmin(-1) == labels).float().mean().item(),
+    lambda logits, labels: (logits.argmax(-1) == labels).float()),  # not reduced
+    graded_wrong="return (logits.argmax(dim=-1) == labels).sum().item()")
+declare("00", predicted_size_mb, memory.megabytes, wrong=(lambda n, b: n * b / 2**20, lambda n, b: n * b),
+        graded_wrong="return n_params * bytes_per_param / 2**20")
+declare("00", speedup, measure.speedup, wrong=(lambda base, var: var / base, lambda base, var: base - var),
+        graded_wrong="return variant_ms / baseline_ms")
+declare("00", predicted_parameters, models.config_parameters, wrong=(
+    lambda cfg: _bert_parameters(cfg, biases=False), lambda cfg: _bert_parameters(cfg, pooler=False),
+    lambda cfg: (cfg.vocab_size + cfg.max_position_embeddings) * cfg.hidden_size  # the 12h² rule: assumes 4h
+    + cfg.num_hidden_layers * 12 * cfg.hidden_size**2),
+    graded_wrong="h = config.hidden_size  # the 12·h² rule of thumb: no biases, pooler or segment table\n"
+                 "return (config.vocab_size + config.max_position_embeddings) * h + "
+                 "config.num_hidden_layers * 12 * h * h")

@@ -8,17 +8,30 @@ from collections.abc import Callable
 
 import torch
 
-from .. import memory
-from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, seeded_bert, verdict
+from .. import measure, memory
+from .harness import (
+    CheckResult,
+    Wrong,
+    call,
+    close,
+    declare,
+    measured,
+    number,
+    predicted,
+    run_cases,
+    seeded_bert,
+    verdict,
+)
 
-__all__ = ["weight_bytes", "adam_training_bytes", "embedding_share", "INT8_TOLERANCE", "predicted_int8_mb"]
+__all__ = ["weight_bytes", "adam_training_bytes", "embedding_share", "INT8_TOLERANCE", "predicted_int8_mb",
+           "predicted_int8_mb_reference"]
 
 
 def weight_bytes(fn: Callable[[int, int], float]) -> CheckResult:
     """Check ``fn(n_params, bits) -> bytes`` needed to store the weights at ``bits`` bits each."""
     def case(n: int, bits: int):
         def run():
-            close(number(call(fn, n, bits), "bytes"), n * bits / 8, f"{n:,} parameters at {bits} bits")
+            close(number(call(fn, n, bits), "bytes"), memory.bytes_at_bits(n, bits), f"{n:,} parameters at {bits} bits")
         return run
 
     return run_cases("weight_bytes", [case(1000, 32), case(1000, 16), case(22_713_218, 8), case(7_000_000_000, 4),
@@ -47,8 +60,7 @@ def embedding_share(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
     def case(vocab: int, hidden: int, layers: int):
         def run():
             model = seeded_bert(vocab, hidden, layers, 2 * hidden, 32)
-            emb = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." in f".{n}")
-            want = emb / sum(p.numel() for p in model.parameters())
+            want = measure.embedding_share(model)
             got = number(call(fn, model), "share")
             if 1 < got <= 100 and math.isclose(got / 100, want, rel_tol=1e-6):
                 raise Wrong("return a fraction in [0, 1], not a percentage.")
@@ -111,3 +123,27 @@ def predicted_int8_mb(fn: Callable[[int, int], float]) -> CheckResult:
     return verdict("predicted_int8_mb", [small_model, lesson_model],
                    "the file holds the int8 weight matrices at one byte per weight and every other parameter "
                    "(embeddings, biases, LayerNorm) at four; MB means 10^6 bytes.", explain)
+
+
+def predicted_int8_mb_reference(linear_weights: int, other_params: int) -> float:
+    """MB (10^6 bytes) of a model whose ``linear_weights`` are stored in int8 (1 byte) and whose ``other_params`` stay
+    fp32 (4 bytes): the reference answer of exercise ``predicted_int8_mb``."""
+    return memory.megabytes(linear_weights, 1) + memory.megabytes(other_params, 4)
+
+
+# --- the exercises of lesson 01, declared once ---------------------------------------------------------------------
+declare("01", weight_bytes, memory.bytes_at_bits, wrong=(lambda n, bits: n * bits, lambda n, bits: n * 4),
+        graded_wrong="return n_params * bits")
+declare("01", adam_training_bytes, memory.training_bytes, wrong=(lambda n: 4 * n, lambda n: 12 * n),
+        graded_wrong="return n_params * 4")
+declare("01", embedding_share, measure.embedding_share, wrong=(
+    lambda m: m.bert.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in m.parameters()),
+    lambda m: 100 * measure.embedding_share(m)),
+    graded_wrong="return model.bert.embeddings.word_embeddings.weight.numel() / sum(p.numel() for p in "
+                 "model.parameters())")
+declare("01", predicted_int8_mb, predicted_int8_mb_reference, wrong=(
+    lambda linear, other: (linear + other) / 1e6,  # everything in int8
+    lambda linear, other: linear / 1e6,  # the rest forgotten
+    lambda linear, other: (linear + 4 * other) / 2**20,  # MiB
+    lambda linear, other: 58.63),  # our model's measurement, typed in: the small model fails
+    graded_wrong="return (linear_weights + other_params) / 1e6")

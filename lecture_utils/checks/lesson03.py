@@ -8,15 +8,26 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, close, measured, number, predicted, run_cases, seeded_bert, verdict
+from .. import distill
+from .harness import (
+    CheckResult,
+    Wrong,
+    call,
+    close,
+    declare,
+    measured,
+    number,
+    predicted,
+    run_cases,
+    seeded_bert,
+    verdict,
+)
 
-__all__ = ["kd_loss", "layer_map", "SIZE_RATIO_TOLERANCE", "predicted_size_ratio"]
+__all__ = ["kd_loss", "layer_map", "SIZE_RATIO_TOLERANCE", "predicted_size_ratio", "predicted_size_ratio_reference"]
 
 
 def kd_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
     """Check ``fn(student_logits, teacher_logits, labels, temperature, alpha) -> scalar`` (Hinton's loss)."""
-    from .. import distill
-
     gen = torch.Generator().manual_seed(3)
 
     def case(n: int, c: int, temperature: float, alpha: float):
@@ -43,8 +54,6 @@ def kd_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
 
 def layer_map(fn: Callable[[int, int], list]) -> CheckResult:
     """Check ``fn(n_student, n_teacher) -> teacher layer (0-based) for each student layer`` (uniform mapping)."""
-    from .. import distill
-
     def case(n_student: int, n_teacher: int):
         def run():
             got = call(fn, n_student, n_teacher)
@@ -109,3 +118,35 @@ def predicted_size_ratio(fn: Callable[[float, float], float]) -> CheckResult:
     return verdict("predicted_size_ratio", [small_bert, lesson_students],
                    "the student copies the embeddings (and the small head) whole and keeps only some of the encoder's "
                    "layers. Work out the student's size as a fraction of the teacher's, then invert it.", explain)
+
+
+def predicted_size_ratio_reference(embedding_share: float, kept_fraction: float) -> float:
+    """Teacher size / student size when the embeddings (``embedding_share`` of the teacher) stay whole and the rest
+    shrinks to ``kept_fraction``: the reference answer of exercise ``predicted_size_ratio``."""
+    return 1 / (embedding_share + (1 - embedding_share) * kept_fraction)
+
+
+def _kd(s, t, y, temperature, alpha, reduction="batchmean", t_squared=True):
+    """Hinton's loss with a mistake switched on (the KL summed over the batch, or without its T² factor)."""
+    from torch.nn import functional as F
+
+    soft = F.kl_div(torch.log_softmax(s / temperature, -1), torch.softmax(t / temperature, -1), reduction=reduction)
+    return alpha * (temperature**2 if t_squared else 1) * soft + (1 - alpha) * F.cross_entropy(s, y)
+
+
+# --- the exercises of lesson 03, declared once ---------------------------------------------------------------------
+declare("03", kd_loss, distill.kd_loss, wrong=(
+    lambda s, t, y, T, a: _kd(s, t, y, T, a, t_squared=False),
+    lambda s, t, y, T, a: _kd(s, t, y, T, a, reduction="sum"),
+    lambda s, t, y, T, a: torch.nn.functional.cross_entropy(s, y)),
+    graded_wrong="return F.cross_entropy(student_logits, labels)")
+declare("03", layer_map, distill.uniform_layer_map, wrong=(
+    lambda n_s, n_t: [m * (n_t // n_s) for m in range(n_s)],  # the first of each block
+    lambda n_s, n_t: list(range(n_s))),
+    graded_wrong="return list(range(n_student))")
+declare("03", predicted_size_ratio, predicted_size_ratio_reference, wrong=(
+    lambda share, kept: 1 / kept,  # everything shrinks with the layers
+    lambda share, kept: share + (1 - share) * kept,  # student / teacher
+    lambda share, kept: 1 / ((1 - share) + share * kept),  # the shares swapped
+    lambda share, kept: 1.31),  # our measurement typed in: the small BERT fails
+    graded_wrong="return 1 / kept_fraction")

@@ -8,11 +8,13 @@ from collections.abc import Callable
 
 import torch
 
+from .. import measure, prune
 from .harness import (
     CheckResult,
     Wrong,
     call,
     close,
+    declare,
     measured,
     number,
     predicted,
@@ -23,14 +25,14 @@ from .harness import (
 )
 
 __all__ = ["magnitude_mask", "matrix_sparsity", "csr_nbytes", "sparsity_by_kind", "CSR_RATIO_TOLERANCE",
-           "predicted_csr_ratio"]
+           "predicted_csr_ratio", "predicted_csr_ratio_reference"]
 
 
 def magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """Check ``fn(weight, sparsity) -> mask``: a mask of the weight's shape, 1/True where a weight survives,
     removing the ``round(sparsity × numel)`` entries with the smallest |weight| — the mask of
     ``torch.nn.utils.prune.l1_unstructured``."""
-    from torch.nn.utils import prune
+    from torch.nn.utils import prune as torch_prune
 
     gen = torch.Generator().manual_seed(4)
 
@@ -42,7 +44,7 @@ def magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckRe
             layer = torch.nn.Linear(shape[1], shape[0], bias=False)
             with torch.no_grad():
                 layer.weight.copy_(w)
-            want = prune.l1_unstructured(layer, "weight", amount=s).weight_mask.bool()
+            want = torch_prune.l1_unstructured(layer, "weight", amount=s).weight_mask.bool()
             got = tensor_like(call(fn, w.clone(), s), w.shape, "mask")
             got = got.bool() if got.dtype == torch.bool else got != 0
             where = f"a {shape[0]}×{shape[1]} weight at sparsity {s}"
@@ -65,8 +67,6 @@ def magnitude_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckRe
 def matrix_sparsity(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
     """Check ``fn(model) -> float``: the fraction of zeros over the model's weight matrices only (every module
     ``weight`` with 2+ dimensions; biases and LayerNorm parameters left out), in [0, 1]."""
-    from ..measure import sparsity
-
     def case(seed: int, frac: float):
         def run():
             torch.manual_seed(seed)
@@ -76,7 +76,7 @@ def matrix_sparsity(fn: Callable[[torch.nn.Module], float]) -> CheckResult:
                 for m in (model[1], model[3]):
                     m.weight[torch.rand_like(m.weight) < frac] = 0
                     m.bias.zero_()  # zero biases must not count
-            want = sparsity(model)  # before the learner's function runs
+            want = measure.sparsity(model)  # before the learner's function runs
             got = number(call(fn, model), "sparsity")
             if 1 < got <= 100:
                 raise Wrong(f"got {got:.4g}: return a fraction in [0, 1], not a percentage.")
@@ -95,7 +95,7 @@ def csr_nbytes(fn: Callable[[int, int, int, int, int], int]) -> CheckResult:
     def case(rows: int, cols: int, nnz: int, vb: int, ib: int):
         def run():
             got = number(call(fn, rows, cols, nnz, vb, ib), "bytes")
-            want = nnz * vb + nnz * ib + (rows + 1) * ib
+            want = prune.csr_nbytes(rows, cols, nnz, vb, ib)
             close(got, want, f"{rows}×{cols}, {nnz} non-zeros, {vb}-byte values, {ib}-byte indices")
         return run
 
@@ -116,7 +116,7 @@ def sparsity_by_kind(fn: Callable[[dict[str, float]], dict[str, float]]) -> Chec
         def run():
             layers = {f"{prefix}.{i}.{k}": round(float(torch.rand((), generator=gen)), 4)
                       for i in range(n_layers) for k in kinds}
-            want = {k: sum(layers[f"{prefix}.{i}.{k}"] for i in range(n_layers)) / n_layers for k in kinds}
+            want = prune.sparsity_by_kind(layers)
             got = call(fn, dict(layers))
             if not isinstance(got, dict):
                 raise Wrong(f"return a dict {{kind: mean sparsity}}, got {type(got).__name__}.")
@@ -149,9 +149,6 @@ def predicted_csr_ratio(fn: Callable[[float, float], float]) -> CheckResult:
     indices, fp32 values) for a whole model of which the pruned weight matrices are ``pruned_share`` of the bytes
     and lose ``sparsity`` of their entries. Judged against sizes computed here: a small BERT pruned by the check
     at two sparsities, and the lesson's teacher (recorded by the notebook), each within ``CSR_RATIO_TOLERANCE``."""
-    from .. import prune
-    from ..measure import state_dict_bytes
-
     def judge(share: float, s: float, want: float, where: str):
         got = number(call(fn, share, s), "predicted size ratio")
         if got < 1 / (1 + 1e-6) and want >= 1:
@@ -168,7 +165,7 @@ def predicted_csr_ratio(fn: Callable[[float, float], float]) -> CheckResult:
     def small_bert(s: float):
         def run():
             model = seeded_bert(3000, 128, 4, 512, 64)
-            dense = state_dict_bytes(model)
+            dense = measure.state_dict_bytes(model)
             targets = prune.linear_targets(model, exclude=prune.HEAD)
             prune.prune_layerwise(model, s, targets)
             prune.make_permanent(model)
@@ -191,3 +188,61 @@ def predicted_csr_ratio(fn: Callable[[float, float], float]) -> CheckResult:
     return verdict("predicted_csr_ratio", [small_bert(0.9), small_bert(0.7), lesson_model],
                    "only the pruned weight matrices change; everything else in the file stays dense. In CSR with "
                    "int32 indices a kept weight costs its 4-byte value and a 4-byte column index.", explain)
+
+
+def predicted_csr_ratio_reference(pruned_share: float, sparsity: float) -> float:
+    """Dense file size / size with the pruned matrices (``pruned_share`` of the bytes, ``sparsity`` of their entries
+    zero) in CSR with fp32 values and int32 column indices, row pointers left out: the reference answer of exercise
+    ``predicted_csr_ratio``."""
+    return 1 / ((1 - pruned_share) + pruned_share * 2 * (1 - sparsity))
+
+
+def _magnitude_mask(w, s, per_row=False, largest=False):
+    """A magnitude mask with a mistake switched on (per row, or keeping the smallest weights)."""
+    mask = torch.ones(w.numel(), dtype=torch.bool)
+    if per_row:
+        idx = w.abs().topk(round(s * w.shape[1]), dim=1, largest=largest).indices
+        return ~torch.zeros_like(w, dtype=torch.bool).scatter(1, idx, True)
+    mask[w.abs().flatten().topk(round(s * w.numel()), largest=largest).indices] = False
+    return mask.view_as(w)
+
+
+def _by_kind(layers, key=lambda n: n.split(".", 4)[-1], how=lambda v: sum(v) / len(v)):
+    groups: dict = {}
+    for name, value in layers.items():
+        groups.setdefault(key(name), []).append(value)
+    return {k: how(v) for k, v in groups.items()}
+
+
+def _all_param_sparsity(m):
+    return sum((p == 0).sum().item() for p in m.parameters()) / sum(p.numel() for p in m.parameters())
+
+
+# --- the exercises of lesson 04, declared once ---------------------------------------------------------------------
+declare("04", magnitude_mask, prune.magnitude_mask, wrong=(
+    lambda w, s: _magnitude_mask(w, s, largest=True),  # keeps the small ones
+    lambda w, s: _magnitude_mask(w, s, per_row=True),  # per row, not per matrix
+    lambda w, s: w.abs() > s),  # the sparsity is not a threshold
+    graded_wrong="return w.abs() > sparsity")
+declare("04", matrix_sparsity, measure.sparsity, wrong=(
+    _all_param_sparsity,  # counts biases and LayerNorm
+    lambda m: 100 * measure.sparsity(m)),
+    graded_wrong="return sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in "
+                 "model.parameters())")
+declare("04", csr_nbytes, prune.csr_nbytes, wrong=(
+    lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + rows * ib,  # forgets the last row pointer
+    lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (cols + 1) * ib,
+    lambda rows, cols, nnz, vb, ib: rows * cols * vb),
+    graded_wrong="return nnz * (value_bytes + index_bytes) + rows * index_bytes")
+declare("04", sparsity_by_kind, prune.sparsity_by_kind, wrong=(
+    lambda layers: _by_kind(layers, key=lambda n: n.split(".")[-1]),  # "dense" lumps three kinds
+    lambda layers: _by_kind(layers, how=max),  # the largest, not the mean
+    lambda layers: {k: 100 * v for k, v in _by_kind(layers).items()},  # percentages
+    lambda layers: sum(layers.values()) / len(layers)),  # one number, not a dict
+    graded_wrong="return {name.split('.')[-1]: value for name, value in layers.items()}  # last part only")
+declare("04", predicted_csr_ratio, predicted_csr_ratio_reference, wrong=(
+    lambda share, s: 1 / ((1 - share) + share * (1 - s)),  # the column indices forgotten
+    lambda share, s: 1 / (2 * (1 - s)),  # the whole model as if all of it were pruned
+    lambda share, s: (1 - share) + share * 2 * (1 - s),  # sparse / dense
+    lambda share, s: 1.59),  # our measurement typed in: the small BERT fails
+    graded_wrong="return 1 / ((1 - pruned_share) + pruned_share * (1 - sparsity))  # indices forgotten")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .harness import CheckResult, Wrong, call, close, number, run_cases
+from .. import heads, surgery
+from .harness import CheckResult, Wrong, call, close, declare, number, run_cases
 
-__all__ = ["predicted_heads_speedup", "symmetric_layers", "predicted_speedup"]
+__all__ = ["predicted_heads_speedup", "symmetric_layers", "predicted_speedup", "symmetric_layers_reference"]
 
 
 def _int_list(value, what: str) -> list[int]:
@@ -24,12 +25,10 @@ def _int_list(value, what: str) -> list[int]:
 def symmetric_layers(fn: Callable[[int, int], list]) -> CheckResult:
     """Check ``fn(n_layers, k) -> the 0-based layers that symmetric dropping removes``: k consecutive layers from
     the middle; when the kept layers cannot split evenly, the bottom keeps the extra one (any order accepted)."""
-    from ..surgery import layers_to_drop
-
     def case(n: int, k: int):
         def run():
             got = sorted(_int_list(call(fn, n, k), "the dropped layers"))
-            want = layers_to_drop("symmetric", n, k)
+            want = symmetric_layers_reference(n, k)
             if got == want:
                 return
             where = f"{n} layers, k = {k}"
@@ -56,8 +55,8 @@ def predicted_speedup(fn: Callable[[float, float], float]) -> CheckResult:
     def case(share: float, kept: float):
         def run():
             got = number(call(fn, share, kept), "speed-up")
-            time_ratio = (1 - share) + share * kept
-            want = 1 / time_ratio
+            want = surgery.predicted_speedup(share, kept)
+            time_ratio = 1 / want
             if not math.isclose(want, time_ratio) and math.isclose(got, time_ratio, rel_tol=1e-6):
                 raise Wrong(f"share {share}, kept {kept}: {got:.4g} is the new time as a fraction of the old; "
                              "a speed-up is old time / new time.")
@@ -78,12 +77,11 @@ def predicted_heads_speedup(fn: Callable[[int, int, int, float], float]) -> Chec
     count of multiply-adds per token and layer: the heads own the Q, K, V, O projections (4·H²) and the attention
     (2·T·H), the feed-forward block (2·H·I) stays. A prediction within 3% of that count passes (leaving out the
     attention's 2·T·H is within it at short sequences, not at 1,024 tokens); the measured speed-up is never used."""
-    from ..heads import predicted_heads_speedup as reference
 
     def case(hidden: int, intermediate: int, tokens: int, removed: float):
         def run():
             got = number(call(fn, hidden, intermediate, tokens, removed), "speed-up")
-            want = reference(hidden, intermediate, tokens, removed)
+            want = heads.predicted_heads_speedup(hidden, intermediate, tokens, removed)
             where = f"H = {hidden}, I = {intermediate}, T = {tokens}, {removed:.0%} of the heads removed"
             if math.isclose(want, got, rel_tol=0.03):
                 return
@@ -107,3 +105,28 @@ def predicted_heads_speedup(fn: Callable[[int, int, int, float], float]) -> Chec
                       case(384, 1536, 1024, 0.5), case(384, 1536, 64, 0.0)],
                      "count the multiply-adds of one layer for one token: which of them disappear with a head, and "
                      "which stay? The new time is the part that stays plus the heads' part that is left.")
+
+
+def symmetric_layers_reference(n_layers: int, k: int) -> list[int]:
+    """The k middle layers (0-based, in ascending order) that symmetric dropping removes, the bottom keeping the extra
+    layer when the rest cannot split evenly: the reference answer of exercise ``symmetric_layers``."""
+    return sorted(surgery.layers_to_drop("symmetric", n_layers, k))
+
+
+# --- the exercises of lesson 05, declared once ---------------------------------------------------------------------
+declare("05", predicted_heads_speedup, heads.predicted_heads_speedup, wrong=(
+    lambda h, i, t, r: 1 / (1 - r),  # all the work shrinks with the heads
+    lambda h, i, t, r: 1 / (1 - r * 4 * h / (4 * h + 2 * i)),  # no attention term
+    lambda h, i, t, r: 1 - r / 3),  # a new time, not a speed-up
+    graded_wrong="return 1 / (1 - removed)")
+declare("05", symmetric_layers, symmetric_layers_reference, wrong=(
+    lambda n, k: list(range((n - k) // 2, (n - k) // 2 + k)),  # the top keeps the extra
+    lambda n, k: list(range((n - k + 1) // 2 + 1, (n - k + 1) // 2 + k + 1)),  # from 1
+    lambda n, k: list(range(n - k, n)),  # top dropping
+    lambda n, k: [n // 2]),
+    graded_wrong="return list(range(n_layers - k, n_layers))")
+declare("05", predicted_speedup, surgery.predicted_speedup, wrong=(
+    lambda s, f: 1 / f,  # everything scales
+    lambda s, f: (1 - s) + s * f,  # the time ratio
+    lambda s, f: 1 / (s * f)),
+    graded_wrong="return 1 / kept_fraction")

@@ -8,15 +8,27 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, as_tensor, call, close, measured, number, predicted, run_cases, verdict
+from .. import quantize as q
+from .harness import (
+    CheckResult,
+    Wrong,
+    as_tensor,
+    call,
+    close,
+    declare,
+    measured,
+    number,
+    predicted,
+    run_cases,
+    verdict,
+)
 
-__all__ = ["affine_qparams", "quantize_dequantize", "symmetric_scales", "MSE_TOLERANCE", "MSE_BITS", "predicted_mse"]
+__all__ = ["affine_qparams", "quantize_dequantize", "symmetric_scales", "MSE_TOLERANCE", "MSE_BITS", "predicted_mse",
+           "symmetric_scales_reference", "predicted_mse_reference"]
 
 
 def affine_qparams(fn: Callable[[float, float, int], tuple]) -> CheckResult:
     """Check ``fn(x_min, x_max, bits) -> (scale, zero_point)`` for unsigned affine quantization."""
-    from .. import quantize as q
-
     def case(lo: float, hi: float, bits: int):
         def run():
             got = call(fn, lo, hi, bits)
@@ -42,8 +54,6 @@ def affine_qparams(fn: Callable[[float, float, int], tuple]) -> CheckResult:
 
 def quantize_dequantize(fn: Callable[[torch.Tensor, float, int, int], torch.Tensor]) -> CheckResult:
     """Check ``fn(x, scale, zero_point, bits) -> x_hat`` (unsigned affine round trip, clamped to [0, 2^bits - 1])."""
-    from .. import quantize as q
-
     gen = torch.Generator().manual_seed(6)
 
     def case(scale: float, zp: int, bits: int):
@@ -66,15 +76,13 @@ def quantize_dequantize(fn: Callable[[torch.Tensor, float, int, int], torch.Tens
 
 def symmetric_scales(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
     """Check ``fn(weight (rows, cols), bits) -> scales (rows,)`` for symmetric per-channel (per-row) quantization."""
-    from .. import quantize as q
-
     gen = torch.Generator().manual_seed(66)
 
     def case(rows: int, cols: int, bits: int):
         def run():
             w = torch.randn(rows, cols, generator=gen) * torch.rand(rows, 1, generator=gen)
             got = as_tensor(call(fn, w.clone(), bits), "scales")
-            want = q.tensor_qparams(w, bits, "symmetric", per_channel=True)[0].flatten()
+            want = symmetric_scales_reference(w, bits)
             if got.numel() == 1 and rows > 1:
                 raise Wrong("you returned one scale for the whole matrix; per-channel means one per row.")
             if got.flatten().shape != want.shape:
@@ -134,3 +142,38 @@ def predicted_mse(fn: Callable[[float, int], float]) -> CheckResult:
                    "the range stays the same; only the number of integer steps across it changes with the bits. "
                    "Rounding error is spread over one step, so the squared error scales with the step squared.",
                    explain)
+
+
+def symmetric_scales_reference(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """One symmetric scale per output row of ``w`` (out, in), ``2 · max|w_row| / (2^bits − 1)``, shape (out,): the
+    reference answer of exercise ``symmetric_scales``."""
+    return q.tensor_qparams(w, bits, "symmetric", per_channel=True)[0].flatten()
+
+
+def predicted_mse_reference(mse_8bit: float, bits: int) -> float:
+    """The round-trip mean squared error at ``bits`` from the one measured at 8 bits: it grows with the square of the
+    step, (255 / (2^bits − 1))²: the reference answer of exercise ``predicted_mse``."""
+    return mse_8bit * ((2**8 - 1) / (2**bits - 1)) ** 2
+
+
+# --- the exercises of lesson 06, declared once ---------------------------------------------------------------------
+declare("06", affine_qparams, q.affine_qparams, wrong=(
+    lambda lo, hi, bits: ((hi - lo) / (2**bits - 1), 0),  # range not widened, no zero point
+    lambda lo, hi, bits: ((hi - lo) / 2**bits, round(-lo * 2**bits / (hi - lo)))),
+    graded_wrong="return (x_max - x_min) / (2**bits - 1), 0")
+declare("06", quantize_dequantize, q.quantize_dequantize, wrong=(
+    lambda x, s, z, bits: torch.round(x / s) + z,  # never dequantized
+    lambda x, s, z, bits: (torch.round(x / s) + z - z) * s,  # no clamp
+    lambda x, s, z, bits: x),
+    graded_wrong="return x")
+declare("06", symmetric_scales, symmetric_scales_reference, wrong=(
+    lambda w, bits: 2 * w.abs().max() / (2**bits - 1),  # per tensor
+    lambda w, bits: w.abs().amax(dim=1) / (2**bits - 1),
+    lambda w, bits: 2 * w.abs().amax(dim=0) / (2**bits - 1)),  # per column
+    graded_wrong="return w.abs().amax(dim=1) / (2**bits - 1)")
+declare("06", predicted_mse, predicted_mse_reference, wrong=(
+    lambda mse8, bits: mse8 * 2 ** (8 - bits),  # grows with the step, not its square
+    lambda mse8, bits: mse8 * 4 ** (8 - bits),  # 2^bits steps instead of 2^bits - 1: 23% off at 3
+    lambda mse8, bits: mse8 / ((2**8 - 1) / (2**bits - 1)) ** 2,  # shrinks
+    lambda mse8, bits: 7.5e-4),  # one measurement typed in
+    graded_wrong="return mse_8bit * 2 ** (8 - bits)")

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import torch
 
-from .harness import CheckResult, Wrong, call, number, run_cases, tensor_like
+from .. import lottery
+from .harness import CheckResult, Wrong, call, declare, number, run_cases, tensor_like
 
-__all__ = ["imp_round", "snip_mask", "paired_verdict", "random_network_accuracy"]
+__all__ = ["imp_round", "snip_mask", "paired_verdict", "random_network_accuracy", "random_network_accuracy_reference"]
 
 
 def imp_round(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple]) -> CheckResult:
@@ -103,15 +104,13 @@ def paired_verdict(fn: Callable[[torch.Tensor, torch.Tensor], str]) -> CheckResu
     """Check ``fn(ticket, control) -> "ticket" | "control" | "tie"`` on per-seed accuracies: the mean of the paired
     differences against Student's t critical value (n − 1 degrees of freedom, 95%) times its standard error (see
     :func:`lecture_utils.lottery.paired_verdict`)."""
-    from ..lottery import paired_verdict as reference
-
     def case(ticket: list[float], control: list[float], why: str = ""):
         def run():
             t, c = torch.tensor(ticket), torch.tensor(control)
             got = call(fn, t.clone(), c.clone())
             if not isinstance(got, str) or got.strip().lower() not in ("ticket", "control", "tie"):
                 raise Wrong(f'return one of the strings "ticket", "control" or "tie", got {got!r}.')
-            want = reference(t, c)
+            want = lottery.paired_verdict(t, c)
             if got.strip().lower() != want:
                 diff = [round(100 * d, 1) for d in (t - c).tolist()]
                 raise Wrong(f"ticket {ticket}, control {control} (differences {diff} points): you said {got!r}, "
@@ -154,3 +153,65 @@ def random_network_accuracy(fn: Callable[[], float]) -> CheckResult:
     return run_cases("random_network_accuracy", [run],
                      "a network that has learned nothing about the task guesses; with ten classes of about the same "
                      "size, how often is a guess right?")
+
+
+def random_network_accuracy_reference() -> float:
+    """Chance on ten balanced classes: the reference answer of exercise ``random_network_accuracy``."""
+    return 0.1
+
+
+def _imp_round(trained, init, mask, fraction, of_all=False, rewind=True, signed=False):
+    """One round of iterative magnitude pruning with a mistake switched on."""
+    alive = int(mask.sum())
+    keep = alive - round(fraction * (mask.numel() if of_all else alive))
+    score = torch.where(mask, trained if signed else trained.abs(), torch.tensor(float("-inf")))
+    new = torch.zeros(mask.numel(), dtype=torch.bool)
+    new[score.flatten().topk(max(keep, 0)).indices] = True
+    new = new.view_as(mask)
+    return new, (init if rewind else trained) * new
+
+
+def _snip_mask(weights, grads, keep, layerwise=False):
+    scores = [(g * w).abs() for g, w in zip(grads, weights, strict=True)]
+    if layerwise:
+        return [s >= s.flatten().topk(round(keep * s.numel())).values.min() for s in scores]
+    return lottery.global_snip_masks(weights, grads, keep)
+
+
+def _paired(t, c, noise):
+    d = t - c
+    if len(d) < 2:
+        return "tie"
+    return "ticket" if d.mean() > 2 * noise(d) else "control" if d.mean() < -2 * noise(d) else "tie"
+
+
+def _unpaired_verdict(t, c):
+    if len(t) < 2:
+        return "tie"
+    m, se = t.mean() - c.mean(), (t.var() / len(t) + c.var() / len(c)) ** 0.5
+    return "ticket" if m > 2 * se else "control" if m < -2 * se else "tie"
+
+
+# --- the exercises of lesson 07, declared once ---------------------------------------------------------------------
+declare("07", imp_round, lottery.prune_and_rewind, wrong=(
+    lambda t, i, m, f: _imp_round(t, i, m, f, of_all=True),
+    lambda t, i, m, f: _imp_round(t, i, m, f, rewind=False),
+    lambda t, i, m, f: _imp_round(t, i, m, f, signed=True),
+    lambda t, i, m, f: _imp_round(t, i, m, f)[0]),
+    graded_wrong="return mask, trained * mask")
+declare("07", snip_mask, lottery.global_snip_masks, wrong=(
+    lambda w, g, k: _snip_mask(w, g, k, layerwise=True),
+    lambda w, g, k: _snip_mask([x.abs() for x in w], [torch.ones_like(x) for x in g], k)),
+    graded_wrong="return [torch.ones_like(w, dtype=torch.bool) for w in weights]")
+declare("07", paired_verdict, lottery.paired_verdict, wrong=(
+    _unpaired_verdict,  # the two means against their own noise: blind to pairing
+    lambda t, c: _paired(t, c, noise=lambda d: d.std() / len(d) ** 0.5),  # 2 SE, not Student's t
+    lambda t, c: _paired(t, c, noise=lambda d: 4.303 / 2 * d.std() / len(d) ** 0.5),  # 3 seeds' t for every n
+    lambda t, c: _paired(t, c, noise=lambda d: d.std()),  # standard deviation, not error
+    lambda t, c: "ticket" if (t - c).mean() > 0 else "control",  # no noise at all
+    lambda t, c: _paired(c, t, noise=lambda d: d.std() / len(d) ** 0.5),  # swapped
+    lambda t, c: (t - c).mean()),  # a number, not a verdict
+    graded_wrong="return 'ticket' if ticket.mean() > control.mean() else 'control'")
+declare("07", random_network_accuracy, random_network_accuracy_reference, wrong=(
+    lambda: 0.5, lambda: 10.0, lambda: 0.0, lambda: "chance"),
+    graded_wrong="return 0.5  # half of the weights kept, so half right")

@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 import torch
 
+from .. import combine, lowrank
 from .harness import (
     CheckResult,
     Wrong,
     as_tensor,
     call,
     close,
+    declare,
     measured,
     number,
     predicted,
@@ -22,7 +24,8 @@ from .harness import (
     verdict,
 )
 
-__all__ = ["low_rank", "sparse_int8_bytes", "LOW_RANK_TOLERANCE", "LOW_RANK_RANKS", "predicted_low_rank_weights"]
+__all__ = ["low_rank", "sparse_int8_bytes", "LOW_RANK_TOLERANCE", "LOW_RANK_RANKS", "predicted_low_rank_weights",
+           "predicted_low_rank_weights_reference"]
 
 
 def low_rank(fn: Callable[[torch.Tensor, int], tuple]) -> CheckResult:
@@ -70,12 +73,11 @@ def low_rank(fn: Callable[[torch.Tensor, int], tuple]) -> CheckResult:
 def sparse_int8_bytes(fn: Callable[[int, int, int], int]) -> CheckResult:
     """Check ``fn(rows, cols, nnz) -> bytes`` of a pruned weight stored as int8 non-zeros, a 1-bit-per-position
     bitmask rounded up to whole bytes, and one float32 scale per row."""
-    from ..combine import sparse_int8_bytes as reference
 
     def case(rows: int, cols: int, nnz: int):
         def run():
             got = number(call(fn, rows, cols, nnz), "bytes")
-            want = reference(rows, cols, nnz)
+            want = combine.sparse_int8_bytes(rows, cols, nnz)
             where = f"{rows}×{cols} with {nnz} non-zeros"
             if math.isclose(got, want - 4 * rows):
                 raise Wrong(f"{where}: got {got:g} — the float32 scale of every row is missing.")
@@ -142,3 +144,41 @@ def predicted_low_rank_weights(fn: Callable[[list, int], float]) -> CheckResult:
     return verdict("predicted_low_rank_weights", [small_bert, lesson_teacher],
                    "a factorised (out, in) layer holds rank × (in + out) weights instead of out × in; "
                    "factorize_linears replaces a layer only where that is fewer.", explain)
+
+
+def predicted_low_rank_weights_reference(linear_shapes: list[tuple[int, int]], rank: int) -> int:
+    """Weights of Linear layers of shapes (out, in) once each is factorised at ``rank`` where that saves weights
+    (rank · (out + in) < out · in) and kept whole elsewhere: the reference answer of exercise
+    ``predicted_low_rank_weights``."""
+    return sum(min(rank * (o + i), o * i) for o, i in linear_shapes)
+
+
+def _low_rank(w, r, part="both"):
+    """The rank-r factors with a mistake switched on (no singular values, or the smallest ones)."""
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    if part == "no_s":
+        return u[:, :r], vh[:r]
+    if part == "smallest":
+        return u[:, -r:] * s[-r:], vh[-r:]
+    return u[:, :r] * s[:r], vh[:r]
+
+
+# --- the exercises of lesson 08, declared once ---------------------------------------------------------------------
+declare("08", low_rank, lowrank.low_rank_factors, wrong=(
+    lambda w, r: _low_rank(w, r, "no_s"),
+    lambda w, r: _low_rank(w, r, "smallest"),
+    lambda w, r: (w[:, :r], torch.eye(r, w.shape[1])),  # the first columns, not the best rank r
+    lambda w, r: _low_rank(w.T, r)),  # factors of the transpose: wrong shapes
+    graded_wrong="return weight[:, :rank], torch.eye(rank, weight.shape[1])")
+declare("08", sparse_int8_bytes, combine.sparse_int8_bytes, wrong=(
+    lambda rows, cols, nnz: nnz + rows * cols / 8 + 4 * rows,  # bitmask not rounded up
+    lambda rows, cols, nnz: nnz + math.ceil(rows * cols / 8),  # no scales
+    lambda rows, cols, nnz: nnz + rows * cols + 4 * rows,  # a byte per position
+    lambda rows, cols, nnz: 4 * nnz + math.ceil(rows * cols / 8) + 4 * rows),  # fp32 values
+    graded_wrong="return nnz + rows * cols + 4 * rows")
+declare("08", predicted_low_rank_weights, predicted_low_rank_weights_reference, wrong=(
+    lambda shapes, r: sum(r * (o + i) for o, i in shapes),  # every layer factorised
+    lambda shapes, r: sum(r * max(o, i) for o, i in shapes),
+    lambda shapes, r: sum(r * r + r * (o + i) for o, i in shapes),  # a core S too
+    lambda shapes, r: 5_308_416),  # one measurement typed in
+    graded_wrong="return sum(rank * (o + i) for o, i in linear_shapes)")

@@ -8,12 +8,14 @@ from collections.abc import Callable
 
 import torch
 
+from .. import llm
 from .harness import (
     CheckResult,
     Wrong,
     as_tensor,
     call,
     close,
+    declare,
     measured,
     number,
     predicted,
@@ -23,14 +25,13 @@ from .harness import (
 )
 
 __all__ = ["quantize_groups", "kv_cache_bytes", "wanda_mask", "smooth_scales", "awq_scales", "CACHE_TOLERANCE",
-           "predicted_cache_bytes"]
+           "predicted_cache_bytes", "predicted_cache_bytes_reference"]
 
 
 def quantize_groups(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> CheckResult:
     """Check ``fn(w, bits, group_size) -> w_hat``: round-to-nearest of each group of ``group_size`` consecutive
     weights of a row, unsigned affine with its own scale and integer zero point (range widened to include 0),
     dequantized back to floats in ``w``'s shape — :func:`lecture_utils.llm.quantize_groupwise`."""
-    from ..llm import quantize_groupwise
 
     gen = torch.Generator().manual_seed(9)
 
@@ -42,13 +43,13 @@ def quantize_groups(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Che
             got = as_tensor(call(fn, w.clone(), bits, group), "w_hat")
             if got.shape != w.shape:
                 raise Wrong(f"w_hat should have w's shape {tuple(w.shape)}, got {tuple(got.shape)}.")
-            want = quantize_groupwise(w, bits, group)
+            want = llm.quantize_groupwise(w, bits, group)
             where = f"a {rows}×{cols} weight, {bits} bits, groups of {group}"
             levels = max(int(torch.unique(r).numel()) for r in got.reshape(-1, group))
             if levels > 2**bits:
                 raise Wrong(f"{where}: a group holds {levels} different values, more than 2^{bits}.")
             if not torch.allclose(got.float(), want, atol=1e-6, rtol=1e-5):
-                per_row = quantize_groupwise(w, bits, None)
+                per_row = llm.quantize_groupwise(w, bits, None)
                 hint = (" It matches one scale per row: cut each row into groups first (reshape to "
                         "(-1, group_size))." if torch.allclose(got.float(), per_row, atol=1e-6) else "")
                 raise Wrong(f"{where}: off by up to {(got.float() - want).abs().max().item():.3g}.{hint}")
@@ -63,12 +64,11 @@ def quantize_groups(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Che
 
 def kv_cache_bytes(fn: Callable[[int, int, int, int, float], float]) -> CheckResult:
     """Check ``fn(num_layers, num_kv_heads, head_dim, tokens, bytes_per_number) -> bytes`` of a KV cache."""
-    from ..llm import kv_cache_bytes as reference
 
     def case(layers: int, kv: int, hd: int, tokens: int, b: float):
         def run():
             got = number(call(fn, layers, kv, hd, tokens, b), "bytes")
-            want = reference(layers, kv, hd, tokens, b)
+            want = llm.kv_cache_bytes(layers, kv, hd, tokens, b)
             where = f"{layers} layers, {kv} key/value heads of size {hd}, {tokens} tokens, {b} bytes per number"
             if want and math.isclose(got, want / 2):
                 raise Wrong(f"{where}: got {got:g}, half the answer — the cache holds a key AND a value.")
@@ -84,8 +84,6 @@ def kv_cache_bytes(fn: Callable[[int, int, int, int, float], float]) -> CheckRes
 def wanda_mask(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """Check ``fn(w, x_norm, sparsity) -> mask``: Wanda's keep-mask, scores |W_ij| × ‖X_j‖, the
     ``round(sparsity × in)`` lowest of every output row removed — :func:`lecture_utils.llm.wanda_mask`."""
-    from ..llm import magnitude_mask as mag_ref
-    from ..llm import wanda_mask as reference
 
     gen = torch.Generator().manual_seed(19)
 
@@ -95,13 +93,13 @@ def wanda_mask(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) 
             x_norm = torch.rand(cols, generator=gen) * torch.logspace(-1, 1, cols)
             got = tensor_like(call(fn, w.clone(), x_norm.clone(), s), w.shape, "mask")
             got = got.bool() if got.dtype == torch.bool else got != 0
-            want = reference(w, x_norm, s)
+            want = llm.wanda_mask(w, x_norm, s)
             where = f"a {rows}×{cols} weight at sparsity {s}"
             if torch.equal(got, want):
                 return
-            if torch.equal(got, mag_ref(w * x_norm, s)) or torch.equal(got, mag_ref(w, s)):
+            if torch.equal(got, llm.magnitude_mask(w * x_norm, s)) or torch.equal(got, llm.magnitude_mask(w, s)):
                 raise Wrong(f"{where}: you compared over the whole matrix; Wanda compares within each output row.")
-            if torch.equal(got, reference(w, torch.ones(cols), s)):
+            if torch.equal(got, llm.wanda_mask(w, torch.ones(cols), s)):
                 raise Wrong(f"{where}: your mask ignores the input norms (that is magnitude pruning per row).")
             raise Wrong(f"{where}: your mask differs from the expected one in {int((got != want).sum())} places.")
         return run
@@ -138,7 +136,6 @@ def smooth_scales(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor
 def awq_scales(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """Check ``fn(x_mean_abs, alpha) -> s``: AWQ's s = (mean |x|)^α, each at least 1e-4, divided by
     √(max s · min s) — :func:`lecture_utils.llm.awq_scales`."""
-    from ..llm import awq_scales as reference
 
     gen = torch.Generator().manual_seed(39)
 
@@ -152,7 +149,7 @@ def awq_scales(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult
                 raise Wrong(f"{where}: expected one factor per channel, shape {tuple(m.shape)}, got "
                             f"{tuple(got.shape)}.")
             got = got.double()
-            want = reference(m, alpha).double()
+            want = llm.awq_scales(m, alpha).double()
             if not bool(torch.isfinite(got).all()):
                 raise Wrong(f"{where}: some factors are infinite or NaN — clamp (mean |x|)^alpha to at least 1e-4 "
                             "before normalising.")
@@ -187,8 +184,6 @@ def predicted_cache_bytes(fn: Callable[..., float]) -> CheckResult:
     notebook), each within ``CACHE_TOLERANCE``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ..llm import measured_cache_bytes
-
     def judge(config, batch: int, tokens: int, nbytes: float, want: float, where: str):
         got = number(call(fn, config, batch, tokens, nbytes), "predicted cache bytes")
         kv, heads = config.num_key_value_heads, config.num_attention_heads
@@ -210,7 +205,7 @@ def predicted_cache_bytes(fn: Callable[..., float]) -> CheckResult:
             model = LlamaForCausalLM(config).eval()
             with torch.no_grad():
                 out = model(input_ids=torch.randint(0, 64, (batch, tokens)), use_cache=True)
-            judge(config, batch, tokens, 4, measured_cache_bytes(out.past_key_values),
+            judge(config, batch, tokens, 4, llm.measured_cache_bytes(out.past_key_values),
                   f"a small Llama ({layers} layers, {heads} query heads sharing {kv_heads} key/value heads of size "
                   f"{head_dim}), {batch} × {tokens} tokens in float32")
         return run
@@ -237,3 +232,85 @@ def predicted_cache_bytes(fn: Callable[..., float]) -> CheckResult:
                                              lesson_model],
                    "one key and one value vector of head_dim numbers per layer, per key/value head, per token of "
                    "every sequence in the batch; multiply by the bytes per number.", explain)
+
+
+def predicted_cache_bytes_reference(config, batch: int, tokens: int, bytes_per_number: float) -> float:
+    """Bytes of the keys and values a transformers ``config``'s model caches for ``batch`` sequences of ``tokens``
+    tokens: the reference answer of exercise ``predicted_cache_bytes``."""
+    return batch * llm.kv_cache_bytes(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, tokens,
+                                      bytes_per_number)
+
+
+def _quantize_groups(w, bits, g, widen=True):
+    """Group-wise affine rounding with a mistake switched on (the range not widened to include 0)."""
+    rows = w.reshape(-1, g)
+    lo, hi = rows.amin(1, keepdim=True), rows.amax(1, keepdim=True)
+    if widen:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    zero = torch.round(-lo / scale)
+    return ((torch.clamp(torch.round(rows / scale) + zero, 0, 2**bits - 1) - zero) * scale).reshape(w.shape)
+
+
+def _row_mask(score, s):
+    k = round(s * score.shape[1])
+    mask = torch.ones_like(score, dtype=torch.bool)
+    if k:
+        mask.scatter_(1, score.topk(k, dim=1, largest=False).indices, False)
+    return mask
+
+
+def _whole_matrix_mask(score, s):
+    mask = torch.ones(score.numel(), dtype=torch.bool)
+    mask[score.flatten().topk(round(s * score.numel()), largest=False).indices] = False
+    return mask.view_as(score)
+
+
+def _awq(m, alpha):
+    s = m.pow(alpha).clamp(min=1e-4)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def _cache(cfg, batch, tokens, b, kv="num_key_value_heads", head_dim=True):
+    size = cfg.head_dim if head_dim else cfg.hidden_size // cfg.num_attention_heads  # the latter: not always so
+    return 2 * cfg.num_hidden_layers * getattr(cfg, kv) * size * batch * tokens * b
+
+
+# --- the exercises of lesson 09, declared once ---------------------------------------------------------------------
+declare("09", quantize_groups, llm.quantize_groupwise, wrong=(
+    lambda w, bits, g: _quantize_groups(w, bits, w.shape[1]),  # one scale per row
+    lambda w, bits, g: _quantize_groups(w, bits, g, widen=False),  # range not widened to 0
+    lambda w, bits, g: _quantize_groups(w.flatten()[None], bits, w.numel()).view_as(w)),  # one for the tensor
+    graded_wrong="lo, hi = w.min().clamp(max=0), w.max().clamp(min=0)  # one scale for the whole tensor\n"
+                 "scale = (hi - lo) / (2**bits - 1)\nzero = torch.round(-lo / scale)\n"
+                 "return (torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1) - zero) * scale")
+declare("09", kv_cache_bytes, llm.kv_cache_bytes, wrong=(
+    lambda n_layers, kv, hd, tokens, b: n_layers * kv * hd * tokens * b,  # keys only
+    lambda n_layers, kv, hd, tokens, b: 2 * n_layers * 9 * hd * tokens * b,  # query heads
+    lambda n_layers, kv, hd, tokens, b: 2 * n_layers * kv * hd * tokens * b * 8),  # bits
+    graded_wrong="return num_layers * num_kv_heads * head_dim * tokens * bytes_per_number")
+declare("09", wanda_mask, llm.wanda_mask, wrong=(
+    lambda w, x, s: _row_mask(w.abs(), s),  # ignores the inputs
+    lambda w, x, s: _whole_matrix_mask(w.abs() * x, s),  # whole matrix
+    lambda w, x, s: ~_row_mask(w.abs() * x, 1 - s)),  # keeps the lowest
+    graded_wrong="return w.abs() >= w.abs().median()")
+declare("09", smooth_scales, llm.smooth_scales, wrong=(
+    lambda a, w, alpha: w**alpha / a ** (1 - alpha),  # swapped
+    lambda a, w, alpha: a**alpha / w**alpha,
+    lambda a, w, alpha: (a / w) ** 0.5),  # ignores alpha
+    graded_wrong="return act_absmax**alpha / weight_absmax**alpha")
+declare("09", awq_scales, llm.awq_scales, wrong=(
+    lambda m, alpha: m.pow(alpha).clamp(min=1e-4),  # not normalised
+    lambda m, alpha: m.pow(alpha).clamp(min=1e-4) / m.pow(alpha).clamp(min=1e-4).max(),  # by the max
+    lambda m, alpha: _awq(m, 1 - alpha),  # exponent flipped
+    lambda m, alpha: m.pow(alpha) / (m.pow(alpha).max() * m.pow(alpha).min()).sqrt(),  # no floor
+    lambda m, alpha: _awq(m.clamp(min=1e-4), alpha) * 2),  # scaled away from 1
+    graded_wrong="s = x_mean_abs.clamp(min=1e-4) ** alpha\nreturn s / s.max()  # normalised by the largest factor")
+declare("09", predicted_cache_bytes, predicted_cache_bytes_reference, wrong=(
+    lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, kv="num_attention_heads"),
+    lambda cfg, batch, tokens, b: _cache(cfg, 1, tokens, b),  # one sequence
+    lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b) / 2,  # keys only
+    lambda cfg, batch, tokens, b: _cache(cfg, batch, tokens, b, head_dim=False),
+    lambda cfg, batch, tokens, b: 23_592_960),  # our measurement typed in
+    graded_wrong="return 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * "
+                 "batch * tokens * bytes_per_number")
