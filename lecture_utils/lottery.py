@@ -22,7 +22,7 @@ from .env import seed_everything, torch_threads
 from .stats import paired_t
 from .training import LossFn, cross_entropy_loss, evaluate, to_device, train
 
-__all__ = ["prunable", "full_masks", "apply_masks", "keep_masked", "fraction_remaining", "magnitude_masks", "rewind",
+__all__ = ["prunable", "full_masks", "apply_masks_", "keep_masked", "fraction_remaining", "magnitude_masks", "rewind",
            "imp_round", "random_masks", "snip_scores", "snip_masks", "TensorBatches", "LotterySetup", "check_data",
            "make_model", "train_masked", "run_seed", "prune_and_rewind", "global_snip_masks", "paired_verdict",
            "accuracy", "SupermaskLinear", "supermask_model", "supermask_masks", "train_supermask", "linear_probe",
@@ -73,7 +73,7 @@ def _check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[st
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+def apply_masks_(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Set every masked-out weight of ``model`` to 0, in place."""
     for name, p in _check_masks(model, masks).items():
         p.mul_(masks[name].to(p.dtype))
@@ -82,7 +82,7 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
 def keep_masked(masks: Mapping[str, torch.Tensor]) -> Callable[[nn.Module], None]:
     """An ``after_step`` for :func:`lecture_utils.training.train` that re-applies ``masks`` after every step."""
     _check_mask_values(masks)
-    return lambda model: apply_masks(model, masks)
+    return lambda model: apply_masks_(model, masks)
 
 
 def fraction_remaining(masks: Mapping[str, torch.Tensor]) -> float:
@@ -130,7 +130,7 @@ def rewind(model: nn.Module, state: Mapping[str, torch.Tensor], masks: Mapping[s
     except RuntimeError as exc:
         raise ValueError(f"state does not fit the model (it must be a state_dict of the same architecture): "
                          f"{str(exc)[:300]}") from None
-    apply_masks(model, masks)
+    apply_masks_(model, masks)
 
 
 def imp_round(model: nn.Module, masks: Mapping[str, torch.Tensor], rewind_state: Mapping[str, torch.Tensor],
@@ -288,7 +288,7 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
     _check_setup(setup)
     check_data(data)
     steps = check.optional_integer(steps, "steps", 1)
-    apply_masks(model, masks)
+    apply_masks_(model, masks)
     loader = TensorBatches(data["x_train"], data["y_train"], setup.batch_size, seed=seed)
     with torch_threads(1):  # a small MLP: one thread is faster than two
         train(model, loader, max_steps=steps or setup.steps, lr=setup.lr, weight_decay=0.0, warmup=0.0,
@@ -515,13 +515,13 @@ def sparse_train(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
     stop = check.fraction(stop, "stop", high_open=False, hint="the share of the steps during which masks change")
     steps = check.optional_integer(steps, "steps", 1) or setup.steps
     current = {name: m.clone() for name, m in _check_mask_values(masks).items()}
-    apply_masks(model, current)
+    apply_masks_(model, current)
     gen = torch.Generator().manual_seed(40_000 + check.integer(seed, "seed", 0))
     count = [0]
 
     def after_step(m: nn.Module) -> None:
         count[0] += 1
-        apply_masks(m, current)
+        apply_masks_(m, current)
         if drop_fraction > 0 and count[0] % interval == 0 and count[0] <= stop * steps:
             current.update(drop_and_regrow(m, current, drop_fraction, gen))
 

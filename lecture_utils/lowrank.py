@@ -24,7 +24,7 @@ from torch import nn
 
 from . import validate as check
 from .env import torch_threads
-from .models import replace_linears
+from .models import replace_linears_
 from .surgery import check_layer_indices, encoder_layers, set_encoder_layers
 
 __all__ = ["break_even_rank", "low_rank_factors", "retained_energy", "LowRankLinear", "factorize_linears",
@@ -162,7 +162,7 @@ def factorize_linears(model: nn.Module, rank: int, include: Sequence[str] = ("en
             return None
         return LowRankLinear.from_linear(child, rank)
 
-    if replace_linears(model, factorised) == 0:
+    if replace_linears_(model, factorised) == 0:
         why = f" with rank {rank} below its break-even rank out·in/(in + out)" if only_if_smaller else ""
         raise ValueError(f"no nn.Linear was factorised: none matches include={tuple(include)}{why}")
     return model

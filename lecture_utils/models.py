@@ -19,12 +19,12 @@ from torch import nn
 
 from . import validate as check
 from .config import Scale, atomic_folder, cache_dir, cache_lock
-from .data import sha256_of
+from .fetch import sha256_of
 
 __all__ = ["ATTN_IMPLEMENTATIONS", "POOLINGS", "TEACHER_LR", "TEACHER_SEED", "pretrained_path", "quiet_transformers",
-           "load_tokenizer", "MeanPooler", "set_pooling", "pooling_of", "load_classifier", "teacher_settings",
+           "load_tokenizer", "MeanPooler", "set_pooling_", "pooling_of", "load_classifier", "teacher_settings",
            "teacher_dir", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup", "teacher_setup",
-           "replace_linears", "mlp", "config_parameters"]
+           "replace_linears_", "mlp", "config_parameters"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 POOLINGS = ("cls", "mean")  # what the classification head reads: the [CLS] token's state, or the mean of all tokens
@@ -107,7 +107,7 @@ class MeanPooler(nn.Module):
     """BERT's pooler (``dense`` then ``tanh``) applied to the **mean** of the non-padding tokens' final states
     instead of the [CLS] token's. Same parameters, same names as ``BertPooler``, so a checkpoint's state dict is
     unchanged; the attention mask is captured from the encoder's call by :meth:`capture_mask` (a forward
-    pre-hook that :func:`set_pooling` installs)."""
+    pre-hook that :func:`set_pooling_` installs)."""
 
     def __init__(self, pooler: nn.Module):
         super().__init__()
@@ -132,7 +132,7 @@ class MeanPooler(nn.Module):
         return self.activation(self.dense(mean))
 
 
-def set_pooling(model: nn.Module, pooling: str) -> nn.Module:
+def set_pooling_(model: nn.Module, pooling: str) -> nn.Module:
     """Make a BERT-style sequence classifier read ``pooling`` ("cls" or "mean"), in place; returns ``model``.
 
     "mean" swaps the pooler for :class:`MeanPooler` (same weights) and records ``config.pooling = "mean"`` so a
@@ -167,7 +167,7 @@ def set_pooling(model: nn.Module, pooling: str) -> nn.Module:
 
 
 def pooling_of(model: nn.Module) -> str:
-    """"mean" if ``model``'s head reads the mean of the tokens (:func:`set_pooling`), else "cls"."""
+    """"mean" if ``model``'s head reads the mean of the tokens (:func:`set_pooling_`), else "cls"."""
     check.module(model)
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     return "mean" if isinstance(getattr(base, "pooler", None), MeanPooler) else "cls"
@@ -180,7 +180,7 @@ def load_classifier(scale: str | Scale | None = None, num_labels: int = 2, attn_
     ``attn_implementation``: "sdpa" (fast fused attention, the default) or "eager" (plain matmuls; needed to read
     attention scores, e.g. for TinyBERT-style distillation). ``path`` loads from another folder or hub id.
     ``pooling``: what the head reads, "cls" (the [CLS] token's state, BERT's default) or "mean" (the mean of the
-    non-padding tokens' states, as all-MiniLM-L6-v2 was pre-trained; see :func:`set_pooling`).
+    non-padding tokens' states, as all-MiniLM-L6-v2 was pre-trained; see :func:`set_pooling_`).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -193,7 +193,7 @@ def load_classifier(scale: str | Scale | None = None, num_labels: int = 2, attn_
         model = AutoModelForSequenceClassification.from_pretrained(
             src, num_labels=num_labels, attn_implementation=attn_implementation,
             local_files_only=Path(src).is_dir() or sc.name != "full")
-    return set_pooling(model, pooling) if pooling != "cls" else model
+    return set_pooling_(model, pooling) if pooling != "cls" else model
 
 
 def config_parameters(config) -> int:
@@ -266,7 +266,7 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
     """The course's baseline: MiniLM-L6 fine-tuned on the sentiment training split, in eval mode.
 
     ``pooling="mean"`` gives the same recipe (data, steps, learning rate, seed) with a head that reads the mean of
-    the tokens' states instead of [CLS] (:func:`set_pooling`), cached in its own folder (``mean`` in its name).
+    the tokens' states instead of [CLS] (:func:`set_pooling_`), cached in its own folder (``mean`` in its name).
 
     Trained on the first call (a few minutes at laptop scale on a CPU) and saved with safetensors in
     ``.cache/teacher/<scale>-<hash of settings>/``; later calls load it in seconds. The folder is written under a
@@ -291,7 +291,7 @@ def finetuned_teacher(scale: str | Scale | None = None, attn_implementation: str
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, attn_implementation=attn_implementation, local_files_only=True)
     if pooling != "cls":
-        set_pooling(model, pooling)
+        set_pooling_(model, pooling)
     return model.to(dev).eval()
 
 
@@ -367,7 +367,7 @@ def teacher_setup(scale: str | Scale | None = None, device: str | torch.device |
     return TeacherSetup(teacher, tokenizer, loaders, accuracy, majority, logits, labels)
 
 
-def replace_linears(model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]) -> int:
+def replace_linears_(model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]) -> int:
     """Replace, in place, every ``nn.Linear`` (subclasses included) of ``model`` for which ``make(name, linear)``
     returns a module; ``None`` keeps that layer. ``name`` is the layer's dotted name in ``model``. Returns how many
     layers were replaced. The walk lists the layers before replacing any, so ``make``'s new modules are not visited.

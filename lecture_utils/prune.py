@@ -4,7 +4,7 @@ The wrappers name their targets: by default every ``nn.Linear`` of the model out
 projections, the pooler and the classifier) and its ``weight`` parameter. Pruning attaches torch's forward
 pre-hook: the module keeps the full tensor as the parameter ``weight_orig``, a 0/1 buffer ``weight_mask``, and
 recomputes ``weight = weight_orig * weight_mask`` before every forward pass, so the pruned weights stay exactly
-zero through training. :func:`make_permanent` (``prune.remove``) folds the mask into a plain ``weight``.
+zero through training. :func:`make_permanent_` (``prune.remove``) folds the mask into a plain ``weight``.
 
 Sparsities are fractions in [0, 1) of the target weights that are zero *because of the mask*; sizes are in bytes
 (MB = 10^6 bytes where a notebook converts).
@@ -27,9 +27,9 @@ from . import validate as check
 from .measure import count_parameters, sparsity_by_layer, weight_matrices
 from .training import LossFn, evaluate, train
 
-__all__ = ["METHODS", "HEAD", "check_sparsity", "linear_targets", "prune_layerwise", "prune_global", "prune_model",
-           "pruned_copy", "is_pruned", "make_permanent", "sparsity_report", "dense_bytes", "csr_bytes",
-           "compressed_bytes", "weight_storage", "held_bytes", "keeps_mask_zeros", "iterative_prune", "gradual_prune",
+__all__ = ["METHODS", "HEAD", "check_sparsity", "linear_targets", "prune_layerwise_", "prune_global_", "prune_model_",
+           "pruned_copy", "is_pruned", "make_permanent_", "sparsity_report", "dense_bytes", "csr_bytes",
+           "compressed_bytes", "weight_storage", "held_bytes", "keeps_mask_zeros", "iterative_prune_", "gradual_prune_",
            "cubic_schedule", "layer_kind", "magnitude_mask", "csr_nbytes", "sparsity_by_kind"]
 
 Targets = dict[str, nn.Module]
@@ -98,7 +98,7 @@ def _additional(target: int, already: int, where: str) -> int:
     return target - already
 
 
-def prune_layerwise(model: nn.Module, sparsity: float, targets: Targets | None = None,
+def prune_layerwise_(model: nn.Module, sparsity: float, targets: Targets | None = None,
                     parameter: str = "weight") -> Targets:
     """Layer-wise magnitude pruning: every target loses the ``round(sparsity × numel)`` entries of ``parameter``
     with the smallest |value| (``prune.l1_unstructured``), so each layer ends at the same sparsity. On an
@@ -113,7 +113,7 @@ def prune_layerwise(model: nn.Module, sparsity: float, targets: Targets | None =
     return targets
 
 
-def prune_global(model: nn.Module, sparsity: float, targets: Targets | None = None,
+def prune_global_(model: nn.Module, sparsity: float, targets: Targets | None = None,
                  parameter: str = "weight") -> Targets:
     """Global magnitude pruning: the ``round(sparsity × total)`` entries with the smallest |value| over all
     targets together are removed (``prune.global_unstructured``), so layers with small weights lose more. On an
@@ -128,11 +128,11 @@ def prune_global(model: nn.Module, sparsity: float, targets: Targets | None = No
     return targets
 
 
-def prune_model(model: nn.Module, sparsity: float, method: str = "global", targets: Targets | None = None,
+def prune_model_(model: nn.Module, sparsity: float, method: str = "global", targets: Targets | None = None,
                 parameter: str = "weight") -> Targets:
-    """:func:`prune_global` or :func:`prune_layerwise`, chosen by ``method`` (``"global"`` or ``"layerwise"``)."""
+    """:func:`prune_global_` or :func:`prune_layerwise_`, chosen by ``method`` (``"global"`` or ``"layerwise"``)."""
     check.choice(method, "method", METHODS)
-    fn = prune_global if method == "global" else prune_layerwise
+    fn = prune_global_ if method == "global" else prune_layerwise_
     return fn(model, sparsity, targets, parameter)
 
 
@@ -144,11 +144,11 @@ def pruned_copy(model: nn.Module, sparsity: float, method: str = "global",
     check.module(model)
     if is_pruned(model):
         raise ValueError("model already carries pruning masks and cannot be copied: prune a copy of the dense model, "
-                         "or call lu.prune.make_permanent(model) first")
+                         "or call lu.prune.make_permanent_(model) first")
     check.choice(method, "method", METHODS)
     check_sparsity(sparsity)
     clone = copy.deepcopy(model)
-    prune_model(clone, sparsity, method, linear_targets(clone, exclude=exclude))
+    prune_model_(clone, sparsity, method, linear_targets(clone, exclude=exclude))
     return clone
 
 
@@ -158,7 +158,7 @@ def is_pruned(model: nn.Module) -> bool:
     return prune.is_pruned(model)
 
 
-def make_permanent(model: nn.Module) -> int:
+def make_permanent_(model: nn.Module) -> int:
     """Fold every pruning mask into its parameter (``prune.remove``): afterwards there are no ``*_orig``
     parameters, ``*_mask`` buffers or hooks, and the zeros stay. Returns the number of parameters made
     permanent."""
@@ -270,12 +270,12 @@ def keeps_mask_zeros(model: nn.Module) -> bool:
     return True
 
 
-def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Iterable, steps_per_round: int,
+def iterative_prune_(model: nn.Module, sparsities: Sequence[float], loader: Iterable, steps_per_round: int,
                     lr: float = 5e-5, method: str = "global", eval_loader: Iterable | None = None,
                     exclude: Sequence[str] = ("embeddings",), loss_fn: LossFn | None = None,
                     eval_every_round: bool = True) -> list[dict]:
     """Prune → fine-tune rounds, in place: for each sparsity of the increasing sequence ``sparsities``, grow the
-    masks to it (:func:`prune_model`) and fine-tune for ``steps_per_round`` optimiser steps with
+    masks to it (:func:`prune_model_`) and fine-tune for ``steps_per_round`` optimiser steps with
     :func:`lecture_utils.training.train` (the pruning hooks keep pruned weights at 0). Returns one dict per round:
     ``round``, ``sparsity`` (measured over the targets), ``steps``, ``seconds`` (wall-clock training time of the
     round), and ``accuracy`` on ``eval_loader`` when given — after every round, or only after the last one with
@@ -297,7 +297,7 @@ def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Itera
     targets = linear_targets(model, exclude=exclude)
     rows = []
     for i, s in enumerate(values, start=1):
-        prune_model(model, s, method, targets)
+        prune_model_(model, s, method, targets)
         hist = train(model, loader, max_steps=steps_per_round, lr=lr, loss_fn=loss_fn, progress=False,
                      desc=f"round {i}")
         row = {"round": i, "sparsity": sparsity_report(model, targets)["linear"], "steps": hist["steps"],
@@ -308,7 +308,7 @@ def iterative_prune(model: nn.Module, sparsities: Sequence[float], loader: Itera
     return rows
 
 
-def gradual_prune(model: nn.Module, final: float, loader: Iterable, steps: int, events: int = 6, ramp: float = 0.5,
+def gradual_prune_(model: nn.Module, final: float, loader: Iterable, steps: int, events: int = 6, ramp: float = 0.5,
                   lr: float = 5e-5, method: str = "global", exclude: Sequence[str] = ("embeddings",),
                   loss_fn: LossFn | None = None) -> dict:
     """Zhu and Gupta's gradual pruning, in place: **one** run of ``steps`` optimiser steps of
@@ -317,11 +317,11 @@ def gradual_prune(model: nn.Module, final: float, loader: Iterable, steps: int, 
     ``ramp`` of the run (the first before step 1, then one every ``floor(ramp × steps) // (events - 1)`` steps, so no
     cut falls past the ramp); the rest of the run trains at ``final``. Settings whose cuts would not fit in the ramp
     (fewer ramp steps than gaps between events) or would leave no step after the last cut are refused. The hooks keep
-    pruned weights at 0. Unlike :func:`iterative_prune`, nothing restarts between cuts. Returns ``train``'s history
+    pruned weights at 0. Unlike :func:`iterative_prune_`, nothing restarts between cuts. Returns ``train``'s history
     plus ``"schedule"``: the ``(step, sparsity)`` of each pruning event, sparsity measured over the targets.
 
     Example:
-        >>> hist = lu.prune.gradual_prune(model, 0.9, stream, steps=60, method="layerwise")  # doctest: +SKIP
+        >>> hist = lu.prune.gradual_prune_(model, 0.9, stream, steps=60, method="layerwise")  # doctest: +SKIP
         >>> hist["schedule"][-1]  # doctest: +SKIP
         (30, 0.9)
     """
@@ -345,7 +345,7 @@ def gradual_prune(model: nn.Module, final: float, loader: Iterable, steps: int, 
     schedule = []
 
     def cut(m: nn.Module, step: int, s: float) -> None:
-        prune_model(m, s, method, targets)
+        prune_model_(m, s, method, targets)
         schedule.append((step, sparsity_report(m, targets)["linear"]))
 
     cut(model, 0, sparsities[0])

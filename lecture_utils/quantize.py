@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import validate as check
-from .models import replace_linears
+from .models import replace_linears_
 
 __all__ = ["SCHEMES", "TORCH_AO_DEPRECATIONS", "EPS", "qrange", "qparams", "tensor_qparams", "quantize", "dequantize",
            "fake_quantize", "roundtrip_error", "FakeQuantLinear", "fake_quantize_linears", "freeze_fake_quant",
@@ -284,7 +284,7 @@ def fake_quantize_linears(model: nn.Module, bits: int, scheme: str = "symmetric"
         fq.load_state_dict(child.state_dict())
         return fq.to(child.weight.device)
 
-    if replace_linears(model, fake_quantized) == 0:
+    if replace_linears_(model, fake_quantized) == 0:
         raise ValueError("The model has no nn.Linear layers to fake-quantize.")
     return model
 
@@ -310,7 +310,7 @@ def freeze_fake_quant(model: nn.Module) -> nn.Module:
                 plain.bias.copy_(child.bias)
         return plain.to(child.weight.device)
 
-    replace_linears(model, frozen)
+    replace_linears_(model, frozen)
     return model
 
 

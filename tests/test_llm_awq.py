@@ -68,7 +68,7 @@ def test_folding_into_rmsnorm_matches_applying_the_scale_explicitly(tiny):
     with torch.no_grad():
         original = [lin(norm(h)) for lin in lins]
         explicit = [nn.functional.linear(norm(h) / s, lin.weight * s) for lin in lins]
-        llm.fold_scales(norm, lins, s)
+        llm.fold_scales_(norm, lins, s)
         folded = [lin(norm(h)) for lin in lins]
     for o, e, f in zip(original, explicit, folded, strict=True):
         assert torch.allclose(f, e, atol=1e-5)
@@ -82,19 +82,19 @@ def test_folding_into_a_linear_divides_its_output_rows():
     s = torch.rand(24, generator=gen) + 0.5
     with torch.no_grad():
         want = nxt(prev(x))
-        llm.fold_scales(prev, [nxt], s)
+        llm.fold_scales_(prev, [nxt], s)
         assert torch.allclose(nxt(prev(x)), want, atol=1e-5)
     with pytest.raises(ValueError, match="positive factors"):
-        llm.fold_scales(prev, [nxt], -s)
+        llm.fold_scales_(prev, [nxt], -s)
     with pytest.raises(ValueError, match="24 positive factors"):
-        llm.fold_scales(prev, [nxt], s[:5])
+        llm.fold_scales_(prev, [nxt], s[:5])
 
 
 @pytest.mark.parametrize("fixture", ["tiny", "tiny_mha"])
 def test_awq_without_rounding_or_clipping_keeps_the_model_s_function(fixture, windows, request):
     model = request.getfixturevalue(fixture)
     m = copy.deepcopy(model)
-    result = llm.awq_model(m, windows, 3, 16, grid=5, clip=False, quantize=False)
+    result = llm.awq_model_(m, windows, 3, 16, grid=5, clip=False, quantize=False)
     assert torch.allclose(_logits(m, windows), _logits(model, windows), atol=1e-4)
     n_groups = 4 if fixture == "tiny_mha" else 3  # o_proj gets a scale only without grouped-query attention
     assert len(result.alphas) == 2 * n_groups
@@ -125,8 +125,8 @@ def test_alpha_zero_is_round_to_nearest():
 
 
 def test_awq_with_only_alpha_zero_and_no_clipping_is_rtn(tiny, windows):
-    awq = llm.awq_model(copy.deepcopy(tiny), windows, 3, 16, grid=1, clip=False).model
-    rtn = llm.rtn_model(copy.deepcopy(tiny), 3, 16)
+    awq = llm.awq_model_(copy.deepcopy(tiny), windows, 3, 16, grid=1, clip=False).model
+    rtn = llm.rtn_model_(copy.deepcopy(tiny), 3, 16)
     for (n, a), (_, r) in zip(awq.named_parameters(), rtn.named_parameters(), strict=True):
         assert torch.equal(a, r), n
 
@@ -160,7 +160,7 @@ def test_search_never_returns_an_error_above_alpha_zero(seed):
 
 
 def test_awq_model_search_errors_never_exceed_rtn(tiny, windows):
-    result = llm.awq_model(copy.deepcopy(tiny), windows, 3, 16, grid=8)
+    result = llm.awq_model_(copy.deepcopy(tiny), windows, 3, 16, grid=8)
     for name, errors in result.errors.items():
         assert errors[round(result.alphas[name] * 8)] == min(errors) <= errors[0], name
     assert set(result.clip_kept) == {f"model.layers.{i}.{n}" for i in range(2) for n, _ in llm.awq.CLIPPED}
@@ -170,20 +170,20 @@ def test_awq_model_search_errors_never_exceed_rtn(tiny, windows):
 
 
 def test_awq_statistics_from_calibrate_and_reused_alphas(tiny, windows):
-    searched = llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, grid=6)
+    searched = llm.awq_model_(copy.deepcopy(tiny), windows, 4, 16, grid=6)
     stats = llm.calibrate(tiny, windows)
-    from_stats = llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, grid=6, stats=stats)
+    from_stats = llm.awq_model_(copy.deepcopy(tiny), windows, 4, 16, grid=6, stats=stats)
     assert from_stats.alphas == searched.alphas  # the same tokens: the same statistics, up to float rounding
     diff = _logits(from_stats.model, windows) - _logits(searched.model, windows)  # a rounding may flip, no more
     assert diff.abs().mean() < 1e-3
-    reused = llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, alphas=searched.alphas)
+    reused = llm.awq_model_(copy.deepcopy(tiny), windows, 4, 16, alphas=searched.alphas)
     assert reused.errors == {} and reused.alphas == searched.alphas
     for a, b in zip(reused.model.parameters(), searched.model.parameters(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="alphas has no entry"):
-        llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, alphas={})
+        llm.awq_model_(copy.deepcopy(tiny), windows, 4, 16, alphas={})
     with pytest.raises(ValueError, match="stats has no entry"):
-        llm.awq_model(copy.deepcopy(tiny), windows, 4, 16, stats={})
+        llm.awq_model_(copy.deepcopy(tiny), windows, 4, 16, stats={})
 
 
 # ---------------------------------------------------------------- clipping
@@ -243,7 +243,7 @@ def test_salient_channels_and_full_precision_channels(tiny, windows):
     with pytest.raises(ValueError, match="by must be one of"):
         llm.salient_channels(tiny, stats, 0.01, "gradient")
 
-    q = llm.rtn_model(copy.deepcopy(tiny), 3, 16)
+    q = llm.rtn_model_(copy.deepcopy(tiny), 3, 16)
     rounded = {n: lin.weight.clone() for n, lin in llm.decoder_linears(q).items()}
     original = llm.decoder_linears(tiny)
     with llm.full_precision_channels(q, tiny, by_act) as inside:
@@ -258,8 +258,8 @@ def test_salient_channels_and_full_precision_channels(tiny, windows):
 
 def test_scaled_rtn_model_with_unit_scales_is_rtn(tiny):
     ones = {n: torch.ones(lin.in_features) for n, lin in llm.decoder_linears(tiny).items()}
-    a = llm.scaled_rtn_model(copy.deepcopy(tiny), 4, 16, ones)
-    b = llm.rtn_model(copy.deepcopy(tiny), 4, 16)
+    a = llm.scaled_rtn_model_(copy.deepcopy(tiny), 4, 16, ones)
+    b = llm.rtn_model_(copy.deepcopy(tiny), 4, 16)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
@@ -274,10 +274,10 @@ def test_scaled_rtn_model_checks_every_scale_before_any_weight_changes(tiny):
                                  ({names[-1]: [1.0] * 128}, TypeError, "must be a torch tensor"),
                                  ({names[-1]: -torch.ones(128)}, ValueError, "positive factors")]:
         with pytest.raises(error, match=match):
-            llm.scaled_rtn_model(model, 4, 16, scales)
+            llm.scaled_rtn_model_(model, 4, 16, scales)
         assert all(torch.equal(p, q) for p, q in zip(model.parameters(), tiny.parameters(), strict=True))
     with pytest.raises(ValueError, match="bits must be"):
-        llm.scaled_rtn_model(model, 1, 16, {})
+        llm.scaled_rtn_model_(model, 1, 16, {})
 
 
 def test_salient_scale_makes_the_protected_channel_more_precise():
@@ -301,7 +301,7 @@ def test_validation():
     with pytest.raises(ValueError, match="xtx must be"):
         llm.search_clip(w, torch.randn(16, 16), 3, 16)
     with pytest.raises(ValueError, match="calibration windows"):
-        llm.awq_model(nn.Linear(2, 2), torch.zeros(0, 4, dtype=torch.int64), 3, 16)
+        llm.awq_model_(nn.Linear(2, 2), torch.zeros(0, 4, dtype=torch.int64), 3, 16)
 
 
 @pytest.mark.parametrize(("bits", "group"), [(3, 16), (4, 64), (2, 8), (8, 32)])

@@ -37,8 +37,8 @@ def _state(model) -> dict[str, torch.Tensor]:
 def test_weight_only_helpers_are_verified_on_llama_style_families_and_refuse_others(tiny_lm):
     family, model = tiny_lm
     if family not in LLAMA_STYLE:
-        for call in (lambda m: llm.rtn_model(m, 4), lambda m: llm.prune_model(m, "magnitude", 0.5),
-                     lambda m: llm.gptq_model(m, _windows(), 4), lambda m: llm.calibrate(m, _windows()),
+        for call in (lambda m: llm.rtn_model_(m, 4), lambda m: llm.prune_model_(m, 0.5, "magnitude"),
+                     lambda m: llm.gptq_model_(m, _windows(), 4), lambda m: llm.calibrate(m, _windows()),
                      lambda m: llm.weight_bytes(m, 4, 16)):
             m = copy.deepcopy(model)
             with pytest.raises(TypeError, match="Llama-style.*SmolLM2"):
@@ -48,12 +48,12 @@ def test_weight_only_helpers_are_verified_on_llama_style_families_and_refuse_oth
     linears = llm.decoder_linears(model)
     in_blocks = sum(isinstance(mod, torch.nn.Linear) for layer in model.model.layers for mod in layer.modules())
     assert len(linears) == in_blocks  # every projection of every block, fused ones included (Phi-3)
-    rtn = llm.rtn_model(copy.deepcopy(model), 4, 16)
+    rtn = llm.rtn_model_(copy.deepcopy(model), 4, 16)
     for name, lin in llm.decoder_linears(rtn).items():
         assert torch.equal(lin.weight, llm.quantize_groupwise(linears[name].weight, 4, 16)), name
     for method in ("magnitude", "wanda"):
         stats = llm.calibrate(model, _windows(), hessian=False)
-        pruned = llm.prune_model(copy.deepcopy(model), method, 0.5, stats=stats)
+        pruned = llm.prune_model_(copy.deepcopy(model), 0.5, method, stats=stats)
         for name, lin in llm.decoder_linears(pruned).items():
             w = linears[name].weight
             keep = llm.wanda_mask(w, stats[name].sq_norm.sqrt(), 0.5) if method == "wanda" else \
@@ -69,7 +69,7 @@ def test_one_shot_gptq_uses_each_layers_own_hessian_on_every_family(tiny_lm):
         pytest.skip("refused: see the test above")
     windows = _windows()
     stats = llm.calibrate(model, windows, batch_size=2)
-    quantized = llm.gptq_model(copy.deepcopy(model), windows, 4, None, sequential=False, act_order=False,
+    quantized = llm.gptq_model_(copy.deepcopy(model), windows, 4, None, sequential=False, act_order=False,
                                batch_size=2)
     original, got = llm.decoder_linears(model), llm.decoder_linears(quantized)
     for names in _input_groups(original):
@@ -89,18 +89,18 @@ def test_smoothquant_keeps_the_function_and_balances_every_smoothed_input_or_ref
         stats = llm.calibrate(model, windows, hessian=False) if family in LLAMA_STYLE else {}
         m = copy.deepcopy(model)
         with pytest.raises(TypeError, match=SMOOTH_REFUSED[family]):
-            llm.smoothquant_model(m, stats)
+            llm.smoothquant_model_(m, stats)
         assert all(torch.equal(a, b) for a, b in zip(_state(m).values(), _state(model).values(), strict=True))
         return
     stats = llm.calibrate(model, windows, hessian=False)
-    smooth = llm.smoothquant_model(copy.deepcopy(model), stats, alpha=0.5)
+    smooth = llm.smoothquant_model_(copy.deepcopy(model), stats, alpha=0.5)
     before, after = _logits(model, windows), _logits(smooth, windows)
     torch.testing.assert_close(after, before, rtol=0, atol=SMOOTH_RTOL * before.abs().max().item())
     # α = 0.5 promises max|X_j| / s_j = s_j · max|W_j|: measured on the smoothed model, activations and weights
     # have the same per-channel maxima for q/k/v, gate/up and down_proj alike (in float64, so that float32 rounding
     # of the forward pass, ~1e-6 after a few layers, does not hide a real imbalance)
     model64 = copy.deepcopy(model).double()
-    smooth = llm.smoothquant_model(copy.deepcopy(model64), llm.calibrate(model64, windows, hessian=False), alpha=0.5)
+    smooth = llm.smoothquant_model_(copy.deepcopy(model64), llm.calibrate(model64, windows, hessian=False), alpha=0.5)
     again = llm.calibrate(smooth, windows, hessian=False)
     for i, layer in enumerate(smooth.model.layers):
         for key, group in (("self_attn.q_proj", ["q_proj", "k_proj", "v_proj"]),
@@ -147,7 +147,7 @@ def test_smoothquant_refuses_bad_statistics_and_bad_factors():
     broken[name].absmax[3] = float("nan")
     m = copy.deepcopy(model)
     with pytest.raises(ValueError, match="absmax.*NaN"):
-        llm.smoothquant_model(m, broken)
+        llm.smoothquant_model_(m, broken)
     assert torch.equal(m.model.layers[0].mlp.up_proj.weight, model.model.layers[0].mlp.up_proj.weight)
 
     def one_factor(a, w, alpha):  # a plausible slip: a single number for every channel
@@ -157,9 +157,9 @@ def test_smoothquant_refuses_bad_statistics_and_bad_factors():
         return torch.zeros_like(a)
 
     with pytest.raises(ValueError, match="`.*one_factor` must return one smoothing factor.*shape"):
-        llm.smoothquant_model(copy.deepcopy(model), stats, scale_fn=one_factor)
+        llm.smoothquant_model_(copy.deepcopy(model), stats, scale_fn=one_factor)
     with pytest.raises(ValueError, match="zeros.*> 0"):
-        llm.smoothquant_model(copy.deepcopy(model), stats, scale_fn=zeros)
+        llm.smoothquant_model_(copy.deepcopy(model), stats, scale_fn=zeros)
     with pytest.raises(ValueError, match="act_absmax.*>= 0"):
         llm.smooth_scales(-torch.ones(3), torch.ones(3))
     with pytest.raises(ValueError, match="finite"):
@@ -201,9 +201,9 @@ def test_an_already_quantized_model_is_refused_not_passed_through(kind):
 
     model = make_tiny_lm("llama")
     q = quantize.dynamic_int8(model) if kind == "torch.ao" else quantize.torchao_int8(model)
-    for call in (lambda: llm.rtn_model(q, 4), lambda: llm.gptq_model(q, _windows(), 4),
-                 lambda: llm.prune_model(q, "magnitude", 0.5), lambda: llm.calibrate(q, _windows()),
-                 lambda: llm.smoothquant_model(q, {}), lambda: llm.weight_bytes(q, 4, 16)):
+    for call in (lambda: llm.rtn_model_(q, 4), lambda: llm.gptq_model_(q, _windows(), 4),
+                 lambda: llm.prune_model_(q, 0.5, "magnitude"), lambda: llm.calibrate(q, _windows()),
+                 lambda: llm.smoothquant_model_(q, {}), lambda: llm.weight_bytes(q, 4, 16)):
         with pytest.raises(TypeError, match="quantized already"):
             call()
     assert llm.perplexity(q, _windows()) > 1  # measuring a quantized model is fine
@@ -217,7 +217,7 @@ def test_nan_weights_and_activations_raise():
     with pytest.raises(ValueError, match="perplexity is undefined"):
         llm.perplexity(broken, _windows())
     with pytest.raises(ValueError, match="NaN"):
-        llm.rtn_model(copy.deepcopy(broken), 4)
+        llm.rtn_model_(copy.deepcopy(broken), 4)
     with pytest.raises(ValueError, match="down_proj.*NaN"):
         llm.calibrate(broken, _windows())
     with pytest.raises(ValueError, match="NaN"):
@@ -248,7 +248,7 @@ def test_token_ids_are_checked_against_the_model():
 
 def test_an_encoder_is_refused_by_the_language_model_helpers(tiny_bert):
     with pytest.raises(TypeError, match="Llama-style"):
-        llm.rtn_model(tiny_bert, 4)
+        llm.rtn_model_(tiny_bert, 4)
     with pytest.raises((TypeError, ValueError), match="causal language model|use_cache"):
         llm.perplexity(tiny_bert, _windows())
 
@@ -272,7 +272,7 @@ def test_a_students_quantizer_or_mask_of_the_wrong_shape_is_never_broadcast():
                       (with_nan, "with_nan.*NaN")):
         m = copy.deepcopy(model)
         with pytest.raises(ValueError, match=match):
-            llm.rtn_model(m, 4, 16, quantize=fn)
+            llm.rtn_model_(m, 4, 16, quantize=fn)
     stats = llm.calibrate(model, _windows(), hessian=False)
 
     def one_row_mask(w, x_norm, sparsity):
@@ -284,11 +284,11 @@ def test_a_students_quantizer_or_mask_of_the_wrong_shape_is_never_broadcast():
     for fn, match in ((one_row_mask, "one_row_mask.*shape"), (scores_not_mask, "scores_not_mask.*True/False")):
         m = copy.deepcopy(model)
         with pytest.raises(ValueError, match=match):
-            llm.prune_model(m, "wanda", 0.5, stats=stats, mask_fn=fn)
+            llm.prune_model_(m, 0.5, "wanda", stats=stats, mask_fn=fn)
         assert all(torch.equal(a, b) for a, b in zip(_state(m).values(), before.values(), strict=True))
-    m = llm.prune_model(copy.deepcopy(model), "wanda", 0.5, stats=stats,
+    m = llm.prune_model_(copy.deepcopy(model), 0.5, "wanda", stats=stats,
                         mask_fn=lambda w, x, s: llm.wanda_mask(w, x, s).int())  # 0/1 integers are a mask too
-    reference = llm.prune_model(copy.deepcopy(model), "wanda", 0.5, stats=stats)
+    reference = llm.prune_model_(copy.deepcopy(model), 0.5, "wanda", stats=stats)
     assert torch.equal(m.model.layers[0].mlp.up_proj.weight, reference.model.layers[0].mlp.up_proj.weight)
 
 
@@ -312,9 +312,9 @@ def test_arguments_that_would_be_read_the_wrong_way_are_refused():
     with pytest.raises(ValueError, match="group_size"):
         llm.weight_bytes(model, 4, 0)
     with pytest.raises(ValueError, match="group_size 24 does not divide"):
-        llm.weight_bytes(model, 4, 24)  # rtn_model refuses it too: it is not a format
+        llm.weight_bytes(model, 4, 24)  # rtn_model_ refuses it too: it is not a format
     with pytest.raises(ValueError, match="group_size 24 does not divide"):
-        llm.rtn_model(copy.deepcopy(model), 4, 24)
+        llm.rtn_model_(copy.deepcopy(model), 4, 24)
     with pytest.raises(ValueError, match="other_bytes"):
         llm.weight_bytes(model, 4, 16, other_bytes=-2)
     with pytest.raises(ValueError, match="scale_bytes"):
@@ -325,9 +325,9 @@ def test_arguments_that_would_be_read_the_wrong_way_are_refused():
     with pytest.raises(TypeError, match="symmetric"):
         llm.quantize_groupwise(torch.randn(4, 8), 4, None, symmetric="no")
     with pytest.raises(TypeError, match="symmetric"):
-        llm.rtn_model(copy.deepcopy(model), 4, symmetric="no")
+        llm.rtn_model_(copy.deepcopy(model), 4, symmetric="no")
     with pytest.raises(ValueError, match=r"sparsity=0.9 disagrees with n_m=\(2, 4\)"):
-        llm.prune_model(copy.deepcopy(model), "magnitude", 0.9, n_m=(2, 4))
+        llm.prune_model_(copy.deepcopy(model), 0.9, "magnitude", n_m=(2, 4))
     with pytest.raises(ValueError, match="disagrees"):
         llm.magnitude_mask(torch.randn(4, 8), 0.25, n_m=(2, 4))
     assert llm.magnitude_mask(torch.randn(4, 8), n_m=(1, 4)).float().mean().item() == 0.25  # sparsity from n_m
@@ -348,8 +348,8 @@ def test_conv1d_models_are_refused_by_the_helpers_that_act_on_nn_linear():
     gpt2 = make_tiny_lm("gpt2")
     before = _state(gpt2)
     for call in (lambda: quantize.dynamic_int8(gpt2), lambda: quantize.torchao_int8(gpt2),
-                 lambda: quantize.fake_quantize_linears(gpt2, 8), lambda: prune.prune_global(gpt2, 0.5),
-                 lambda: prune.prune_layerwise(gpt2, 0.5), lambda: prune.pruned_copy(gpt2, 0.5),
+                 lambda: quantize.fake_quantize_linears(gpt2, 8), lambda: prune.prune_global_(gpt2, 0.5),
+                 lambda: prune.prune_layerwise_(gpt2, 0.5), lambda: prune.pruned_copy(gpt2, 0.5),
                  lambda: combine.linear_layers(gpt2)):
         with pytest.raises(ValueError, match=r"Conv1D \(transformer\.h\.0\.attn\.c_attn.*nn\.Linear \(BERT"):
             call()

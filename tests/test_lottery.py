@@ -57,9 +57,9 @@ def test_masks_must_match_the_model():
     model = small_mlp()
     masks = lt.full_masks(model)
     with pytest.raises(ValueError, match="cover"):
-        lt.apply_masks(model, {"0.weight": masks["0.weight"]})
+        lt.apply_masks_(model, {"0.weight": masks["0.weight"]})
     with pytest.raises(ValueError, match="shape"):
-        lt.apply_masks(model, {**masks, "0.weight": torch.ones(3, 3, dtype=torch.bool)})
+        lt.apply_masks_(model, {**masks, "0.weight": torch.ones(3, 3, dtype=torch.bool)})
     with pytest.raises(ValueError, match="no weight matrices"):
         lt.full_masks(torch.nn.ReLU())
 
@@ -81,7 +81,7 @@ def test_imp_round_rewinds_survivors_to_their_saved_values_and_zeroes_the_rest()
 def test_masked_weights_stay_zero_through_training():
     model = small_mlp()
     masks = lt.magnitude_masks(model, lt.full_masks(model), 0.5)
-    lt.apply_masks(model, masks)
+    lt.apply_masks_(model, masks)
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 8, generator=gen), torch.randint(0, 3, (64,), generator=gen)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -178,9 +178,9 @@ def test_masks_must_keep_or_remove_not_scale():
     model = _mlp()
     masks = {k: torch.full_like(v, 0.5, dtype=torch.float32) for k, v in lt.full_masks(model).items()}
     with pytest.raises(ValueError, match="must hold only True/False"):
-        lt.apply_masks(model, masks)  # used to halve every weight
+        lt.apply_masks_(model, masks)  # used to halve every weight
     ok = {k: v.float() for k, v in lt.full_masks(model).items()}  # 0/1 floats are fine
-    lt.apply_masks(model, ok)
+    lt.apply_masks_(model, ok)
     with pytest.raises(TypeError, match=r"masks must be a dict"):
         lt.fraction_remaining([torch.ones(3, dtype=torch.bool)])
     with pytest.raises(ValueError, match="masks must not be empty"):
@@ -308,7 +308,7 @@ def test_set_keeps_the_density_of_every_layer_after_each_drop_and_regrow():
     setup = lt.LotterySetup(sizes=(40, 30, 10), steps=5)
     model = lt.make_model(setup, 0)
     masks = lt.uniform_random_masks(model, 0.2, seed=3)
-    lt.apply_masks(model, masks)
+    lt.apply_masks_(model, masks)
     gen = torch.Generator().manual_seed(0)
     params = dict(model.named_parameters())
     for _ in range(5):

@@ -120,12 +120,12 @@ def test_replace_linears_swaps_the_layers_make_returns_and_counts_them():
         seen.append(name)
         return nn.Identity() if linear.out_features == 3 else None  # None keeps the layer
 
-    assert lu.models.replace_linears(model, make) == 2
+    assert lu.models.replace_linears_(model, make) == 2
     assert seen == ["0", "2.0", "2.1"]  # dotted names, each layer once, in order
     assert isinstance(model[0], nn.Identity) and isinstance(model[2][0], nn.Identity)
     assert isinstance(model[2][1], nn.Linear)
     with pytest.raises(TypeError, match="make must be a function"):
-        lu.models.replace_linears(model, "identity")
+        lu.models.replace_linears_(model, "identity")
 
 
 def test_teacher_setup_bundles_what_the_lessons_computed_by_hand(prepared):
@@ -154,7 +154,7 @@ def test_mean_pooling_reads_the_mean_of_the_real_tokens_and_survives_surgery_and
     ids = torch.tensor([[5, 6, 7, 0, 0], [5, 8, 9, 10, 11]])
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     cls_logits = bert4(input_ids=ids, attention_mask=mask).logits
-    models.set_pooling(bert4, "mean")
+    models.set_pooling_(bert4, "mean")
     assert models.pooling_of(bert4) == "mean" and bert4.config.pooling == "mean"
     with torch.no_grad():
         padded = bert4(input_ids=ids, attention_mask=mask).logits
@@ -171,10 +171,10 @@ def test_mean_pooling_reads_the_mean_of_the_real_tokens_and_survives_surgery_and
         dropped(input_ids=ids, attention_mask=mask)
     assert dropped.bert.pooler.mask is None and bert4.bert.pooler.mask is None  # used once, then let go
     bert4.save_pretrained(tmp_path)
-    reloaded = models.set_pooling(BertForSequenceClassification.from_pretrained(tmp_path).eval(), "mean")
+    reloaded = models.set_pooling_(BertForSequenceClassification.from_pretrained(tmp_path).eval(), "mean")
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=ids, attention_mask=mask).logits, padded, atol=1e-5)
-    models.set_pooling(bert4, "cls")  # and back: the [CLS] head again, no hook left
+    models.set_pooling_(bert4, "cls")  # and back: the [CLS] head again, no hook left
     assert models.pooling_of(bert4) == "cls" and not bert4.bert._forward_pre_hooks
     with torch.no_grad():
         assert torch.allclose(bert4(input_ids=ids, attention_mask=mask).logits, cls_logits, atol=1e-5)
@@ -186,7 +186,7 @@ def test_pooling_is_checked_and_keeps_the_cls_teacher_folder(tiny_distilbert):
     with pytest.raises(ValueError, match="pooling"):
         models.teacher_dir("smoke", pooling="CLS")
     with pytest.raises(ValueError, match="pooler"):
-        models.set_pooling(tiny_distilbert, "mean")
+        models.set_pooling_(tiny_distilbert, "mean")
     assert models.teacher_dir("smoke", "cls") == models.teacher_dir("smoke")
     assert "pooling" not in models.teacher_settings("smoke")  # the course's cached teacher keeps its name
     mean_dir = models.teacher_dir("smoke", "mean")

@@ -27,7 +27,7 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, prepared):
     assert res["cells_executed"] > 0
     recorded, declared = set(res["results"]), keys.lesson_keys(path.name[:2])
     undeclared = {k for k in recorded if keys.find(k, path.name[:2]) is None}
-    assert not undeclared, f"{path.name} recorded keys its lesson does not declare (lecture_utils/keys.py): {undeclared}"
+    assert not undeclared, f"{path.name} recorded keys its lesson does not declare (keys.py): {undeclared}"
     missing = {k.name for k in declared if not k.optional and not any(k.pattern.fullmatch(r) for r in recorded)}
     assert not missing, f"{path.name} did not record {missing}"
     for key, value in res["results"].items():

@@ -32,7 +32,7 @@ def test_layerwise_masks_equal_torch_l1_unstructured(tiny_bert, s):
     ref = copy.deepcopy(tiny_bert)
     for m in P.linear_targets(ref).values():
         tprune.l1_unstructured(m, "weight", amount=s)
-    P.prune_layerwise(tiny_bert, s)
+    P.prune_layerwise_(tiny_bert, s)
     ours, theirs = _masks(tiny_bert), _masks(ref)
     assert ours.keys() == theirs.keys() and len(ours) == 14
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -47,7 +47,7 @@ def test_global_masks_equal_torch_global_unstructured(tiny_bert, s):
     ref = copy.deepcopy(tiny_bert)
     tprune.global_unstructured([(m, "weight") for m in P.linear_targets(ref).values()],
                                pruning_method=tprune.L1Unstructured, amount=s)
-    P.prune_global(tiny_bert, s)
+    P.prune_global_(tiny_bert, s)
     ours, theirs = _masks(tiny_bert), _masks(ref)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -61,32 +61,32 @@ def test_global_masks_equal_torch_global_unstructured(tiny_bert, s):
 
 @pytest.mark.parametrize("method", P.METHODS)
 def test_repruning_grows_the_masks_to_the_requested_sparsity(tiny_bert, method):
-    P.prune_model(tiny_bert, 0.5, method)
+    P.prune_model_(tiny_bert, 0.5, method)
     first = _masks(tiny_bert)
-    P.prune_model(tiny_bert, 0.8, method)
+    P.prune_model_(tiny_bert, 0.8, method)
     assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(0.8, abs=2e-3)
     assert all(((first[k] == 0) <= (m == 0)).all() for k, m in _masks(tiny_bert).items())  # pruned stay pruned
     with pytest.raises(ValueError, match="only grow"):
-        P.prune_model(tiny_bert, 0.5, method)
+        P.prune_model_(tiny_bert, 0.5, method)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1, 1.0, 1.5, "0.5", True])
 def test_sparsity_outside_0_1_raises(tiny_bert, bad):
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        P.prune_global(tiny_bert, bad)
+        P.prune_global_(tiny_bert, bad)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        P.prune_layerwise(tiny_bert, bad)
+        P.prune_layerwise_(tiny_bert, bad)
     with pytest.raises(ValueError, match="method"):
-        P.prune_model(tiny_bert, 0.5, "random")
+        P.prune_model_(tiny_bert, 0.5, "random")
 
 
 def test_make_permanent_removes_masks_and_keeps_zeros(tiny_bert):
-    P.prune_global(tiny_bert, 0.7)
+    P.prune_global_(tiny_bert, 0.7)
     assert P.is_pruned(tiny_bert) and P.keeps_mask_zeros(tiny_bert)
     before = P.sparsity_report(tiny_bert)
     x = torch.randint(0, 100, (2, 8))
     logits = tiny_bert(input_ids=x).logits
-    assert P.make_permanent(tiny_bert) == 14
+    assert P.make_permanent_(tiny_bert) == 14
     assert not P.is_pruned(tiny_bert)
     names = [n for n, _ in tiny_bert.named_parameters()] + [n for n, _ in tiny_bert.named_buffers()]
     assert not any(n.endswith(("_orig", "_mask")) for n in names)
@@ -96,8 +96,8 @@ def test_make_permanent_removes_masks_and_keeps_zeros(tiny_bert):
 
 def test_save_and_reload_keeps_the_zeros(tiny_bert):
     fresh = copy.deepcopy(tiny_bert)  # before pruning: a masked model cannot be deep-copied
-    P.prune_layerwise(tiny_bert, 0.6)
-    P.make_permanent(tiny_bert)
+    P.prune_layerwise_(tiny_bert, 0.6)
+    P.make_permanent_(tiny_bert)
     buf = io.BytesIO()
     torch.save(tiny_bert.state_dict(), buf)
     buf.seek(0)
@@ -111,11 +111,11 @@ def test_save_and_reload_keeps_the_zeros(tiny_bert):
 
 def test_mask_adds_memory_until_made_permanent(tiny_bert):
     dense_state, dense_held = lu.measure.state_dict_bytes(tiny_bert), P.held_bytes(tiny_bert)
-    P.prune_global(tiny_bert, 0.5)
+    P.prune_global_(tiny_bert, 0.5)
     linear = P.weight_storage(tiny_bert)["dense"]
     assert lu.measure.state_dict_bytes(tiny_bert) > dense_state + 0.9 * linear  # weight_orig + weight_mask saved
     assert P.held_bytes(tiny_bert) >= dense_held + 2 * linear  # mask + recomputed weight
-    P.make_permanent(tiny_bert)
+    P.make_permanent_(tiny_bert)
     assert P.held_bytes(tiny_bert) == dense_held
     assert lu.measure.state_dict_bytes(tiny_bert) == pytest.approx(dense_state, rel=0.01)
 
@@ -136,7 +136,7 @@ def test_sparse_formats_are_smaller_than_dense_only_when_sparse():
 
 def test_weight_storage_at_90_percent(tiny_bert):
     dense = P.weight_storage(tiny_bert)
-    P.prune_global(tiny_bert, 0.9)
+    P.prune_global_(tiny_bert, 0.9)
     sparse = P.weight_storage(tiny_bert)
     assert sparse["dense"] == dense["dense"]
     assert sparse["csr"] < sparse["dense"] / 3 and sparse["zlib"] < sparse["dense"] / 2
@@ -144,7 +144,7 @@ def test_weight_storage_at_90_percent(tiny_bert):
 
 
 def test_report_whole_model_numbers_include_untouched_embeddings(tiny_bert):
-    P.prune_global(tiny_bert, 0.9)
+    P.prune_global_(tiny_bert, 0.9)
     r = P.sparsity_report(tiny_bert)
     assert r["linear"] == pytest.approx(0.9, abs=1e-3)
     assert r["whole_model"] < r["all_matrices"] < r["linear"]
@@ -152,7 +152,7 @@ def test_report_whole_model_numbers_include_untouched_embeddings(tiny_bert):
 
 
 def test_weights_stay_zero_through_train_with_masks_attached(tiny_bert):
-    P.prune_global(tiny_bert, 0.8)
+    P.prune_global_(tiny_bert, 0.8)
     masks = _masks(tiny_bert)
     gen = torch.Generator().manual_seed(0)
     loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 0, 1])}
@@ -171,14 +171,14 @@ def test_iterative_prune_rounds(tiny_bert):
     gen = torch.Generator().manual_seed(1)
     loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}
               for _ in range(2)]
-    rows = P.iterative_prune(tiny_bert, [0.5, 0.75, 0.9], loader, steps_per_round=2, eval_loader=loader)
+    rows = P.iterative_prune_(tiny_bert, [0.5, 0.75, 0.9], loader, steps_per_round=2, eval_loader=loader)
     assert [r["round"] for r in rows] == [1, 2, 3]
     assert [r["sparsity"] for r in rows] == pytest.approx([0.5, 0.75, 0.9], abs=2e-3)
     assert all(r["steps"] == 2 and 0 <= r["accuracy"] <= 1 for r in rows)
     with pytest.raises(ValueError, match="increasing"):
-        P.iterative_prune(tiny_bert, [0.9, 0.5], loader, steps_per_round=1)
+        P.iterative_prune_(tiny_bert, [0.9, 0.5], loader, steps_per_round=1)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        P.iterative_prune(tiny_bert, [0.5, 1.0], loader, steps_per_round=1)
+        P.iterative_prune_(tiny_bert, [0.5, 1.0], loader, steps_per_round=1)
 
 
 def test_pruned_copy_leaves_the_original_alone(tiny_bert):
@@ -195,7 +195,7 @@ def test_head_can_be_left_dense(tiny_bert):
     assert P.sparsity_report(clone, exclude=P.HEAD)["linear"] == pytest.approx(0.9, abs=1e-3)
     gen = torch.Generator().manual_seed(2)
     loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}]
-    rows = P.iterative_prune(tiny_bert, [0.5], loader, steps_per_round=1, exclude=P.HEAD)
+    rows = P.iterative_prune_(tiny_bert, [0.5], loader, steps_per_round=1, exclude=P.HEAD)
     assert rows[0]["sparsity"] == pytest.approx(0.5, abs=1e-3) and not P.is_pruned(tiny_bert.classifier)
 
 
@@ -207,7 +207,7 @@ def test_electras_embedding_projection_is_not_an_encoder_target(tiny_electra):
     targets = P.linear_targets(tiny_electra)
     assert "electra.embeddings_project" not in targets
     assert any(name.startswith("electra.encoder.layer.0") for name in targets)
-    P.prune_global(tiny_electra, 0.5)
+    P.prune_global_(tiny_electra, 0.5)
     assert not P.is_pruned(tiny_electra.electra.embeddings_project)
 
 
@@ -222,28 +222,28 @@ def test_nan_weights_cannot_be_ranked_by_magnitude():
         model[0].weight[0, 0] = float("nan")
     for method in P.METHODS:
         with pytest.raises(ValueError, match=r"weight of '0' must be finite"):
-            P.prune_model(copy.deepcopy(model), 0.5, method)
+            P.prune_model_(copy.deepcopy(model), 0.5, method)
 
 
 def test_pruning_arguments_are_explained():
     np = pytest.importorskip("numpy")
     model = lu.models.mlp([4, 8, 2])
-    P.prune_global(model, np.float32(0.5))  # NumPy fractions are fine
+    P.prune_global_(model, np.float32(0.5))  # NumPy fractions are fine
     with pytest.raises(ValueError, match="model already carries pruning masks"):
         P.pruned_copy(model, 0.6)  # used to fail inside copy.deepcopy
     dense = lu.models.mlp([4, 8, 2])
     with pytest.raises(TypeError, match="exclude must be a list of strings, got the single string"):
         P.linear_targets(dense, exclude="embeddings")
     with pytest.raises(ValueError, match="method must be one of"):
-        P.prune_model(dense, 0.5, "random")
+        P.prune_model_(dense, 0.5, "random")
     with pytest.raises(ValueError, match=r"targets\['x'\] must be a module of this model"):
-        P.prune_global(dense, 0.5, targets={"x": nn.Linear(2, 2)})
+        P.prune_global_(dense, 0.5, targets={"x": nn.Linear(2, 2)})
     with pytest.raises(ValueError, match="sparsities must not be empty"):
-        P.iterative_prune(dense, [], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 1)
+        P.iterative_prune_(dense, [], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 1)
     with pytest.raises(ValueError, match="steps_per_round must be a positive int"):
-        P.iterative_prune(dense, [0.5], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 0)
+        P.iterative_prune_(dense, [0.5], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 0)
     with pytest.raises(ValueError, match="loader is empty"):
-        P.iterative_prune(dense, [0.5], [], 1)
+        P.iterative_prune_(dense, [0.5], [], 1)
     with pytest.raises(ValueError, match="index_dtype"):
         P.csr_bytes(torch.eye(3), torch.float32)
     with pytest.raises(ValueError, match="level must be an int from 0 to 9"):
@@ -276,7 +276,7 @@ def test_layer_kind_and_sparsity_by_kind(tiny_bert):
     assert P.layer_kind("bert.encoder.layer.3.attention.self.query") == "attention.self.query"
     assert P.layer_kind("bert.encoder.layer.10.output.dense") == "output.dense"
     assert P.layer_kind("classifier") == "classifier"
-    P.prune_global(tiny_bert, 0.5, P.linear_targets(tiny_bert, exclude=P.HEAD))
+    P.prune_global_(tiny_bert, 0.5, P.linear_targets(tiny_bert, exclude=P.HEAD))
     kinds = P.sparsity_by_kind(P.sparsity_report(tiny_bert, exclude=P.HEAD)["layers"])
     assert list(kinds) == ["attention.self.query", "attention.self.key", "attention.self.value",
                            "attention.output.dense", "intermediate.dense", "output.dense"]
@@ -300,21 +300,21 @@ def test_iterative_prune_takes_a_loss_and_can_evaluate_once(tiny_bert):
         calls.append(1)
         return lu.training.cross_entropy_loss(model, batch)
 
-    rows = P.iterative_prune(tiny_bert, P.cubic_schedule(0.8, 3), loader, steps_per_round=2, method="layerwise",
+    rows = P.iterative_prune_(tiny_bert, P.cubic_schedule(0.8, 3), loader, steps_per_round=2, method="layerwise",
                              eval_loader=loader, loss_fn=loss_fn, eval_every_round=False, exclude=P.HEAD)
     assert len(calls) == 6 and [("accuracy" in r) for r in rows] == [False, False, True]
     assert rows[-1]["sparsity"] == pytest.approx(0.8, abs=2e-3)
     with pytest.raises(TypeError, match="loss_fn"):
-        P.iterative_prune(tiny_bert, [0.9], loader, steps_per_round=1, loss_fn="ce")
+        P.iterative_prune_(tiny_bert, [0.9], loader, steps_per_round=1, loss_fn="ce")
     with pytest.raises(TypeError, match="eval_every_round"):
-        P.iterative_prune(tiny_bert, [0.9], loader, steps_per_round=1, eval_every_round=1)
+        P.iterative_prune_(tiny_bert, [0.9], loader, steps_per_round=1, eval_every_round=1)
 
 
 def test_gradual_prune_grows_the_masks_along_the_cubic_schedule_within_one_run(tiny_bert):
     gen = torch.Generator().manual_seed(3)
     loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}
               for _ in range(3)]
-    hist = P.gradual_prune(tiny_bert, 0.8, loader, steps=12, events=4, ramp=0.5, lr=1e-2, method="layerwise",
+    hist = P.gradual_prune_(tiny_bert, 0.8, loader, steps=12, events=4, ramp=0.5, lr=1e-2, method="layerwise",
                            exclude=P.HEAD)
     assert hist["steps"] == 12 and len(hist["losses"]) == 12  # one run: one optimiser, nothing restarts
     assert [step for step, _ in hist["schedule"]] == [0, 2, 4, 6]  # 6 = half of 12, in 3 equal gaps
@@ -329,7 +329,7 @@ def test_gradual_prune_places_every_cut_inside_its_ramp(tiny_bert, steps, events
     cubic_schedule(final, events)[t]; so no cut lies past ramp·steps and the run ends with at least one step at
     ``final``."""
     loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
-    hist = P.gradual_prune(tiny_bert, 0.6, loader, steps=steps, events=events, ramp=ramp, lr=1e-3,
+    hist = P.gradual_prune_(tiny_bert, 0.6, loader, steps=steps, events=events, ramp=ramp, lr=1e-3,
                            method="layerwise", exclude=P.HEAD)
     gap = int(ramp * steps + 1e-9) // (events - 1)
     cut_steps = [step for step, _ in hist["schedule"]]
@@ -342,22 +342,22 @@ def test_gradual_prune_refuses_cuts_past_its_ramp(tiny_bert):
     """steps=10, ramp=0.1 leaves a 1-step ramp: 6 events used to be placed at steps 0..5, far past it."""
     loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
     with pytest.raises(ValueError, match=r"events=6 .*ramp=0.1.*at most 2 events fit"):
-        P.gradual_prune(tiny_bert, 0.5, loader, steps=10, events=6, ramp=0.1)
+        P.gradual_prune_(tiny_bert, 0.5, loader, steps=10, events=6, ramp=0.1)
     with pytest.raises(ValueError, match="at most 3 events fit"):  # ramp 1: the last cut would follow the last step
-        P.gradual_prune(tiny_bert, 0.5, loader, steps=3, events=4, ramp=1.0)
+        P.gradual_prune_(tiny_bert, 0.5, loader, steps=3, events=4, ramp=1.0)
     assert not P.is_pruned(tiny_bert)
-    hist = P.gradual_prune(tiny_bert, 0.5, loader, steps=3, events=1, ramp=0.1, lr=1e-3)  # one cut needs no ramp
+    hist = P.gradual_prune_(tiny_bert, 0.5, loader, steps=3, events=1, ramp=0.1, lr=1e-3)  # one cut needs no ramp
     assert [step for step, _ in hist["schedule"]] == [0] and hist["steps"] == 3
 
 
 def test_gradual_prune_rejects_what_does_not_fit(tiny_bert):
     loader = [{"input_ids": torch.randint(0, 100, (4, 8)), "labels": torch.tensor([0, 1, 1, 0])}]
     with pytest.raises(ValueError, match="do not fit in steps=4"):
-        P.gradual_prune(tiny_bert, 0.5, loader, steps=4, events=6, ramp=1.0)
+        P.gradual_prune_(tiny_bert, 0.5, loader, steps=4, events=6, ramp=1.0)
     with pytest.raises(ValueError, match="final must be"):
-        P.gradual_prune(tiny_bert, 1.0, loader, steps=10)
+        P.gradual_prune_(tiny_bert, 1.0, loader, steps=10)
     with pytest.raises(ValueError, match="ramp must be"):
-        P.gradual_prune(tiny_bert, 0.5, loader, steps=10, ramp=0)
+        P.gradual_prune_(tiny_bert, 0.5, loader, steps=10, ramp=0)
     with pytest.raises(ValueError, match="events must be"):
-        P.gradual_prune(tiny_bert, 0.5, loader, steps=10, events=0)
+        P.gradual_prune_(tiny_bert, 0.5, loader, steps=10, events=0)
     assert not P.is_pruned(tiny_bert)  # every check runs before the first cut

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import lecture_utils as lu
-from lecture_utils import heads, measure, runtime, surgery, training
+from lecture_utils import hardware, heads, measure, runtime, surgery, training
 from lecture_utils.validate import BadType
 
 # ORT fp32 runs the same float32 arithmetic in a different order (fused kernels): logits may differ by rounding.
@@ -321,25 +321,6 @@ def test_unsupported_models_give_clear_errors(tiny_bert, exported, tmp_path):
         ort_model(input_ids=_batch()["input_ids"])
 
 
-def test_cpu_features_from_cpuinfo_and_fallback(tmp_path):
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse avx avx2 fma avx512f avx512_vnni\n\n"
-                    "processor\t: 1\nflags\t\t: fpu\n")
-    f = runtime.cpu_features(info)
-    if f.arm_dot is None:  # x86 (the flags above are x86 names)
-        assert (f.avx2, f.avx512, f.vnni, f.amx) == (True, True, True, False)
-        assert "VNNI" in runtime.int8_outlook(f)
-    assert f.model_name == "Test CPU" and f.source == str(info)
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
-    f = runtime.cpu_features(info)
-    if f.arm_dot is None:
-        assert (f.avx2, f.vnni) == (True, False) and "no VNNI" in runtime.int8_outlook(f)
-    fallback = runtime.cpu_features(tmp_path / "missing")  # as on macOS or Windows: torch's own detection
-    assert fallback.source == "torch" and fallback.torch_capability == str(torch.backends.cpu.get_cpu_capability())
-    assert runtime.cpu_features(None).source == "torch"
-    assert set(fallback.as_dict()) >= {"avx2", "avx512", "vnni", "amx", "torch_capability"}
-
-
 def test_int8_accuracy_on_smoke_data_close_to_fp32(tmp_path, prepared):
     teacher = lu.models.finetuned_teacher("smoke", device="cpu", progress=False)
     tok = lu.models.load_tokenizer("smoke")
@@ -368,11 +349,6 @@ def test_logits_agreement_by_hand_and_scratch_dir():
         runtime.logits_agreement(a, b[:2])
     d1, d2 = runtime.scratch_dir(), runtime.scratch_dir()
     assert d1 != d2 and d1.is_dir() and not any(d1.iterdir())
-
-
-def test_load_per_core_is_a_non_negative_number_or_none():
-    load = runtime.load_per_core()
-    assert load is None or load >= 0
 
 
 def test_logits_agreement_refuses_nan_and_empty_logits():
@@ -411,10 +387,10 @@ def test_export_refuses_float_token_ids_and_exports_what_torch_runs(tiny_bert, t
     torch.testing.assert_close(runtime.OrtModel(path, threads=1)(x).logits, model(x).detach(), atol=FP32_ATOL, rtol=0)
 
 
-def _features(**flags) -> runtime.CpuFeatures:
+def _features(**flags) -> hardware.CpuFeatures:
     base = {"machine": "x86_64", "model_name": "test CPU", "torch_capability": "AVX2", "avx2": True, "avx512": False,
             "vnni": False, "amx": False, "arm_dot": None, "source": "test"}
-    return runtime.CpuFeatures(**{**base, **flags})
+    return hardware.CpuFeatures(**{**base, **flags})
 
 
 def test_ort_int8_settings_follow_onnx_runtimes_advice_per_cpu():
@@ -450,7 +426,7 @@ def test_quantize_onnx_dynamic_chooses_the_weight_range_for_the_cpu(tmp_path, mo
     lo, hi = _int8_weight_range(runtime.quantize_onnx_dynamic(fp32, tmp_path / "f.onnx", reduce_range=False))
     assert max(-lo, hi) == 127
     for vnni, widest in ((False, 64), (True, 127)):  # the default follows the CPU
-        monkeypatch.setattr(runtime, "cpu_features", lambda vnni=vnni: _features(vnni=vnni))
+        monkeypatch.setattr(hardware, "cpu_features", lambda vnni=vnni: _features(vnni=vnni))
         path = runtime.quantize_onnx_dynamic(fp32, tmp_path / f"auto-{vnni}.onnx")
         assert max(map(abs, _int8_weight_range(path))) == widest
         got = runtime.OrtModel(path, threads=1)(x).logits

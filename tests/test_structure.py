@@ -48,7 +48,8 @@ def test_a_notebook_calls_only_its_own_lessons_checks(path):
 # Layers, lowest first: a module may import from its own layer's ALLOWED_SIDEWAYS pairs and from lower layers only.
 LAYERS = [
     {"config"},  # the ground floor's own floor: every name and scale, imports nothing of the package
-    {"validate", "progress", "results", "env"},
+    {"validate", "progress", "results", "keys", "env"},
+    {"fetch", "hardware"},  # what the machine holds and can do: downloads and their digests, CPU features, bandwidth
     {"data", "models", "training", "measure", "memory", "stats"},
     {"overparam", "distill", "surgery", "prune", "heads", "quantize", "lottery", "lowrank", "combine", "runtime",
      "llm"},

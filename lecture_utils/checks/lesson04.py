@@ -167,8 +167,8 @@ def predicted_csr_ratio(fn: Callable[[float, float], float]) -> CheckResult:
             model = seeded_bert(3000, 128, 4, 512, 64)
             dense = measure.state_dict_bytes(model)
             targets = prune.linear_targets(model, exclude=prune.HEAD)
-            prune.prune_layerwise(model, s, targets)
-            prune.make_permanent(model)
+            prune.prune_layerwise_(model, s, targets)
+            prune.make_permanent_(model)
             store = prune.weight_storage(model, targets)
             judge(store["dense"] / dense, s, dense / (dense - store["dense"] + store["csr"]),
                   f"a small BERT built by the check, encoder Linear layers {s:.0%} sparse")

@@ -11,10 +11,10 @@ from torch import nn
 from .. import validate
 from .calibration import InputStats
 from .model import check_float, decoder_layers, decoder_linears
-from .rtn import _check_bits, rtn_model
+from .rtn import _check_bits, rtn_model_
 
 __all__ = ["GRANULARITIES", "SMOOTHQUANT_FAMILIES", "fake_quantize_activation", "fake_quantize_activations",
-           "smooth_scales", "smoothquant_model", "w8a8_weights"]
+           "smooth_scales", "smoothquant_model_", "w8a8_weights_"]
 
 GRANULARITIES = ("tensor", "token")
 
@@ -93,7 +93,7 @@ def _check_smoothable(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks, each checked to have exactly the layout SmoothQuant's folding is correct for."""
     layers = decoder_layers(model)
     decoder_linears(model)  # refuses an already quantized model
-    check_float(model, "smoothquant_model")  # smoothing after rounding would move the weights off their grid
+    check_float(model, "smoothquant_model_")  # smoothing after rounding would move the weights off their grid
     for i, layer in enumerate(layers):
         where = f"{type(model).__name__}'s block {i} ({type(layer).__name__})"
         extra = sorted(n for n, m in layer.named_children()
@@ -102,7 +102,7 @@ def _check_smoothable(model: nn.Module) -> nn.ModuleList:
         if missing or extra:
             what = f"has no {', '.join(missing)}" if missing else \
                 f"has more weighted parts ({', '.join(extra)}), e.g. a norm after attention whose scale must not move"
-            raise TypeError(f"smoothquant_model cannot fold scales into {where}: it {what}. {SMOOTHQUANT_FAMILIES}.")
+            raise TypeError(f"smoothquant_model_ cannot fold scales into {where}: it {what}. {SMOOTHQUANT_FAMILIES}.")
         attn, mlp = layer.self_attn, layer.mlp
         need = {"self_attn": (attn, ("q_proj", "k_proj", "v_proj")), "mlp": (mlp, ("gate_proj", "up_proj",
                                                                                     "down_proj"))}
@@ -110,13 +110,13 @@ def _check_smoothable(model: nn.Module) -> nn.ModuleList:
             absent = [n for n in names if not isinstance(getattr(owner, n, None), nn.Linear)]
             if absent:
                 fused = [n for n, m in owner.named_children() if isinstance(m, nn.Linear) and n not in names]
-                raise TypeError(f"smoothquant_model cannot fold scales into {where}: its {part} has no separate "
+                raise TypeError(f"smoothquant_model_ cannot fold scales into {where}: its {part} has no separate "
                                 f"{', '.join(absent)} nn.Linear" + (f" (it has {', '.join(fused)}: fused projections)"
                                                                      if fused else "") + f". {SMOOTHQUANT_FAMILIES}.")
         hidden = attn.q_proj.in_features
         for norm_name in ("input_layernorm", "post_attention_layernorm"):
             if not _scales_with_weight(getattr(layer, norm_name), hidden):
-                raise TypeError(f"smoothquant_model cannot fold scales into {where}: its {norm_name} "
+                raise TypeError(f"smoothquant_model_ cannot fold scales into {where}: its {norm_name} "
                                 f"({type(getattr(layer, norm_name)).__name__}) does not scale its output with its "
                                 "weight (e.g. Gemma's norm multiplies by 1 + weight), so dividing the weight by s "
                                 f"would change the model. {SMOOTHQUANT_FAMILIES}.")
@@ -124,7 +124,7 @@ def _check_smoothable(model: nn.Module) -> nn.ModuleList:
 
 
 @torch.no_grad()
-def smoothquant_model(model: nn.Module, stats: dict[str, InputStats], alpha: float = 0.5,
+def smoothquant_model_(model: nn.Module, stats: dict[str, InputStats], alpha: float = 0.5,
                       scale_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None) -> nn.Module:
     """Apply SmoothQuant in place to every Llama decoder block: the inputs of down_proj (scaled through ``up_proj``'s
     rows), of gate/up (through ``post_attention_layernorm``) and of q/k/v (through ``input_layernorm``). The model
@@ -172,6 +172,6 @@ def smoothquant_model(model: nn.Module, stats: dict[str, InputStats], alpha: flo
     return model
 
 
-def w8a8_weights(model: nn.Module) -> nn.Module:
+def w8a8_weights_(model: nn.Module) -> nn.Module:
     """Symmetric per-channel int8 weights (simulated) for every decoder linear, in place: the "W8" of W8A8."""
-    return rtn_model(model, 8, None, symmetric=True)
+    return rtn_model_(model, 8, None, symmetric=True)

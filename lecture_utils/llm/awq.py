@@ -5,10 +5,10 @@ The observation first: keeping 1% of each linear layer's *input channels* in ful
 |x| of their activations, recovers most of what round-to-nearest loses (:func:`salient_channels`,
 :func:`full_precision_channels`). AWQ gets the same protection without a mixed format: multiply input channel j of
 the weight by s_j before rounding and divide the input by s_j (:func:`scaled_quantize`); the division is folded
-into the layer that produces the input, an RMSNorm or a linear (:func:`fold_scales`), so nothing is added at run
+into the layer that produces the input, an RMSNorm or a linear (:func:`fold_scales_`), so nothing is added at run
 time. Per block it searches s = (mean |x|)^α over a grid of α for the lowest error of the block's output
 (:func:`awq_scales`, :func:`search_scale`), then a clipping range per output channel and group
-(:func:`search_clip`); :func:`awq_model` runs both on a whole model, as the reference code mit-han-lab/llm-awq
+(:func:`search_clip`); :func:`awq_model_` runs both on a whole model, as the reference code mit-han-lab/llm-awq
 does (``auto_scale.py``, ``auto_clip.py``), and rounds with :func:`~.rtn.quantize_groupwise`.
 
 Units: scales and errors are plain numbers (errors: mean squared difference of outputs); α is an exponent in [0, 1).
@@ -25,12 +25,12 @@ from torch import nn
 
 from .. import validate
 from .calibration import InputStats, _check_windows, decoder_inputs
-from .model import check_float, decoder_layers, decoder_linears, mark_quantized
+from .model import check_float, decoder_layers, decoder_linears, mark_quantized_
 from .rtn import _check_bits, _check_group, quantize_groupwise
 
 __all__ = ["SALIENT_BY", "mean_abs", "salient_channels", "full_precision_channels", "scaled_quantize",
-           "scaled_rtn_model", "awq_scales", "ScaleSearch", "search_scale", "fold_scales", "search_clip",
-           "apply_clip", "AWQResult", "awq_model", "step_growth"]
+           "scaled_rtn_model_", "awq_scales", "ScaleSearch", "search_scale", "fold_scales_", "search_clip",
+           "apply_clip", "AWQResult", "awq_model_", "step_growth"]
 
 SALIENT_BY = ("activation", "weight", "random")
 SCALE_FLOOR = 1e-4  # the reference code's clamp of (mean |x|)^α before normalising
@@ -147,12 +147,12 @@ def scaled_quantize(w: torch.Tensor, s: torch.Tensor, bits: int, group_size: int
 
 
 @torch.no_grad()
-def scaled_rtn_model(model: nn.Module, bits: int, group_size: int | None, scales: dict[str, torch.Tensor]
+def scaled_rtn_model_(model: nn.Module, bits: int, group_size: int | None, scales: dict[str, torch.Tensor]
                      ) -> nn.Module:
     """Every decoder linear of ``model`` rounded in place by :func:`scaled_quantize` with ``scales[name]`` (plain
     RTN for a linear without an entry); returns ``model``. The division of the input is simulated in the weights."""
     linears = decoder_linears(model)
-    check_float(model, "scaled_rtn_model")
+    check_float(model, "scaled_rtn_model_")
     _check_bits(bits)
     validate.mapping(scales, "scales", what="a dict from linear name to its factors (one per input channel)")
     unknown = sorted(set(scales) - set(linears))
@@ -167,7 +167,7 @@ def scaled_rtn_model(model: nn.Module, bits: int, group_size: int | None, scales
         s = scales.get(name)
         lin.weight.copy_(quantize_groupwise(lin.weight, bits, group_size) if s is None
                          else scaled_quantize(lin.weight, s, bits, group_size))
-    return mark_quantized(model, "scaled_rtn_model", bits, group_size)
+    return mark_quantized_(model, "scaled_rtn_model_", bits, group_size)
 
 
 def awq_scales(x_mean_abs: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -237,7 +237,7 @@ def search_scale(run: Callable[[], list[torch.Tensor]], linears: list[nn.Linear]
 
 
 @torch.no_grad()
-def fold_scales(prev: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> None:
+def fold_scales_(prev: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> None:
     """Make the model compute the same function with the inputs of ``linears`` divided by ``s`` and their weight
     columns multiplied by it: ``prev``, the module that produces that input, is an RMSNorm/LayerNorm (its weight,
     and bias if any, divided by s) or a linear (its output rows divided by s). In place; no operation is added."""
@@ -320,7 +320,7 @@ def apply_clip(w: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class AWQResult:
-    """:func:`awq_model`'s model and what it found: per scaled group (named by its first linear) the chosen α and
+    """:func:`awq_model_`'s model and what it found: per scaled group (named by its first linear) the chosen α and
     the error curve over the grid; per clipped linear the mean range kept (1 = not clipped)."""
 
     model: nn.Module
@@ -374,7 +374,7 @@ CLIPPED = [("self_attn.v_proj", "self_attn.q_proj"), ("self_attn.o_proj", "self_
 
 
 @torch.no_grad()
-def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: int | None = None, *,
+def awq_model_(model: nn.Module, windows: torch.Tensor, bits: int, group_size: int | None = None, *,
               stats: dict[str, InputStats] | None = None, grid: int = 20, alphas: dict[str, float] | None = None,
               clip: bool = True, clip_grid: int = 20, max_shrink: float = 0.5, quantize: bool = True,
               batch_size: int = 8, max_layers: int | None = None,
@@ -385,7 +385,7 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
     Per layer: (1) :func:`search_scale` for q/k/v (the error of the attention's output), gate/up (the MLP's
     output), down_proj (its own output) and, where v_proj's output has o_proj's width (no grouped-query
     attention), o_proj; (2) the factors folded into input_layernorm, post_attention_layernorm, up_proj and v_proj
-    (:func:`fold_scales`); (3) with ``clip``, :func:`search_clip` for every linear except q and k (their error
+    (:func:`fold_scales_`); (3) with ``clip``, :func:`search_clip` for every linear except q and k (their error
     passes through the attention scores) on the scaled inputs; (4) with ``quantize``, every linear of the layer
     rounded by :func:`quantize_groupwise`; ``quantize=False`` leaves the scaled and clipped float model (for
     another quantizer, e.g. GPTQ).
@@ -414,7 +414,7 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
     if alphas is not None:
         validate.mapping(alphas, "alphas")
     all_linears = decoder_linears(model)
-    check_float(model, "awq_model")
+    check_float(model, "awq_model_")
     for lin in all_linears.values():
         _check_group(lin.in_features, group_size)
     if stats is not None and (missing := sorted(set(all_linears) - set(stats))):
@@ -454,7 +454,7 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
             result.alphas[prefix + key] = alpha
             found.append((key, prev, group, s))
         for key, prev, group, s in found:
-            fold_scales(prev, group, s)
+            fold_scales_(prev, group, s)
             xtx[key] = xtx[key] / (s.unsqueeze(0) * s.unsqueeze(1))
         if clip:
             for name, src in CLIPPED:
@@ -468,7 +468,7 @@ def awq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: in
                 lin.weight.copy_(quantize_groupwise(lin.weight, bits, group_size))
         inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
     if quantize:
-        mark_quantized(model, "awq_model", bits, group_size)
+        mark_quantized_(model, "awq_model_", bits, group_size)
     return result
 
 

@@ -20,10 +20,10 @@ from .calibration import (
     layer_kwargs,
     mixed_attention,
 )
-from .model import check_float, decoder_layers, decoder_linears, mark_quantized
+from .model import check_float, decoder_layers, decoder_linears, mark_quantized_
 from .rtn import _check_bits, _check_group, _check_weight, fake_quantize_rows, group_qparams
 
-__all__ = ["single_thread", "inverse_hessian_factor", "gptq_quantize", "gptq_model", "output_error"]
+__all__ = ["single_thread", "inverse_hessian_factor", "gptq_quantize", "gptq_model_", "output_error"]
 
 
 @contextlib.contextmanager
@@ -121,7 +121,7 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
     return Q.contiguous().to(w.dtype)
 
 
-def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: int | None = None, *,
+def gptq_model_(model: nn.Module, windows: torch.Tensor, bits: int, group_size: int | None = None, *,
                damp: float = 0.01, act_order: bool = True, sequential: bool = True, batch_size: int = 8,
                max_layers: int | None = None) -> nn.Module:
     """Quantize every decoder linear of ``model`` in place with :func:`gptq_quantize`; returns ``model``.
@@ -137,7 +137,7 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
     on a 4-bit grid, so the quantizers mark what they return (:func:`lecture_utils.llm.check_float`).
     """
     linears_all = decoder_linears(model)  # refuses a model that is not Llama-style or already quantized
-    check_float(model, "gptq_model")  # ... and one the course's own quantizers have rounded
+    check_float(model, "gptq_model_")  # ... and one the course's own quantizers have rounded
     _check_windows(windows, model)
     bits = _check_bits(bits)
     for name, m in linears_all.items():
@@ -170,7 +170,7 @@ def gptq_model(model: nn.Module, windows: torch.Tensor, bits: int, group_size: i
             if sequential:  # the next layer reads what the quantized layer outputs
                 outputs = _layer_outputs(layer, inputs)
             inputs = [(out, kw) for out, (_, kw) in zip(outputs, inputs, strict=True)]
-    return mark_quantized(model, "gptq_model", bits, group_size)
+    return mark_quantized_(model, "gptq_model_", bits, group_size)
 
 
 def output_error(w: torch.Tensor, w_hat: torch.Tensor, xtx: torch.Tensor) -> float:

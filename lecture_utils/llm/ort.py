@@ -36,7 +36,7 @@ from .rtn import _check_group, group_qparams, quantize_groupwise
 
 __all__ = ["GENAI_REQUIREMENT", "ORT_PRECISIONS", "ort_llm_settings", "ort_llm_dir", "ort_llm_meta", "build_ort_llm",
            "pack_int4", "unpack_int4", "block_integers", "matmulnbits_arrays", "dequantize_matmulnbits",
-           "rtn_head", "graph_weights", "load_shipped_weights", "ship_weights", "SHIPPED_METHODS", "shipped_options",
+           "rtn_head_", "graph_weights", "load_shipped_weights_", "ship_weights", "SHIPPED_METHODS", "shipped_options",
            "shipped_settings",
            "shipped_ort_llm", "OrtCausalLM", "onnx_folder_mb"]
 
@@ -51,7 +51,7 @@ def _source_sha256(src: Path) -> str:
         sha = json.loads(meta.read_text()).get("sha256")
         if sha:
             return sha
-    from ..data import sha256_of
+    from ..fetch import sha256_of
 
     weights = src / "model.safetensors"
     if not weights.exists():
@@ -113,7 +113,7 @@ def ort_llm_meta(settings: dict) -> dict | None:
 
 
 def _hash_graph(folder: Path) -> str:
-    from ..data import sha256_of
+    from ..fetch import sha256_of
 
     return sha256_of(folder / "model.onnx")
 
@@ -271,7 +271,7 @@ def dequantize_matmulnbits(b: np.ndarray, scales: np.ndarray, zero_points: np.nd
     return ((q - z) * s).reshape(n, blocks * 2 * half)[:, :k]
 
 
-def rtn_head(model: nn.Module, block_size: int = 32) -> nn.Module:
+def rtn_head_(model: nn.Module, block_size: int = 32) -> nn.Module:
     """Round the output layer (``lm_head``, tied to the embedding in SmolLM2) to symmetric 4-bit blocks of
     ``block_size`` in place, as the 4-bit ONNX graph stores it; returns ``model``. With tied weights the embedding
     lookup then reads the same 4-bit values, as the graph's ``GatherBlockQuantized`` does."""
@@ -366,7 +366,7 @@ def ship_weights(model: nn.Module, reference: nn.Module, base: str | Path, dst: 
 
 
 
-def load_shipped_weights(model: nn.Module, folder: str | Path) -> nn.Module:
+def load_shipped_weights_(model: nn.Module, folder: str | Path) -> nn.Module:
     """Write into ``model`` (a torch Llama of the graph's architecture, changed in place and returned) the float
     weights that the 4-bit graph in ``folder`` really multiplies by: every ``MatMulNBits`` node's integers, scales and
     zero points, dequantized (:func:`dequantize_matmulnbits`), split back into q/k/v where the builder fused them.
@@ -374,7 +374,7 @@ def load_shipped_weights(model: nn.Module, folder: str | Path) -> nn.Module:
     int8 activations of accuracy level 4).
 
     Examples:
-        >>> sim = load_shipped_weights(copy.deepcopy(model), shipped_ort_llm("gptq"))  # doctest: +SKIP
+        >>> sim = load_shipped_weights_(copy.deepcopy(model), shipped_ort_llm("gptq"))  # doctest: +SKIP
         >>> perplexity(sim, windows)  # GPTQ's weights as shipped, evaluated in torch  # doctest: +SKIP
     """
     import onnx
@@ -444,16 +444,16 @@ def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, g
     (:func:`ship_weights`), blocks of ``block_size``; the output layer (tied embedding) always symmetric RTN.
 
     ``method``: ``"rtn_sym"`` symmetric round-to-nearest (the format of the builder's graph); ``"rtn"`` affine
-    round-to-nearest; ``"gptq"`` affine GPTQ (:func:`lecture_utils.llm.gptq_model`, act order, sequential) on
+    round-to-nearest; ``"gptq"`` affine GPTQ (:func:`lecture_utils.llm.gptq_model_`, act order, sequential) on
     ``calib_tokens`` training-review tokens in windows of ``seq_len`` (``gptq_layers``: only the first layers,
     for quick tests). ``layers``: the course's model cut to its first decoder layers (the smoke scale). Returns the
     folder (genai config and tokenizer included)."""
     import copy
     import time
 
-    from .gptq import gptq_model
+    from .gptq import gptq_model_
     from .model import load_llm, review_windows
-    from .rtn import rtn_model
+    from .rtn import rtn_model_
 
     settings = shipped_settings(method, calib_tokens, seq_len, gptq_layers, block_size, layers)
     folder = ort_llm_dir(settings)
@@ -466,7 +466,7 @@ def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, g
         quantized = copy.deepcopy(model)
         if method == "gptq":
             calib = review_windows(tokenizer, "train", calib_tokens, seq_len, seed=0)
-            gptq_model(quantized, calib, 4, block_size, act_order=True, sequential=True, max_layers=gptq_layers)
+            gptq_model_(quantized, calib, 4, block_size, act_order=True, sequential=True, max_layers=gptq_layers)
             if gptq_layers is not None:  # the layers GPTQ left alone still need the runtime's grid
                 for layer in decoder_layers(quantized)[gptq_layers:]:
                     for m in layer.modules():
@@ -474,8 +474,8 @@ def shipped_ort_llm(method: str, calib_tokens: int = 4096, seq_len: int = 128, g
                             with torch.no_grad():
                                 m.weight.copy_(quantize_groupwise(m.weight, 4, block_size))
         else:
-            rtn_model(quantized, 4, block_size, symmetric=method == "rtn_sym")
-        rtn_head(quantized, block_size)
+            rtn_model_(quantized, 4, block_size, symmetric=method == "rtn_sym")
+        rtn_head_(quantized, block_size)
         with atomic_folder(folder) as tmp:
             out = ship_weights(quantized, model, base, tmp / "model", symmetric=method == "rtn_sym")
             for f in out.iterdir():

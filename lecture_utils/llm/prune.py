@@ -11,7 +11,7 @@ from .. import validate
 from .calibration import InputStats
 from .model import decoder_linears
 
-__all__ = ["score_mask", "wanda_score", "wanda_mask", "magnitude_mask", "prune_model"]
+__all__ = ["score_mask", "wanda_score", "wanda_mask", "magnitude_mask", "prune_model_"]
 
 
 def _n_m_and_sparsity(n_m: tuple[int, int] | None, sparsity: float | None) -> tuple[tuple[int, int] | None, float]:
@@ -91,10 +91,12 @@ def magnitude_mask(w: torch.Tensor, sparsity: float | None = None, n_m: tuple[in
     return score_mask(w.abs(), sparsity, per_row=False, n_m=n_m)
 
 
-def prune_model(model: nn.Module, method: str, sparsity: float | None = None, n_m: tuple[int, int] | None = None,
-                stats: dict[str, InputStats] | None = None, mask_fn: Callable | None = None) -> nn.Module:
-    """Zero weights of every decoder linear in place: ``method`` "magnitude" or "wanda" (needs ``stats`` from
-    :func:`calibrate`), at ``sparsity`` (default 0.5) or N:M. ``mask_fn(w, x_norm, sparsity)`` replaces
+def prune_model_(model: nn.Module, sparsity: float | None = None, method: str = "magnitude",
+                 n_m: tuple[int, int] | None = None, stats: dict[str, InputStats] | None = None,
+                 mask_fn: Callable | None = None) -> nn.Module:
+    """Zero weights of every decoder linear in place, at ``sparsity`` (default 0.5) or N:M, by ``method``
+    "magnitude" or "wanda" (needs ``stats`` from :func:`calibrate`) — the amount first, then the method, as
+    :func:`lecture_utils.prune.prune_model_` takes them. ``mask_fn(w, x_norm, sparsity)`` replaces
     :func:`wanda_mask` for unstructured Wanda (given with magnitude or N:M, it is refused); it must return a
     keep-mask of ``w``'s shape. Returns ``model``."""
     validate.choice(method, "method", ("magnitude", "wanda"))

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from .. import validate
-from .model import GGUF_BLOCK, check_float, decoder_linears, mark_quantized
+from .model import GGUF_BLOCK, check_float, decoder_linears, mark_quantized_
 
-__all__ = ["group_qparams", "fake_quantize_rows", "quantize_groupwise", "rtn_model", "block_levels"]
+__all__ = ["group_qparams", "fake_quantize_rows", "quantize_groupwise", "rtn_model_", "block_levels"]
 
 
 def _check_group(cols: int, group_size: int | None) -> int:
@@ -79,7 +79,7 @@ def quantize_groupwise(w: torch.Tensor, bits: int, group_size: int | None = None
     return fake_quantize_rows(rows, scale, zero, bits, symmetric).reshape(w.shape).to(w.dtype)
 
 
-def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmetric: bool = False,
+def rtn_model_(model: nn.Module, bits: int, group_size: int | None = None, symmetric: bool = False,
               float_zero: bool = False, quantize: Callable[[torch.Tensor, int, int], torch.Tensor] | None = None
               ) -> nn.Module:
     """Quantize every decoder linear of ``model`` in place with :func:`quantize_groupwise`; returns ``model``.
@@ -93,7 +93,7 @@ def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmet
     symmetric = validate.flag(symmetric, "symmetric")
     float_zero = validate.flag(float_zero, "float_zero")
     linears = decoder_linears(model)
-    check_float(model, "rtn_model")
+    check_float(model, "rtn_model_")
     for name, m in linears.items():  # every layer is checked before any weight changes
         _check_group(m.weight.shape[1], group_size)
         validate.tensor(m.weight, f"the weight of {name}", floating=True)
@@ -105,7 +105,7 @@ def rtn_model(model: nn.Module, bits: int, group_size: int | None = None, symmet
                 out = quantize(m.weight.detach().clone(), bits, group_size or m.weight.shape[1])
                 m.weight.copy_(validate.result(out, quantize, m.weight.shape,
                                                what=f"the quantized weight of {name}"))
-    return mark_quantized(model, "rtn_model", bits, group_size)
+    return mark_quantized_(model, "rtn_model_", bits, group_size)
 
 
 def block_levels(w: torch.Tensor, block: int = GGUF_BLOCK) -> torch.Tensor:

@@ -20,31 +20,9 @@ from .. import validate
 from .footprint import bytes_per_weight
 from .model import decoder_linears
 
-__all__ = ["memory_bandwidth_gbs", "read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
+__all__ = ["read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
            "GenaiDecoder", "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "PEAK_RUNTIMES",
            "peak_memory_mb", "profile_decode_step"]
-
-
-def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
-    """The machine's memory bandwidth, measured with torch on a float32 buffer of ``megabytes`` MB (far larger than
-    any cache): ``copy`` (a ``copy_`` into a second buffer, counting bytes read *and* written) and ``read`` (a sum
-    over the buffer, bytes read only), in GB/s, the best of ``repeats``. Uses torch's current threads."""
-    validate.integer(megabytes, "megabytes", 16)
-    validate.integer(repeats, "repeats", 1)
-    n = megabytes * 1_000_000 // 4
-    a, b = torch.ones(n), torch.empty(n)
-    b.copy_(a)
-    best_copy = best_read = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        b.copy_(a)
-        best_copy = min(best_copy, time.perf_counter() - start)
-        start = time.perf_counter()
-        a.sum()
-        best_read = min(best_read, time.perf_counter() - start)
-    nbytes = n * 4
-    return {"copy": 2 * nbytes / best_copy / 1e9, "read": nbytes / best_read / 1e9, "megabytes": float(megabytes),
-            "threads": float(torch.get_num_threads())}
 
 
 def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
