@@ -310,7 +310,7 @@ def test_quantizing_twice_is_refused_because_gptq_would_move_the_weights_again(t
                      lambda m: llm.smoothquant_model_(m, llm.calibrate(tiny, windows, hessian=False))):
         for done in (rtn, gptq):
             before = copy.deepcopy(done)
-            with pytest.raises(ValueError, match=r"already quantized by lu\.llm\.(rtn|gptq)_model \(4 bits, groups "
+            with pytest.raises(ValueError, match=r"already quantized by lu\.llm\.(rtn|gptq)_model_ \(4 bits, groups "
                                                  r"of 32\).*copy\.deepcopy"):
                 quantize(done)
             assert _max_move(done, before) == 0  # refused before anything changed
