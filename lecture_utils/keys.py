@@ -53,8 +53,7 @@ class Key:
         return "{" in self.name
 
 
-def _k(name: str, unit: str, meaning: str, optional: bool = False) -> Key:
-    return Key(name, unit, meaning, optional)
+_k = Key  # short, for the tables below
 
 
 # The one-time preparation `make course` runs before the lessons (recorded by the course runner, not a notebook).

@@ -199,10 +199,10 @@ def predicted_csr_ratio_reference(pruned_share: float, sparsity: float) -> float
 
 def _magnitude_mask(w, s, per_row=False, largest=False):
     """A magnitude mask with a mistake switched on (per row, or keeping the smallest weights)."""
-    mask = torch.ones(w.numel(), dtype=torch.bool)
     if per_row:
         idx = w.abs().topk(round(s * w.shape[1]), dim=1, largest=largest).indices
         return ~torch.zeros_like(w, dtype=torch.bool).scatter(1, idx, True)
+    mask = torch.ones(w.numel(), dtype=torch.bool)
     mask[w.abs().flatten().topk(round(s * w.numel()), largest=largest).indices] = False
     return mask.view_as(w)
 
