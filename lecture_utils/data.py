@@ -256,9 +256,9 @@ def tokenize(dd, tokenizer, max_length: int):
     return out.rename_column("label", "labels")
 
 
-TRAIN_BATCHING = "length-grouped, 50 batches per group"  # how make_loaders forms training batches (the teacher's
-# cache key holds it: a change of batching is a change of the teacher)
 LENGTH_GROUP = 50  # batches per group of LengthGroupedBatches
+TRAIN_BATCHING = f"length-grouped, {LENGTH_GROUP} batches per group"  # how make_loaders forms training batches (the
+# teacher's cache key holds it: a change of batching is a change of the teacher)
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):

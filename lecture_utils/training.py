@@ -19,13 +19,18 @@ from tqdm import tqdm
 from . import validate as check
 from .progress import bar as progress_bar
 
-__all__ = ["TEACHER_LOGITS", "TARGET_KEYS", "model_inputs", "to_device", "logits_and_labels", "cross_entropy_loss",
-           "check_classification", "model_device", "TrainingDiverged", "train", "predict", "evaluate", "scores"]
+__all__ = ["OPTIMIZER", "adamw", "TEACHER_LOGITS", "TARGET_KEYS", "model_inputs", "to_device", "logits_and_labels",
+           "cross_entropy_loss", "check_classification", "model_device", "TrainingDiverged", "train", "predict",
+           "evaluate", "scores"]
 
 Batch = Mapping | tuple | list
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 TEACHER_LOGITS = "teacher_logits"  # a teacher's logits stored in a batch (lecture_utils.distill.with_teacher_logits)
 TARGET_KEYS = ("labels", TEACHER_LOGITS)  # entries of a dict batch that are targets, never the model's inputs
+# The optimiser `train` builds (the teacher's cache key holds it). Fused: one kernel updates every parameter. On the
+# course's 2-core CPU PyTorch's default AdamW (a Python loop over the tensors) took 112 ms per step of the 3-layer
+# encoder, the fused one 14 ms: a quarter of each fine-tuning step. Same algorithm, same hyperparameters.
+OPTIMIZER = "AdamW, fused"
 
 
 def model_inputs(batch: Mapping) -> dict:
@@ -113,6 +118,13 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite during training (the message says at which step)."""
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """:data:`OPTIMIZER`: AdamW with its fused kernel where PyTorch has one for every parameter (floating point, on
+    a CPU or a CUDA device), else the default implementation."""
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_steps: int | None = None,
           lr: float = 5e-5, weight_decay: float = 0.01, warmup: float = 0.1, loss_fn: LossFn | None = None,
           optimizer: torch.optim.Optimizer | None = None, eval_loader: Iterable | None = None,
@@ -166,7 +178,7 @@ def train(model: torch.nn.Module, loader: Iterable, *, epochs: float = 1.0, max_
     loss_fn = loss_fn or cross_entropy_loss
     device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = optimizer or torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = optimizer or adamw(params, lr, weight_decay)
     warm = int(warmup * max_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / (warm + 1) if s < warm else max(0.0, (max_steps - s) / max(1, max_steps - warm)))

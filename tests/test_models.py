@@ -192,3 +192,43 @@ def test_pooling_is_checked_and_keeps_the_cls_teacher_folder(tiny_distilbert):
     mean_dir = models.teacher_dir("smoke", "mean")
     assert mean_dir != models.teacher_dir("smoke") and mean_dir.name.startswith("meanpool-smoke-")
     assert models.teacher_settings("smoke", "mean")["pooling"] == "mean"
+
+
+def _id_batches(seed: int = 0, n: int = 3) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(1, 100, (4, 6), generator=g),
+             "attention_mask": torch.ones(4, 6, dtype=torch.long),
+             "labels": torch.randint(0, 2, (4,), generator=g)} for _ in range(n)]
+
+
+def test_cached_predictions_equal_predict_are_reused_and_follow_the_batches(tiny_bert, tmp_path, monkeypatch):
+    batches = _id_batches()
+    want_logits, want_labels = lu.training.predict(tiny_bert, batches)
+    logits, labels = models.cached_predictions(tiny_bert, batches, tmp_path)
+    assert torch.equal(logits, want_logits) and torch.equal(labels, want_labels)
+    (saved,) = tmp_path.glob("predictions-*.pt")
+    # the second call reads the file: predict is not called again
+    monkeypatch.setattr(lu.training, "predict", lambda *a, **k: pytest.fail("recomputed a cached prediction"))
+    again, _ = models.cached_predictions(tiny_bert, batches, tmp_path)
+    assert torch.equal(again, want_logits)
+    monkeypatch.undo()
+    # other batches (one token changed) are another file, never the old answer
+    other = _id_batches()
+    other[1]["input_ids"][0, 0] = (other[1]["input_ids"][0, 0] % 99) + 1
+    assert models.batches_sha256(other) != models.batches_sha256(batches)
+    moved, _ = models.cached_predictions(tiny_bert, other, tmp_path)
+    assert torch.equal(moved, lu.training.predict(tiny_bert, other)[0]) and len(list(tmp_path.glob("*.pt"))) == 2
+    # a damaged file is recomputed and rewritten whole
+    saved.write_bytes(b"not a tensor file")
+    fixed, _ = models.cached_predictions(tiny_bert, batches, tmp_path)
+    assert torch.equal(fixed, want_logits) and torch.load(saved, weights_only=True)["labels"].shape == (12,)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_cached_predictions_refuse_what_is_not_a_model_or_a_loader(tiny_bert, tmp_path):
+    with pytest.raises(TypeError, match="model"):
+        models.cached_predictions("teacher", _id_batches(), tmp_path)
+    with pytest.raises(TypeError, match="loader"):
+        models.cached_predictions(tiny_bert, 3, tmp_path)
+    with pytest.raises(TypeError, match="loader"):
+        models.batches_sha256(None)
