@@ -24,7 +24,7 @@ from .fetch import sha256_of
 __all__ = ["ATTN_IMPLEMENTATIONS", "POOLINGS", "TEACHER_LR", "TEACHER_SEED", "pretrained_path", "quiet_transformers",
            "load_tokenizer", "MeanPooler", "set_pooling_", "pooling_of", "load_classifier", "teacher_settings",
            "teacher_dir", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup", "teacher_setup",
-           "batches_sha256", "cached_predictions",
+           "weights_sha256", "batches_sha256", "cached_predictions",
            "replace_linears_", "mlp", "config_parameters"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -384,12 +384,24 @@ def batches_sha256(loader, *extra: str) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """A sha256 of ``model``'s structure (its printed modules) and of every tensor of its state dict (names, dtypes,
+    shapes and values): a model changed in any weight or layer gets another digest."""
+    check.module(model)
+    h = hashlib.sha256(repr(model).encode())
+    for name, value in model.state_dict().items():
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def cached_predictions(model: nn.Module, loader, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``lu.training.predict(model, loader)`` — logits (N, C) and labels (N,) — kept in the checkpoint ``folder``
     the model was loaded from, so the lessons that all score the same teacher on the same test batches compute it
-    once. The file is named by :func:`batches_sha256` of the batches, the device type, the attention implementation
-    and the PyTorch version; any change to them, or a new checkpoint (a new folder), computes afresh. Written
-    atomically; a file that does not load as logits and labels of the right length is recomputed."""
+    once. The file is named by :func:`weights_sha256` of the model, :func:`batches_sha256` of the batches, the
+    device type, the attention implementation and the PyTorch version: a model changed in any weight, other batches
+    or another set-up compute afresh (a second file), never reuse an answer. Written atomically; a file that does
+    not load as logits and labels of the right length is recomputed."""
     import io
 
     from .config import atomic_write
@@ -398,7 +410,7 @@ def cached_predictions(model: nn.Module, loader, folder: Path) -> tuple[torch.Te
     check.module(model)
     folder = Path(folder)
     attn = str(getattr(getattr(model, "config", None), "_attn_implementation", None))
-    digest = batches_sha256(loader, model_device(model).type, attn, torch.__version__)
+    digest = batches_sha256(loader, weights_sha256(model), model_device(model).type, attn, torch.__version__)
     path = folder / f"predictions-{digest[:16]}.pt"
     if path.exists():
         try:

@@ -95,6 +95,48 @@ def test_gptq_never_worse_than_rtn_on_its_calibration_inputs(bits, group):
     assert llm.output_error(w, w, xtx) == 0
 
 
+def _gptq_by_the_book(w, xtx, bits, group, symmetric, act_order, damp=0.01, block=128):
+    """GPTQ column by column as the reference code writes it (IST-DASLab/gptq), with the course's grid: the test's
+    own oracle for :func:`llm.gptq_quantize`, which prepares each group's constants once and works in place."""
+    rows, cols = w.shape
+    g = group or cols
+    W, H = w.clone(), xtx.clone()
+    if act_order:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        scale, zero = (t.reshape(rows, cols // g) for t in llm.group_qparams(W.reshape(-1, g), bits, symmetric))
+        col_scale, col_zero = scale.T[perm // g], zero.T[perm // g]
+        W, H = W[:, perm], H[perm][:, perm]
+    else:
+        block = g * max(1, block // g) if g < cols else cols
+    U = llm.inverse_hessian_factor(H, damp).float()
+    Q = torch.zeros_like(W)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        W1, Err1 = W[:, i1:i2].clone(), torch.zeros(rows, i2 - i1)
+        for i in range(i2 - i1):
+            if act_order:
+                scale, zero = col_scale[i1 + i], col_zero[i1 + i]
+            elif (i1 + i) % g == 0:
+                scale, zero = (t.squeeze(1) for t in llm.group_qparams(W1[:, i:i + g], bits, symmetric))
+            q = Q[:, i1 + i] = llm.fake_quantize_rows(W1[:, i], scale, zero, bits, symmetric)
+            err = Err1[:, i] = (W1[:, i] - q) / U[i1 + i, i1 + i]
+            W1[:, i:] -= err[:, None] * U[i1 + i, i1 + i:i2][None, :]
+        W[:, i2:] -= Err1 @ U[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)] if act_order else Q
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize(("bits", "group"), [(4, 16), (3, None), (2, 32)])
+def test_gptq_equals_the_reference_loop(bits, group, act_order, symmetric):
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.randn(300, 64, generator=gen) @ torch.randn(64, 64, generator=gen)
+    w = torch.randn(24, 64, generator=gen)
+    got = llm.gptq_quantize(w, x.T @ x, bits, group, symmetric=symmetric, act_order=act_order, block_size=32)
+    want = _gptq_by_the_book(w, x.T @ x, bits, group, symmetric, act_order, block=32)
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)
+
+
 def test_output_error_is_the_output_difference():
     gen = torch.Generator().manual_seed(2)
     x, w, w2 = torch.randn(50, 8, generator=gen), torch.randn(4, 8, generator=gen), torch.randn(4, 8, generator=gen)
@@ -425,15 +467,19 @@ def test_score_mask_drops_exactly_k_even_with_ties(per_row):
     assert torch.equal(mask, want.view_as(score))
 
 
-def test_gptq_inverse_factor_equals_the_reference_three_steps():
+@pytest.mark.parametrize("n", [48, 300])  # 300: inverted by halves, down to blocks of 75
+def test_gptq_inverse_factor_equals_the_reference_three_steps(n):
     """The upper Cholesky factor of the damped H⁻¹, as IST-DASLab/gptq computes it:
     cholesky(cholesky_inverse(cholesky(H + λI)), upper=True)."""
     gen = torch.Generator().manual_seed(9)
-    x = torch.randn(300, 48, generator=gen) * torch.rand(48, generator=gen) * 5
+    x = torch.randn(2 * n, n, generator=gen, dtype=torch.float64) * torch.rand(n, generator=gen) * 5
     h = x.T @ x
-    damped = h.double() + 0.01 * torch.diag(h.double()).mean() * torch.eye(48, dtype=torch.float64)
+    before = h.clone()
+    damped = h + 0.01 * torch.diag(h).mean() * torch.eye(n, dtype=torch.float64)
     want = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
-    assert torch.allclose(llm.inverse_hessian_factor(h, 0.01), want, atol=1e-12)
+    got = llm.inverse_hessian_factor(h, 0.01)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12 * want.abs().max().item())
+    assert torch.equal(h, before)  # the caller's Hessian is not damped in place
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), "0.5", True, None])

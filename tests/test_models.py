@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -218,6 +219,13 @@ def test_cached_predictions_equal_predict_are_reused_and_follow_the_batches(tiny
     assert models.batches_sha256(other) != models.batches_sha256(batches)
     moved, _ = models.cached_predictions(tiny_bert, other, tmp_path)
     assert torch.equal(moved, lu.training.predict(tiny_bert, other)[0]) and len(list(tmp_path.glob("*.pt"))) == 2
+    # a model changed in one weight is another file too, never the teacher's answer
+    changed = copy.deepcopy(tiny_bert)
+    with torch.no_grad():
+        changed.classifier.weight[0, 0] += 1.0
+    assert models.weights_sha256(changed) != models.weights_sha256(tiny_bert)
+    theirs, _ = models.cached_predictions(changed, batches, tmp_path)
+    assert torch.equal(theirs, lu.training.predict(changed, batches)[0]) and len(list(tmp_path.glob("*.pt"))) == 3
     # a damaged file is recomputed and rewritten whole
     saved.write_bytes(b"not a tensor file")
     fixed, _ = models.cached_predictions(tiny_bert, batches, tmp_path)

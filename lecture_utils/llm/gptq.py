@@ -21,7 +21,7 @@ from .calibration import (
     mixed_attention,
 )
 from .model import check_float, decoder_layers, decoder_linears, mark_quantized_
-from .rtn import _check_bits, _check_group, _check_weight, fake_quantize_rows, group_qparams
+from .rtn import _check_bits, _check_group, _check_weight, group_qparams
 
 __all__ = ["single_thread", "inverse_hessian_factor", "gptq_quantize", "gptq_model_", "output_error"]
 
@@ -44,10 +44,46 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     The reference code takes three steps (Cholesky, inverse, Cholesky); reversing the order of the columns gives U
     in two: U = flip(L⁻¹) where L Lᵀ = flip(H + λI). float64, because float32 changed the lesson's results visibly.
     """
-    h = h.double()
-    h = h + damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
-    low = torch.linalg.cholesky(h.flip(0, 1))
-    return torch.linalg.solve_triangular(low, torch.eye(h.shape[0], dtype=h.dtype), upper=False).flip(0, 1)
+    h = h.to(torch.float64, copy=True)
+    h.diagonal().add_(damp * h.diagonal().mean())
+    return _lower_inverse(torch.linalg.cholesky(h.flip(0, 1))).flip(0, 1)
+
+
+def _lower_inverse(low: torch.Tensor, leaf: int = 128) -> torch.Tensor:
+    """L⁻¹ of a lower-triangular ``low`` by halves, [[A, 0], [C, D]]⁻¹ = [[A⁻¹, 0], [−D⁻¹ C A⁻¹, D⁻¹]]: matrix
+    products instead of a triangular solve against the identity, about twice as fast for SmolLM2's 1,536 inputs
+    (the same float64 result to ~1e-15, the same float32 factor)."""
+    n = low.shape[0]
+    if n <= leaf:
+        return torch.linalg.solve_triangular(low, torch.eye(n, dtype=low.dtype), upper=False)
+    k = n // 2
+    a, d = _lower_inverse(low[:k, :k], leaf), _lower_inverse(low[k:, k:], leaf)
+    out = torch.zeros_like(low)
+    out[:k, :k], out[k:, k:] = a, d
+    out[k:, :k] = -(d @ (low[k:, :k] @ a))
+    return out
+
+class _rounder:
+    """:func:`fake_quantize_rows` for one column at a time, bit for bit, with the group's constants prepared once
+    (``grid``) and the result written into a given tensor: the column loop of GPTQ runs it ~100,000 times on
+    SmolLM2, where each avoided tensor operation saves seconds."""
+
+    def __init__(self, bits: int, symmetric: bool):
+        self.symmetric = symmetric
+        self.low, self.high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+
+    def grid(self, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What one group needs: its scale, and (affine) 1 / scale and the zero point as floats."""
+        if self.symmetric:
+            return (scale,)
+        return scale, 1.0 / scale, zero.to(scale.dtype)
+
+    def __call__(self, col: torch.Tensor, grid: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        if self.symmetric:
+            (scale,) = grid
+            return torch.div(col, scale, out=out).round_().clamp_(self.low, self.high).mul_(scale)
+        scale, inverse, zero = grid
+        return torch.mul(col, inverse, out=out).round_().add_(zero).clamp_(self.low, self.high).sub_(zero).mul_(scale)
 
 
 def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int | None = None,
@@ -99,6 +135,8 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
     Hinv = inverse_hessian_factor(H, damp).float()
     WT = W.T.contiguous()  # (in, out): one column of W is one contiguous row here
     QT = torch.zeros_like(WT)
+    round_into = _rounder(bits, symmetric)
+    static = None if col_scale is None else round_into.grid(col_scale, col_zero)  # act order: every column's grid
     # One thread for the column loop: thousands of small updates, where thread hand-offs cost more than the maths
     with single_thread():
         for i1 in range(0, cols, block):
@@ -107,13 +145,13 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
             Err1 = torch.zeros_like(W1)
             for i in range(i2 - i1):
                 if col_scale is not None:
-                    scale, zero = col_scale[i1 + i], col_zero[i1 + i]
+                    grid = tuple(t[i1 + i] for t in static)
                 elif (i1 + i) % g == 0:
-                    scale, zero = (t.squeeze(1) for t in group_qparams(W1[i:i + g].T, bits, symmetric))
-                col = W1[i]
-                q = QT[i1 + i] = fake_quantize_rows(col, scale, zero, bits, symmetric)
-                err = Err1[i] = (col - q) / Hinv1[i, i]
-                W1[i:].addr_(Hinv1[i, i:], err, alpha=-1)
+                    grid = round_into.grid(*(t.squeeze(1) for t in group_qparams(W1[i:i + g].T, bits, symmetric)))
+                col, q, err = W1[i], QT[i1 + i], Err1[i]
+                round_into(col, grid, q)  # q = fake_quantize_rows(col, scale, zero), written in place
+                torch.sub(col, q, out=err).div_(Hinv1[i, i])
+                W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1)  # row i itself is done: only later ones
             WT[i2:] -= Hinv[i1:i2, i2:].T @ Err1
     Q = QT.T
     if perm is not None:
