@@ -63,7 +63,8 @@ def _lower_inverse(low: torch.Tensor, leaf: int = 128) -> torch.Tensor:
     out[k:, :k] = -(d @ (low[k:, :k] @ a))
     return out
 
-class _rounder:
+
+class _ColumnRounder:
     """:func:`fake_quantize_rows` for one column at a time, bit for bit, with the group's constants prepared once
     (``grid``) and the result written into a given tensor: the column loop of GPTQ runs it ~100,000 times on
     SmolLM2, where each avoided tensor operation saves seconds."""
@@ -135,7 +136,7 @@ def gptq_quantize(w: torch.Tensor, xtx: torch.Tensor, bits: int, group_size: int
     Hinv = inverse_hessian_factor(H, damp).float()
     WT = W.T.contiguous()  # (in, out): one column of W is one contiguous row here
     QT = torch.zeros_like(WT)
-    round_into = _rounder(bits, symmetric)
+    round_into = _ColumnRounder(bits, symmetric)
     static = None if col_scale is None else round_into.grid(col_scale, col_zero)  # act order: every column's grid
     # One thread for the column loop: thousands of small updates, where thread hand-offs cost more than the maths
     with single_thread():
