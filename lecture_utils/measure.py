@@ -1,4 +1,5 @@
-"""Measuring models: parameters by component, size on disk, sparsity, latency, and a benchmark dict.
+"""Measuring models: parameters by component, size on disk, sparsity, latency (a :class:`Latency`), and all of
+them together (a :class:`Benchmark`).
 
 Units, everywhere in the course: sizes in MB = 10^6 bytes (not MiB), latencies in milliseconds, accuracies as
 fractions in [0, 1].
@@ -10,6 +11,7 @@ import io
 import statistics
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -18,8 +20,8 @@ from . import validate as check
 from .training import evaluate, logits_and_labels, model_device, scores, to_device
 
 __all__ = ["BYTES_PER_MB", "count_parameters", "COMPONENT_WORDS", "component_of", "parameters_by_component",
-           "state_dict_bytes", "size_mb", "weight_matrices", "sparsity", "sparsity_by_layer", "latency_ms",
-           "compare_latency", "evaluate_within", "benchmark", "accuracy", "speedup", "embedding_share"]
+           "state_dict_bytes", "size_mb", "weight_matrices", "sparsity", "sparsity_by_layer", "Latency", "latency_ms",
+           "compare_latency", "evaluate_within", "Benchmark", "benchmark", "accuracy", "speedup", "embedding_share"]
 
 BYTES_PER_MB = 1_000_000
 
@@ -150,7 +152,36 @@ def _budget(budget_s: float | None) -> float:
     return check.positive(budget_s, "budget_s", hint="seconds, or None for no limit")
 
 
+@dataclass(frozen=True)
+class Latency:
+    """One model's forward-pass time on one batch, in milliseconds, from :func:`latency_ms` or
+    :func:`compare_latency`.
+
+    ``median_ms`` is the headline (it resists the odd slow pass caused by the rest of the machine); ``min_ms`` and
+    ``max_ms`` bound the timed passes. ``repeats`` timed passes ran of the ``requested_repeats`` asked for:
+    ``stopped_by_budget`` says a time limit of ``budget_s`` seconds (None: no limit) cut them short. ``batch_size``
+    rows per pass, ``threads`` torch CPU threads, ``device`` "cpu", "cuda" or "mps".
+
+    Examples:
+        >>> lat = latency_ms(torch.nn.Linear(4, 2), torch.zeros(8, 4), repeats=3)
+        >>> lat.batch_size, lat.repeats, lat.min_ms <= lat.median_ms <= lat.max_ms
+        (8, 3, True)
+    """
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+    requested_repeats: int
+    stopped_by_budget: bool
+    budget_s: float | None
+    batch_size: int
+    threads: int
+    device: str
+
+
 def _summary(times: list[float], requested: int, budget_s: float) -> dict:
+    """The timing fields of a :class:`Latency` from the timed passes ``times`` (ms)."""
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times),
             "repeats": len(times), "requested_repeats": requested, "stopped_by_budget": len(times) < requested,
             "budget_s": None if budget_s == float("inf") else budget_s}
@@ -158,13 +189,11 @@ def _summary(times: list[float], requested: int, budget_s: float) -> dict:
 
 @torch.inference_mode()
 def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor, repeats: int = 10,
-               warmup: int = 2, budget_s: float | None = None) -> dict:
-    """Time the forward pass of ``model`` on ``inputs`` (a batch dict or a tensor).
+               warmup: int = 2, budget_s: float | None = None) -> Latency:
+    """Time the forward pass of ``model`` on ``inputs`` (a batch dict or a tensor), in milliseconds.
 
-    Runs ``warmup`` untimed passes, then ``repeats`` timed ones, and returns a dict with ``median_ms`` (the
-    headline number), ``min_ms``, ``max_ms``, ``batch_size``, ``threads`` (torch CPU threads), ``device``,
-    ``repeats`` (timed passes that ran) and ``stopped_by_budget``. The median resists the odd slow run caused by
-    the rest of the machine.
+    Runs ``warmup`` untimed passes, then ``repeats`` timed ones, and returns a :class:`Latency` (``median_ms`` is
+    the headline number).
 
     ``budget_s`` bounds the time spent (warm-up included): once the passes have used that many seconds no new
     pass starts, so a slow kernel is reported as slow after a few calls instead of taking minutes. At least one
@@ -200,8 +229,8 @@ def latency_ms(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor,
         run()
         sync()
         times.append((time.perf_counter() - start) * 1000)
-    return {**_summary(times, repeats, budget), "batch_size": int(batch_size), "threads": torch.get_num_threads(),
-            "device": device.type}
+    return Latency(**_summary(times, repeats, budget), batch_size=int(batch_size), threads=torch.get_num_threads(),
+                   device=device.type)
 
 
 def _check_timing(model: nn.Module, inputs, repeats: int, warmup: int) -> tuple[int, int]:
@@ -217,10 +246,10 @@ def _check_timing(model: nn.Module, inputs, repeats: int, warmup: int) -> tuple[
 
 
 def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor] | torch.Tensor,
-                    repeats: int = 10, warmup: int = 2, budget_s: float | None = None) -> dict[str, dict]:
+                    repeats: int = 10, warmup: int = 2, budget_s: float | None = None) -> dict[str, Latency]:
     """Time several models on the same inputs fairly: round-robin, one timed pass of each model per round, so a
-    slow moment of the machine hits every model alike. Returns ``{name: latency dict}`` as :func:`latency_ms`
-    (``median_ms`` is the headline).
+    slow moment of the machine hits every model alike. Returns ``{name: Latency}`` (``median_ms`` is the
+    headline; see :func:`latency_ms`).
 
     ``budget_s`` is each model's own time limit (warm-up included): a model that has used it sits out the
     remaining rounds, the others go on. Its ``repeats`` says how many timed passes it got and
@@ -230,7 +259,7 @@ def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor
         check.module(model, f"models[{name!r}]")
     repeats = _check_timing(next(iter(models.values())), inputs, repeats, warmup)[0]
     budget = _budget(budget_s)
-    rounds: dict[str, list[dict]] = {name: [] for name in models}
+    rounds: dict[str, list[Latency]] = {name: [] for name in models}
     used: dict[str, float] = {}
     for name, model in models.items():
         start = time.perf_counter()
@@ -248,7 +277,7 @@ def compare_latency(models: dict[str, nn.Module], inputs: dict[str, torch.Tensor
             used[name] += time.perf_counter() - start
     out = {}
     for name, runs in rounds.items():
-        out[name] = {**runs[0], **_summary([r["median_ms"] for r in runs], repeats, budget)}
+        out[name] = replace(runs[0], **_summary([r.median_ms for r in runs], repeats, budget))
     return out
 
 
@@ -285,28 +314,46 @@ def evaluate_within(model: nn.Module, loader: Iterable, budget_s: float) -> dict
     return {**scores(torch.cat(logits), torch.cat(labels)), "batches": len(logits), "complete": complete}
 
 
+@dataclass(frozen=True)
+class Benchmark:
+    """What the course compares about one model, from :func:`benchmark`: ``params`` (elements), ``size_mb``
+    (MB = 10^6 bytes of its saved state), ``sparsity`` (fraction of zero weights; None when it cannot be measured),
+    ``latency`` (a :class:`Latency`, None when no inputs were given) and ``accuracy`` (fraction in [0, 1], None when
+    no loader was given)."""
+
+    params: int
+    size_mb: float
+    sparsity: float | None
+    latency: Latency | None
+    accuracy: float | None
+
+
 def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor | None = None,
-              loader: Iterable | None = None, repeats: int = 10, budget_s: float | None = None) -> dict:
-    """Everything the course compares, in one dict: ``params``, ``size_mb``, ``sparsity``, and, when given,
-    ``latency_ms`` (median over ``repeats`` on ``inputs``, within ``budget_s`` seconds: see :func:`latency_ms`),
-    ``batch_size``, ``threads`` and ``accuracy`` (on ``loader``). ``sparsity`` is None when it cannot be measured:
-    no plain weight matrix, or quantized layers whose packed weights :func:`weight_matrices` cannot read (counting
-    only the rest would mislead)."""
+              loader: Iterable | None = None, repeats: int = 10, budget_s: float | None = None) -> Benchmark:
+    """Everything the course compares, in one :class:`Benchmark`: parameters, size and sparsity, and, when given,
+    the latency on ``inputs`` (``repeats`` timed passes within ``budget_s`` seconds: see :func:`latency_ms`) and
+    the accuracy on ``loader``. ``sparsity`` is None when it cannot be measured: no plain weight matrix, or
+    quantized layers whose packed weights :func:`weight_matrices` cannot read (counting only the rest would
+    mislead).
+
+    Examples:
+        >>> b = benchmark(torch.nn.Linear(4, 2), torch.zeros(8, 4), repeats=2)
+        >>> b.params, b.latency.batch_size, b.accuracy is None
+        (10, 8, True)
+    """
     check.module(model)
     repeats = check.integer(repeats, "repeats", 1)
     if loader is not None:
         check.loader(loader)
-    out: dict = {"params": count_parameters(model), "size_mb": size_mb(model), "sparsity": None}
+    measured_sparsity = None
     try:
-        out["sparsity"] = sparsity(model)
+        measured_sparsity = sparsity(model)
     except ValueError:  # no weight matrix, or packed quantized weights: unknown, not 0
         pass
-    if inputs is not None:
-        lat = latency_ms(model, inputs, repeats=repeats, budget_s=budget_s)
-        out.update(latency_ms=lat["median_ms"], batch_size=lat["batch_size"], threads=lat["threads"])
-    if loader is not None:
-        out["accuracy"] = evaluate(model, loader, progress=False)["accuracy"]
-    return out
+    latency = None if inputs is None else latency_ms(model, inputs, repeats=repeats, budget_s=budget_s)
+    acc = None if loader is None else evaluate(model, loader, progress=False)["accuracy"]
+    return Benchmark(params=count_parameters(model), size_mb=size_mb(model), sparsity=measured_sparsity,
+                     latency=latency, accuracy=acc)
 
 
 # Reference answers of lesson 00's and 01's exercises (used by the student copy until the learner's pass their check).

@@ -53,19 +53,24 @@ def test_sparsity_needs_weight_matrices():
 def test_latency_reports_median_batch_threads(tiny_bert):
     batch = {"input_ids": torch.randint(0, 100, (3, 8)), "attention_mask": torch.ones(3, 8, dtype=torch.long)}
     lat = measure.latency_ms(tiny_bert, batch, repeats=3, warmup=1)
-    assert lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"] and lat["median_ms"] > 0
-    assert lat["batch_size"] == 3 and lat["threads"] == torch.get_num_threads() and lat["device"] == "cpu"
+    assert isinstance(lat, measure.Latency)
+    assert lat.min_ms <= lat.median_ms <= lat.max_ms and lat.median_ms > 0
+    assert lat.batch_size == 3 and lat.threads == torch.get_num_threads() and lat.device == "cpu"
     with pytest.raises(ValueError):
         measure.latency_ms(tiny_bert, batch, repeats=0)
-    assert measure.latency_ms(nn.Linear(4, 2), torch.randn(5, 4), repeats=2)["batch_size"] == 5
+    assert measure.latency_ms(nn.Linear(4, 2), torch.randn(5, 4), repeats=2).batch_size == 5
 
 
 def test_benchmark_gathers_everything(tiny_bert):
     batch = {"input_ids": torch.randint(0, 100, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long),
              "labels": torch.tensor([0, 1])}
     res = measure.benchmark(tiny_bert, {k: v for k, v in batch.items() if k != "labels"}, loader=[batch], repeats=2)
-    assert set(res) >= {"params", "size_mb", "sparsity", "latency_ms", "batch_size", "threads", "accuracy"}
-    assert res["params"] == lu.measure.count_parameters(tiny_bert) and 0 <= res["accuracy"] <= 1
+    assert isinstance(res, measure.Benchmark) and isinstance(res.latency, measure.Latency)
+    assert res.latency.batch_size == 2 and res.latency.repeats == 2 and res.size_mb == measure.size_mb(tiny_bert)
+    assert res.params == lu.measure.count_parameters(tiny_bert) and 0 <= res.accuracy <= 1
+    assert res.sparsity == measure.sparsity(tiny_bert)
+    bare = measure.benchmark(tiny_bert)  # nothing to time or score: said by None, not by a number
+    assert bare.latency is None and bare.accuracy is None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -101,13 +106,13 @@ def test_parameters_by_component_names_what_it_cannot_place():
 
 def test_benchmark_reports_an_unknown_sparsity_as_none_not_zero():
     no_matrices = nn.Sequential(nn.LayerNorm(4))
-    assert measure.benchmark(no_matrices)["sparsity"] is None
+    assert measure.benchmark(no_matrices).sparsity is None
     int8 = lu.quantize.dynamic_int8(lu.models.mlp([8, 8, 2]))  # packed weights that weight_matrices cannot read
-    assert measure.benchmark(int8)["sparsity"] is None
+    assert measure.benchmark(int8).sparsity is None
     with pytest.raises(ValueError, match="packed weights cannot be read"):
         measure.sparsity(int8)  # used to answer with the other matrices only
     dense = lu.models.mlp([8, 8, 2])
-    assert measure.benchmark(dense)["sparsity"] == measure.sparsity(dense)
+    assert measure.benchmark(dense).sparsity == measure.sparsity(dense)
 
 
 @pytest.mark.parametrize(("inputs", "kwargs", "match"), [
@@ -123,7 +128,7 @@ def test_latency_arguments_are_checked(inputs, kwargs, match):
 
 def test_latency_accepts_numpy_repeats_and_compare_needs_a_dict_of_models():
     np = pytest.importorskip("numpy")
-    assert measure.latency_ms(nn.Linear(4, 2), torch.zeros(2, 4), repeats=np.int64(2), warmup=0)["batch_size"] == 2
+    assert measure.latency_ms(nn.Linear(4, 2), torch.zeros(2, 4), repeats=np.int64(2), warmup=0).batch_size == 2
     with pytest.raises(TypeError, match=r"models must be a dict \{name: model\}"):
         measure.compare_latency([nn.Linear(4, 2)], torch.zeros(2, 4))
     with pytest.raises(TypeError, match=r"models\['b'\] must be a torch nn.Module"):
@@ -157,10 +162,10 @@ class _Slow(nn.Module):
 def test_latency_budget_stops_a_slow_model_after_a_few_calls():
     slow = _Slow(0.1)
     lat = measure.latency_ms(slow, torch.randn(3, 4), repeats=100, warmup=2, budget_s=0.25)
-    assert lat["stopped_by_budget"] and 1 <= lat["repeats"] < 100 and lat["requested_repeats"] == 100
-    assert slow.calls == lat["repeats"] + 2 and lat["median_ms"] >= 100  # 2 warm-ups use 0.2 s, then 1-2 timed
+    assert lat.stopped_by_budget and 1 <= lat.repeats < 100 and lat.requested_repeats == 100
+    assert slow.calls == lat.repeats + 2 and lat.median_ms >= 100  # 2 warm-ups use 0.2 s, then 1-2 timed
     unbounded = measure.latency_ms(nn.Linear(4, 2), torch.randn(3, 4), repeats=5)
-    assert unbounded["repeats"] == 5 and not unbounded["stopped_by_budget"] and unbounded["budget_s"] is None
+    assert unbounded.repeats == 5 and not unbounded.stopped_by_budget and unbounded.budget_s is None
     for bad in (0, -1.0, "10", True):
         with pytest.raises(ValueError, match="budget_s"):
             measure.latency_ms(nn.Linear(4, 2), torch.randn(3, 4), budget_s=bad)
@@ -170,10 +175,10 @@ def test_compare_latency_budget_is_per_model():
     slow, fast = _Slow(0.1), nn.Linear(4, 2)
     lat = measure.compare_latency({"slow": slow, "fast": fast}, torch.randn(3, 4), repeats=30, warmup=1,
                                   budget_s=0.35)
-    assert lat["slow"]["stopped_by_budget"] and lat["slow"]["repeats"] < 30
-    assert slow.calls == lat["slow"]["repeats"] + 1  # one warm-up pass, then only the rounds it was given
-    assert lat["fast"]["repeats"] == 30 and not lat["fast"]["stopped_by_budget"]  # microseconds: never cut
-    assert measure.benchmark(slow, torch.randn(3, 4), repeats=50, budget_s=0.2)["latency_ms"] >= 100
+    assert lat["slow"].stopped_by_budget and lat["slow"].repeats < 30
+    assert slow.calls == lat["slow"].repeats + 1  # one warm-up pass, then only the rounds it was given
+    assert lat["fast"].repeats == 30 and not lat["fast"].stopped_by_budget  # microseconds: never cut
+    assert measure.benchmark(slow, torch.randn(3, 4), repeats=50, budget_s=0.2).latency.median_ms >= 100
 
 
 def test_evaluate_within_matches_evaluate_or_stops_early(tiny_bert):

@@ -144,7 +144,7 @@ def test_roundtrip_error_report_shrinks_with_bits():
 def test_compare_latency_times_every_model(tiny_bert):
     batch = {"input_ids": torch.randint(0, 100, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
     res = lu.measure.compare_latency({"a": tiny_bert, "b": Q.dynamic_int8(tiny_bert)}, batch, repeats=3)
-    assert set(res) == {"a", "b"} and all(r["median_ms"] > 0 and r["batch_size"] == 2 for r in res.values())
+    assert set(res) == {"a", "b"} and all(r.median_ms > 0 and r.batch_size == 2 for r in res.values())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -94,12 +94,12 @@ def test_ort_model_works_with_course_interfaces(tiny_bert, exported):
     got = training.evaluate(ort_model, batches, progress=False)
     assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], abs=1e-4)
     lat = measure.compare_latency({"torch": tiny_bert, "ort": ort_model}, _batch(), repeats=2, warmup=1)
-    assert lat["ort"]["batch_size"] == 3 and lat["ort"]["repeats"] == 2
+    assert lat["ort"].batch_size == 3 and lat["ort"].repeats == 2
     bench = measure.benchmark(ort_model, _batch(), batches, repeats=2)
-    assert bench["accuracy"] == want["accuracy"] and bench["size_mb"] == pytest.approx(
+    assert bench.accuracy == want["accuracy"] and bench.size_mb == pytest.approx(
         runtime.onnx_size_mb(exported))
     # the numbers stored in the file: the exporter merges identical tensors (this random model's all-zero biases)
-    assert 0.9 * measure.count_parameters(tiny_bert) < bench["params"] == ort_model.count_parameters()
+    assert 0.9 * measure.count_parameters(tiny_bert) < bench.params == ort_model.count_parameters()
     agree = runtime.agreement(tiny_bert, ort_model, batches)
     assert agree["same_prediction"] == 1.0 and agree["max_abs_diff"] < FP32_ATOL and agree["examples"] == 12
 
