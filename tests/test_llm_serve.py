@@ -175,8 +175,14 @@ def test_loading_shipped_weights_gives_back_the_simulated_model(tiny_folder, tin
 
 
 def test_peak_memory_is_measured_in_a_fresh_process_and_bad_input_is_refused(tiny_builds, tmp_path):
+    ballast = np.ones(400_000_000 // 8)  # 400 MB held (and touched) by this process while the child measures
+    assert L.peak_resident_mb() > 400
     out = L.peak_memory_mb("ort", [1, 17, 42, 5], 4, folder=tiny_builds["int4"])
     assert out["peak_mb"] >= out["before_mb"] > 0 and out["model_peak_mb"] == out["peak_mb"] - out["before_mb"]
+    # the child's own peak: a tiny model adds little, and the parent's 400 MB (which getrusage's ru_maxrss carries
+    # across exec on Linux) must not show up in it
+    assert out["model_peak_mb"] < 200, out
+    del ballast
     with pytest.raises(ValueError, match="runtime must be one of"):
         L.peak_memory_mb("tensorrt", [1, 2])
     with pytest.raises(ValueError, match="folder is needed"):
@@ -189,6 +195,15 @@ def test_peak_memory_is_measured_in_a_fresh_process_and_bad_input_is_refused(tin
         L.peak_memory_mb("torch_fp32", [])
     with pytest.raises(ValueError, match="new_tokens"):
         L.peak_memory_mb("torch_fp32", [1, 2], new_tokens=1)
+
+def test_peak_resident_reads_vmhwm_and_says_nan_without_it(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 900000 kB\nVmHWM:\t  250000 kB\nVmRSS:\t  120000 kB\n")
+    assert L.peak_resident_mb(status) == pytest.approx(250000 * 1024 / 1e6)
+    status.write_text("Name:\tpython\n")
+    assert math.isnan(L.peak_resident_mb(status))
+    assert math.isnan(L.peak_resident_mb(tmp_path / "missing"))
+
 
 def test_decoders_agree_with_generate(tiny_folder, tiny_builds):
     _, model = tiny_folder

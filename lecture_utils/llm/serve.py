@@ -22,7 +22,7 @@ from .model import decoder_linears
 
 __all__ = ["read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
            "GenaiDecoder", "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "PEAK_RUNTIMES",
-           "peak_memory_mb", "profile_decode_step"]
+           "peak_resident_mb", "peak_memory_mb", "profile_decode_step"]
 
 
 def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
@@ -217,13 +217,27 @@ def resident_mb(statm: str | Path = "/proc/self/statm") -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def peak_resident_mb(status: str | Path = "/proc/self/status") -> float:
+    """The most resident memory this process has held since it started its program, in MB (10^6 bytes): Linux's
+    ``VmHWM`` from ``/proc/self/status``; NaN where that file does not exist (macOS, Windows).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``exec``, so a child started by a large process
+    (a notebook kernel holding a model) reports its parent's peak instead of its own. ``VmHWM`` belongs to the
+    process's own address space, which ``exec`` replaces."""
+    try:
+        for line in Path(status).read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6  # the file says kB (KiB)
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return float("nan")
+
 
 PEAK_RUNTIMES = ("torch_fp32", "torch_ao_int8", "ort")  # what peak_memory_mb can load
 
 
 def _peak_child() -> None:
     """The child process of :func:`peak_memory_mb`: its settings as JSON in ``argv[1]``, one JSON line out."""
-    import resource
     import sys
 
     args = json.loads(sys.argv[1])
@@ -245,8 +259,7 @@ def _peak_child() -> None:
             model = dynamic_int8(model)  # built from the float model, as the lesson does: both exist for a moment
         decoder = TorchDecoder(model)
     time_decode(decoder, args["prompt_ids"], args["new_tokens"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # Linux reports kilobytes
-    print(json.dumps({"before_mb": before, "peak_mb": peak}))
+    print(json.dumps({"before_mb": before, "peak_mb": peak_resident_mb()}))
 
 
 def peak_memory_mb(runtime: str, prompt_ids: list[int], new_tokens: int = 16, folder: str | Path | None = None,
@@ -256,9 +269,8 @@ def peak_memory_mb(runtime: str, prompt_ids: list[int], new_tokens: int = 16, fo
     genai model in ``folder``; the torch ones load the course's model, ``layers`` as in ``load_llm``). The child
     imports torch, transformers and onnxruntime-genai, reads its resident memory (``before_mb``), loads the model,
     generates ``new_tokens`` greedy tokens after ``prompt_ids``, and reports its peak resident memory
-    (``peak_mb``, from ``getrusage``). Returns both and ``model_peak_mb`` = peak − before: what the model and its
-    decoding added at their worst, in MB (10^6 bytes). NaN on systems without ``/proc`` and ``getrusage`` (Windows);
-    macOS reports ``ru_maxrss`` in other units, so it gets NaN too rather than a wrong number."""
+    (``peak_mb``, :func:`peak_resident_mb`). Returns both and ``model_peak_mb`` = peak − before: what the model and
+    its decoding added at their worst, in MB (10^6 bytes). NaN where the OS has no ``/proc`` (macOS, Windows)."""
     import subprocess
     import sys
 
