@@ -207,12 +207,12 @@ def add_projections(student: nn.Module, teacher_width: int) -> nn.ModuleList:
 
 
 @torch.no_grad()
-def with_teacher_logits(teacher: nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> list[dict]:
-    """Copies of ``batches`` (dicts with the model's inputs, e.g. a fixed stream from a sentiment loader), each
-    with the teacher's logits (batch, classes) under ``"teacher_logits"``, computed once with the teacher in eval
-    mode. :func:`distillation_loss` then reads them instead of running the teacher at every step — the same numbers
-    (an eval-mode teacher is deterministic), for the teacher's cost paid once however many students train on the
-    stream. The model never sees that entry (:data:`lecture_utils.training.TARGET_KEYS`).
+def with_teacher_logits(teacher: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]]) -> list[dict]:
+    """Copies of the batches of ``loader`` (dicts with the model's inputs, e.g. a fixed stream from a sentiment
+    loader), each with the teacher's logits (batch, classes) under ``"teacher_logits"``, computed once with the
+    teacher in eval mode. :func:`distillation_loss` then reads them instead of running the teacher at every step —
+    the same numbers (an eval-mode teacher is deterministic), for the teacher's cost paid once however many students
+    train on the stream. The model never sees that entry (:data:`lecture_utils.training.TARGET_KEYS`).
 
     Example:
         >>> stream = lu.distill.with_teacher_logits(teacher, stream)  # doctest: +SKIP
@@ -222,14 +222,14 @@ def with_teacher_logits(teacher: nn.Module, batches: Iterable[Mapping[str, torch
     teacher.eval()
     device = model_device(teacher)
     out = []
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(loader):
         if not isinstance(batch, Mapping) or "input_ids" not in batch:
-            raise check.BadType(f"batches[{i}] must be a dict batch with 'input_ids' (from a sentiment loader), got "
-                                f"{check.show(batch)}")
+            raise check.BadType(f"batch {i} of loader must be a dict batch with 'input_ids' (from a sentiment "
+                                f"loader), got {check.show(batch)}")
         logits = teacher(**model_inputs(to_device(batch, device))).logits.float().cpu()
         out.append({**batch, TEACHER_LOGITS: logits})
     if not out:
-        raise ValueError("batches is empty: with_teacher_logits needs at least one batch")
+        raise ValueError("loader is empty: with_teacher_logits needs at least one batch")
     return out
 
 

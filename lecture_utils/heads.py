@@ -138,7 +138,7 @@ def _examples(batch) -> int:
     return int(ids.shape[0])
 
 
-def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | None = None,
+def head_importance(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None,
                     normalize: bool = True) -> torch.Tensor:
     """Michel et al.'s head importance: ``I[l, h] = mean over examples x of |∂L(x)/∂ξ[l, h]|`` at ξ = 1.
 
@@ -150,8 +150,8 @@ def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | Non
     Args:
         model: a BERT-style model with the same number of heads in every layer; it is left unchanged (no
             parameter gradients are stored; its train/eval mode is restored).
-        batches: batches as for :func:`lu.training.train` (e.g. a few training batches), each a dict with
-            ``input_ids`` of shape (batch, tokens).
+        loader: batches as for :func:`lu.training.train` (a loader or a list, e.g. a few training batches), each a
+            dict with ``input_ids`` of shape (batch, tokens).
         loss_fn: ``loss_fn(model, batch) -> scalar``, the *mean* over the batch's examples of a per-example loss;
             default cross-entropy on the labels.
         normalize: divide each layer's scores by their ℓ2 norm over the layer's heads, as Michel et al. do
@@ -164,7 +164,7 @@ def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | Non
     if loss_fn is not None:
         check.callable_(loss_fn, "loss_fn")
     loss_fn = loss_fn or cross_entropy_loss
-    check.loader(batches, "batches")
+    check.loader(loader, "loader")
     check.flag(normalize, "normalize")
     n_layers, n_heads = _uniform_heads(model)
     device = model_device(model)
@@ -175,7 +175,7 @@ def head_importance(model: nn.Module, batches: Iterable, loss_fn: Callable | Non
     try:
         for p, _ in flags:
             p.requires_grad_(False)  # only ∂L/∂ξ is needed: skip every weight gradient
-        for batch in batches:
+        for batch in loader:
             batch = to_device(batch, device)
             n = _examples(batch)
             gates = torch.ones(n, n_layers, n_heads, device=device, requires_grad=True)  # one set per example

@@ -369,6 +369,12 @@ def teacher_setup(scale: str | Scale | None = None, device: str | torch.device |
     return TeacherSetup(teacher, tokenizer, loaders, accuracy, majority, logits, labels)
 
 
+def _hash_tensor(h, key, value: torch.Tensor) -> None:
+    """Feed one tensor to the sha256 ``h``: its key, dtype and shape, then its values' bytes in memory order."""
+    h.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+    h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def batches_sha256(loader, *extra: str) -> str:
     """A sha256 of every tensor ``loader`` yields (keys, dtypes, shapes and values, batch by batch, in order) and of
     the strings ``extra``: two loaders with the same digest feed a model exactly the same batches."""
@@ -378,8 +384,7 @@ def batches_sha256(loader, *extra: str) -> str:
         items = sorted(batch.items()) if isinstance(batch, dict) else enumerate(batch)
         for key, value in items:
             if torch.is_tensor(value):
-                h.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
-                h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                _hash_tensor(h, key, value)
         h.update(b"|")
     return h.hexdigest()
 
@@ -390,8 +395,7 @@ def weights_sha256(model: nn.Module) -> str:
     check.module(model)
     h = hashlib.sha256(repr(model).encode())
     for name, value in model.state_dict().items():
-        h.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        _hash_tensor(h, name, value)
     return h.hexdigest()
 
 

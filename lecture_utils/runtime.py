@@ -565,7 +565,7 @@ def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
             "examples": len(reference)}
 
 
-def agreement(reference: nn.Module, other: nn.Module, batches: Iterable) -> dict:
-    """:func:`logits_agreement` of two models' logits on ``batches`` (a loader)."""
-    batches = list(batches)
-    return logits_agreement(predict(reference, batches)[0], predict(other, batches)[0])
+def agreement(reference: nn.Module, other: nn.Module, loader: Iterable) -> dict:
+    """:func:`logits_agreement` of two models' logits on the batches of ``loader``."""
+    loader = list(loader)
+    return logits_agreement(predict(reference, loader)[0], predict(other, loader)[0])

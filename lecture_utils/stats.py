@@ -34,8 +34,8 @@ import torch
 
 from . import validate as check
 
-__all__ = ["correct", "mcnemar_p", "bootstrap_interval", "Comparison", "compare", "t_cdf", "t_critical", "PairedT",
-           "paired_t"]
+__all__ = ["correct", "rate", "mcnemar_p", "bootstrap_interval", "Comparison", "compare", "t_cdf", "t_critical",
+           "PairedT", "paired_t"]
 
 
 def correct(model: torch.nn.Module, loader) -> torch.Tensor:
@@ -44,6 +44,21 @@ def correct(model: torch.nn.Module, loader) -> torch.Tensor:
 
     logits, labels = predict(model, loader)
     return logits.argmax(-1) == labels
+
+
+def rate(flags: torch.Tensor) -> float:
+    """The fraction in [0, 1] of the bools in ``flags`` that are True: an accuracy, from :func:`correct`'s one bool
+    per example.
+
+    Examples:
+        >>> rate(torch.tensor([True, False, True, True]))
+        0.75
+    """
+    flags = check.tensor(flags, "flags", dims=(1,))
+    if flags.dtype != torch.bool or flags.numel() == 0:
+        raise ValueError(f"flags must be a non-empty 1-D bool tensor (e.g. stats.correct(model, loader)), got "
+                         f"{flags.dtype} with {flags.numel()} values")
+    return flags.float().mean().item()
 
 
 def _pair(correct_a: torch.Tensor, correct_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,7 +164,7 @@ def layers_to_drop(strategy: str, n_layers: int, k: int, similarities: Sequence[
 
 
 @torch.no_grad()
-def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
+def layer_contributions(model: nn.Module, loader: Iterable) -> torch.Tensor:
     """The average cosine similarity between each transformer layer's input and output hidden states.
 
     For every layer i, over every non-padding token of every batch: cos(h_i, h_{i+1}) where h_0 is the embeddings'
@@ -176,13 +176,13 @@ def layer_contributions(model: nn.Module, batches: Iterable) -> torch.Tensor:
     from .training import model_device, model_inputs, to_device
 
     encoder_layers(model)
-    check.loader(batches, "batches")
+    check.loader(loader, "loader")
     was_training = model.training
     model.eval()
     device = model_device(model)
     total, tokens = None, 0
     try:
-        for batch in batches:
+        for batch in loader:
             if not isinstance(batch, Mapping) or "attention_mask" not in batch:
                 raise check.BadType(f"each batch must be a dict with input_ids and attention_mask, got "
                                     f"{check.show(batch)}")

@@ -221,7 +221,7 @@ def test_stored_teacher_logits_give_the_same_loss_without_running_the_teacher(be
     assert logits.shape == stream[0]["teacher_logits"].shape and torch.equal(labels, stream[0]["labels"])
     hist = training.train(student, stream, max_steps=2, lr=1e-3, loss_fn=loss_fn, progress=False)
     assert hist["steps"] == 2
-    with pytest.raises(TypeError, match=r"batches\[0\] must be a dict batch"):
+    with pytest.raises(TypeError, match="batch 0 of loader must be a dict batch"):
         distill.with_teacher_logits(bert4, [(torch.zeros(2, 3), torch.zeros(2))])
-    with pytest.raises(ValueError, match="batches is empty"):
+    with pytest.raises(ValueError, match="loader is empty"):
         distill.with_teacher_logits(bert4, [])

@@ -178,10 +178,10 @@ def test_peak_memory_is_measured_in_a_fresh_process_and_bad_input_is_refused(tin
     ballast = np.ones(400_000_000 // 8)  # 400 MB held (and touched) by this process while the child measures
     assert L.peak_resident_mb() > 400
     out = L.peak_memory_mb("ort", [1, 17, 42, 5], 4, folder=tiny_builds["int4"])
-    assert out["peak_mb"] >= out["before_mb"] > 0 and out["model_peak_mb"] == out["peak_mb"] - out["before_mb"]
+    assert out.peak_mb >= out.before_mb > 0 and out.model_peak_mb == out.peak_mb - out.before_mb
     # the child's own peak: a tiny model adds little, and the parent's 400 MB (which getrusage's ru_maxrss carries
     # across exec on Linux) must not show up in it
-    assert out["model_peak_mb"] < 200, out
+    assert out.model_peak_mb < 200, out
     del ballast
     with pytest.raises(ValueError, match="runtime must be one of"):
         L.peak_memory_mb("tensorrt", [1, 2])
@@ -212,15 +212,15 @@ def test_decoders_agree_with_generate(tiny_folder, tiny_builds):
         want = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
                               pad_token_id=2, eos_token_id=None)[0, len(prompt):].tolist()
     torch_run = L.time_decode(L.TorchDecoder(model), prompt, 8)
-    assert torch_run["tokens"] == want
-    assert torch_run["ttft_ms"] > 0 and torch_run["decode_tok_s"] > 0
+    assert torch_run.tokens == want
+    assert torch_run.ttft_ms > 0 and torch_run.decode_tok_s > 0
     genai = L.GenaiDecoder(tiny_builds["fp32"], threads=1, max_length=64)
-    assert L.time_decode(genai, prompt, 8)["tokens"] == want
+    assert L.time_decode(genai, prompt, 8).tokens == want
     batched = L.time_decode(L.TorchDecoder(model), prompt, 4, batch=3)
-    assert batched["tokens"] == want[:4] and batched["batch"] == 3
+    assert batched.tokens == want[:4] and batched.batch == 3
     table = L.round_robin_decode({"torch": L.TorchDecoder(model), "genai": genai}, prompt, 4, repeats=2)
-    assert set(table) == {"torch", "genai"} and all(len(v["runs"]) == 2 for v in table.values())
-    assert table["genai"]["tokens"] == want[:4]
+    assert set(table) == {"torch", "genai"} and all(len(v.runs) == 2 for v in table.values())
+    assert table["genai"].tokens == want[:4]
     with pytest.raises(RuntimeError, match="prefill"):
         L.TorchDecoder(model).step()
 
@@ -333,7 +333,7 @@ def test_block_influence_and_dropping(llama):
         assert torch.allclose(dropped(input_ids=ids).logits, want, atol=1e-5)
         gen = dropped.generate(input_ids=ids[:1, :5], max_new_tokens=4, do_sample=False, pad_token_id=2,
                                eos_token_id=None)
-    assert L.time_decode(L.TorchDecoder(dropped), ids[0, :5].tolist(), 4)["tokens"] == gen[0, 5:].tolist()
+    assert L.time_decode(L.TorchDecoder(dropped), ids[0, :5].tolist(), 4).tokens == gen[0, 5:].tolist()
     with pytest.raises(ValueError, match="strategy"):
         L.layers_to_drop(3, 1, "middle")
     with pytest.raises(ValueError, match="scores"):

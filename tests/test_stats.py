@@ -127,3 +127,13 @@ def test_paired_t_on_three_seeds_needs_4_30_standard_errors():
         stats.paired_t([0.5, 0.6], [0.5])
     with pytest.raises(ValueError, match="df"):
         stats.t_critical(0)
+
+
+def test_rate_is_the_share_of_true_and_refuses_what_is_not_one_bool_per_example():
+    flags = torch.tensor([True, False, True, True])
+    assert stats.rate(flags) == 0.75 == flags.float().mean().item()
+    assert stats.rate(torch.zeros(3, dtype=torch.bool)) == 0.0
+    for bad, err in [(torch.tensor([1.0, 0.0]), ValueError), (torch.ones(2, 2, dtype=torch.bool), ValueError),
+                     (torch.zeros(0, dtype=torch.bool), ValueError), ([True, False], TypeError)]:
+        with pytest.raises(err, match="flags"):
+            stats.rate(bad)

@@ -144,7 +144,7 @@ def test_layer_contributions_wants_a_list_of_batch_dicts(bert4):
         surgery.layer_contributions(bert4, _batch())
     with pytest.raises(TypeError, match="input_ids and attention_mask"):
         surgery.layer_contributions(bert4, [{"input_ids": _batch()["input_ids"]}])
-    with pytest.raises(ValueError, match="batches is empty"):
+    with pytest.raises(ValueError, match="loader is empty"):
         surgery.layer_contributions(bert4, [])
 
 

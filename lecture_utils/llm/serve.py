@@ -11,6 +11,7 @@ import json
 import statistics
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,8 +22,9 @@ from .footprint import bytes_per_weight
 from .model import decoder_linears
 
 __all__ = ["read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
-           "GenaiDecoder", "time_decode", "round_robin_decode", "chat_prompt_ids", "resident_mb", "PEAK_RUNTIMES",
-           "peak_resident_mb", "peak_memory_mb", "profile_decode_step"]
+           "GenaiDecoder", "DecodeRun", "time_decode", "DecodeTiming", "round_robin_decode", "chat_prompt_ids",
+           "resident_mb", "PEAK_RUNTIMES", "peak_resident_mb", "PeakMemory", "peak_memory_mb", "DecodeProfile",
+           "profile_decode_step"]
 
 
 def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
@@ -166,11 +168,22 @@ class GenaiDecoder:
         return [int(t) for t in self.generator.get_next_tokens()]
 
 
-def time_decode(decoder, prompt_ids: list[int], new_tokens: int, batch: int = 1) -> dict:
-    """Time greedy generation of ``new_tokens`` tokens per sequence: ``ttft_ms`` (prefill of the prompt up to the
-    first new token), ``decode_tok_s`` (the other new_tokens − 1 steps: tokens per second summed over the
-    ``batch`` sequences), ``step_ms`` (median milliseconds of one step) and ``tokens`` (the first sequence's new
-    token ids)."""
+@dataclass(frozen=True)
+class DecodeRun:
+    """One timed greedy generation (:func:`time_decode`): ``ttft_ms`` (prefill of the prompt up to the first new
+    token), ``decode_tok_s`` (the other new tokens: tokens per second summed over the ``batch`` sequences),
+    ``step_ms`` (median milliseconds of one decoding step) and ``tokens`` (the first sequence's new token ids)."""
+
+    ttft_ms: float
+    decode_tok_s: float
+    step_ms: float
+    tokens: list[int]
+    batch: int
+
+
+def time_decode(decoder, prompt_ids: list[int], new_tokens: int, batch: int = 1) -> DecodeRun:
+    """Time greedy generation of ``new_tokens`` tokens per sequence, ``batch`` copies of the prompt at once: a
+    :class:`DecodeRun` (time to first token in ms, decode tokens/s, the new tokens)."""
     validate.integer(new_tokens, "new_tokens", 2)
     start = time.perf_counter()
     first = decoder.prefill(prompt_ids, batch)
@@ -180,28 +193,39 @@ def time_decode(decoder, prompt_ids: list[int], new_tokens: int, batch: int = 1)
         t = time.perf_counter()
         tokens.append(decoder.step()[0])
         steps.append(time.perf_counter() - t)
-    return {"ttft_ms": ttft * 1000, "decode_tok_s": batch * len(steps) / sum(steps),
-            "step_ms": statistics.median(steps) * 1000, "tokens": tokens, "batch": batch}
+    return DecodeRun(ttft_ms=ttft * 1000, decode_tok_s=batch * len(steps) / sum(steps),
+                     step_ms=statistics.median(steps) * 1000, tokens=tokens, batch=batch)
+
+
+@dataclass(frozen=True)
+class DecodeTiming:
+    """One decoder's result in :func:`round_robin_decode`: the medians over its ``runs`` (each a
+    :class:`DecodeRun`) of the time to first token (``ttft_ms``) and of decode tokens/s (``decode_tok_s``), and the
+    ``tokens`` its last run generated."""
+
+    ttft_ms: float
+    decode_tok_s: float
+    runs: list[DecodeRun]
+    tokens: list[int]
 
 
 def round_robin_decode(decoders: Mapping[str, object], prompt_ids: list[int], new_tokens: int, repeats: int = 3,
-                       batch: int = 1, warmup_tokens: int = 4) -> dict[str, dict]:
+                       batch: int = 1, warmup_tokens: int = 4) -> dict[str, DecodeTiming]:
     """:func:`time_decode` of every decoder, interleaved (one run of each in turn, ``repeats`` rounds, after a short
     warm-up of each) so that a change in the machine's load affects all of them alike, as lesson 06 times its
-    models. Returns per name the medians of ``ttft_ms`` and ``decode_tok_s``, their ``runs`` and the ``tokens`` of
-    the last run."""
+    models. Returns a :class:`DecodeTiming` per name."""
     validate.mapping(decoders, "decoders", non_empty=True)
     validate.integer(repeats, "repeats", 1)
     validate.integer(warmup_tokens, "warmup_tokens", 2)
     for d in decoders.values():
         time_decode(d, prompt_ids, warmup_tokens, batch)
-    runs: dict[str, list[dict]] = {name: [] for name in decoders}
+    runs: dict[str, list[DecodeRun]] = {name: [] for name in decoders}
     for _ in range(repeats):
         for name, d in decoders.items():
             runs[name].append(time_decode(d, prompt_ids, new_tokens, batch))
-    return {name: {"ttft_ms": statistics.median(r["ttft_ms"] for r in rs),
-                   "decode_tok_s": statistics.median(r["decode_tok_s"] for r in rs),
-                   "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in rs], "tokens": rs[-1]["tokens"]}
+    return {name: DecodeTiming(ttft_ms=statistics.median(r.ttft_ms for r in rs),
+                               decode_tok_s=statistics.median(r.decode_tok_s for r in rs), runs=rs,
+                               tokens=rs[-1].tokens)
             for name, rs in runs.items()}
 
 
@@ -262,15 +286,26 @@ def _peak_child() -> None:
     print(json.dumps({"before_mb": before, "peak_mb": peak_resident_mb()}))
 
 
+@dataclass(frozen=True)
+class PeakMemory:
+    """:func:`peak_memory_mb`'s measurement, in MB (10^6 bytes): the child's resident memory after its imports
+    (``before_mb``), its peak (``peak_mb``), and ``model_peak_mb`` = peak − before, what the model and its decoding
+    added at their worst. NaN where the OS cannot say."""
+
+    before_mb: float
+    peak_mb: float
+    model_peak_mb: float
+
+
 def peak_memory_mb(runtime: str, prompt_ids: list[int], new_tokens: int = 16, folder: str | Path | None = None,
-                   layers: int | None = None, threads: int = 1, timeout_s: float = 600) -> dict[str, float]:
+                   layers: int | None = None, threads: int = 1, timeout_s: float = 600) -> PeakMemory:
     """Peak memory of loading one runtime and decoding with it, measured in a fresh Python process (a process's
     peak only ever grows, so each runtime needs its own): ``runtime`` one of :data:`PEAK_RUNTIMES` (``"ort"``: the
     genai model in ``folder``; the torch ones load the course's model, ``layers`` as in ``load_llm``). The child
     imports torch, transformers and onnxruntime-genai, reads its resident memory (``before_mb``), loads the model,
     generates ``new_tokens`` greedy tokens after ``prompt_ids``, and reports its peak resident memory
-    (``peak_mb``, :func:`peak_resident_mb`). Returns both and ``model_peak_mb`` = peak − before: what the model and
-    its decoding added at their worst, in MB (10^6 bytes). NaN where the OS has no ``/proc`` (macOS, Windows)."""
+    (``peak_mb``, :func:`peak_resident_mb`). Returns a :class:`PeakMemory`; NaN where the OS has no ``/proc``
+    (macOS, Windows)."""
     import subprocess
     import sys
 
@@ -285,7 +320,7 @@ def peak_memory_mb(runtime: str, prompt_ids: list[int], new_tokens: int = 16, fo
     if folder is not None and not (Path(folder) / "genai_config.json").exists():
         raise FileNotFoundError(f"{folder} has no genai_config.json: build it with build_ort_llm()")
     if not sys.platform.startswith("linux"):
-        return {"before_mb": float("nan"), "peak_mb": float("nan"), "model_peak_mb": float("nan")}
+        return PeakMemory(before_mb=float("nan"), peak_mb=float("nan"), model_peak_mb=float("nan"))
     args = {"runtime": runtime, "prompt_ids": ids, "new_tokens": new_tokens, "layers": layers, "threads": threads,
             "folder": None if folder is None else str(folder)}
     proc = subprocess.run([sys.executable, "-c", "from lecture_utils.llm.serve import _peak_child; _peak_child()",
@@ -294,15 +329,28 @@ def peak_memory_mb(runtime: str, prompt_ids: list[int], new_tokens: int = 16, fo
         raise RuntimeError(f"measuring the peak memory of {runtime!r} failed in its child process: "
                            f"{proc.stderr.strip()[-1500:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**out, "model_peak_mb": out["peak_mb"] - out["before_mb"]}
+    return PeakMemory(before_mb=out["before_mb"], peak_mb=out["peak_mb"],
+                      model_peak_mb=out["peak_mb"] - out["before_mb"])
+
+
+@dataclass(frozen=True)
+class DecodeProfile:
+    """:func:`profile_decode_step`'s split of one decoding step: ``step_ms`` (median wall clock of a step, profiler
+    on), ``by_op_ms`` (milliseconds per step inside each operator type), ``lm_head_ms`` (inside the output layer's
+    matrix product) and the ``context`` (tokens in the cache)."""
+
+    step_ms: float
+    by_op_ms: dict[str, float]
+    lm_head_ms: float
+    context: int
+
 
 def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int | None = None, repeats: int = 5
-                        ) -> dict:
+                        ) -> DecodeProfile:
     """Where one decoding step of a built model spends its time, from ONNX Runtime's profiler: a session over the
     folder's ``model.onnx`` decodes one token after a cache of ``len(prompt_ids)`` tokens (zeros: the cost does not
-    depend on the values), ``repeats`` times after a warm-up. Returns ``step_ms`` (median wall clock of a step,
-    profiler on), ``by_op_ms`` (milliseconds per step inside each operator type, averaged over the repeats) and
-    ``lm_head_ms`` (inside the output layer's matrix product)."""
+    depend on the values), ``repeats`` times after a warm-up. Returns a :class:`DecodeProfile` (operator times
+    averaged over the repeats)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -343,4 +391,4 @@ def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int 
         by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1000 / repeats
         if "lm_head" in e["name"]:
             lm_head += e["dur"] / 1000 / repeats
-    return {"step_ms": statistics.median(times), "by_op_ms": by_op, "lm_head_ms": lm_head, "context": ctx}
+    return DecodeProfile(step_ms=statistics.median(times), by_op_ms=by_op, lm_head_ms=lm_head, context=ctx)
