@@ -240,6 +240,8 @@ LESSON_KEYS: dict[str, tuple[Key, ...]] = {
         _k("serve.{runtime}.memory_mb", "MB", "peak memory of a fresh process running it"),
         _k("serve.ort_int4.speedup", "ratio", "ONNX Runtime int4 / torch fp32 decode tokens/s"),
         _k("serve.best.bound_fraction", "ratio", "the fastest runtime's tokens/s / its bandwidth bound"),
+        _k("serve.torch_ao_int8.weights_only_ppl", "perplexity", "torch.ao's int8 weights with float activations"),
+        _k("serve.torch_ao_int8.acts7_only_ppl", "perplexity", "float weights with 7-bit per-tensor activations"),
         _k("serve.ort_int4.sim_ppl", "perplexity", "the torch simulation of the shipped 4-bit format"),
         _k("serve.gptq_int4.sim_ppl", "perplexity", "the torch simulation of the shipped GPTQ weights"),
         _k("serve.gptq_int4.gain_kept", "fraction", "share of GPTQ's gain over RTN the runtime keeps"),
