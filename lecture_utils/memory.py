@@ -1,4 +1,7 @@
-"""Memory arithmetic: how many bytes a model needs to run or to train, and whether it fits on a device.
+"""Byte arithmetic, in one place: how many bytes a model needs to run or to train and whether it fits on a device
+(from parameter counts), and how many bytes tensors take in a format — dense, CSR, zlib-compressed, or held in
+memory with pruning masks (from the tensors themselves). The language model's own (KV cache, group constants)
+is :mod:`lecture_utils.llm.footprint`; a saved file's size is :func:`lecture_utils.measure.size_mb`.
 
 Units: bytes, and GB = 10^9 bytes. Activations and framework overhead are left out on purpose: these are the
 floors set by the parameters alone, which is where the size problem starts.
@@ -6,10 +9,19 @@ floors set by the parameters alone, which is where the size problem starts.
 
 from __future__ import annotations
 
+import io
+import warnings
+import zlib
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
 from . import validate as check
 
-__all__ = ["BYTES_PER_PARAM", "OPTIMIZER_STATES", "BYTES_PER_GB", "DEVICES", "weights_bytes", "training_bytes", "fits",
-           "describe_fit", "megabytes", "bytes_at_bits"]
+__all__ = ["BYTES_PER_PARAM", "OPTIMIZER_STATES", "BYTES_PER_GB", "DEVICES", "stored_bytes", "training_bytes", "fits",
+           "describe_fit", "dense_bytes", "csr_bytes", "compressed_bytes", "held_bytes", "megabytes", "weight_bytes",
+           "csr_nbytes"]
 
 BYTES_PER_PARAM: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "momentum": 1, "adam": 2}  # fp32 tensors kept per parameter
@@ -27,14 +39,14 @@ def _check(n_params: float, dtype: str) -> float:
     return check.real(n_params, "n_params", 0, hint="a number of parameters")
 
 
-def weights_bytes(n_params: float, dtype: str = "fp32", sparsity: float = 0.0) -> float:
+def stored_bytes(n_params: float, dtype: str = "fp32", sparsity: float = 0.0) -> float:
     """Bytes to store ``n_params`` weights in ``dtype``. With ``sparsity`` (fraction of zeros, in [0, 1)) only the
     non-zero values are counted: an idealised floor, since a real sparse format also stores their positions.
 
     Examples:
-        >>> weights_bytes(1_000_000, "fp16")  # 2 bytes per weight
+        >>> stored_bytes(1_000_000, "fp16")  # 2 bytes per weight
         2000000.0
-        >>> weights_bytes(1_000_000, "int8", sparsity=0.5)  # half of them zero: only the other half counted
+        >>> stored_bytes(1_000_000, "int8", sparsity=0.5)  # half of them zero: only the other half counted
         500000.0
     """
     n_params = _check(n_params, dtype)
@@ -79,7 +91,7 @@ def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "in
     device_gb = check.positive(device_gb, "device_gb", "GB of device memory")
     check.choice(mode, "mode", ["inference", "training"])
     if mode == "inference":
-        needed = weights_bytes(n_params, dtype)
+        needed = stored_bytes(n_params, dtype)
     elif mode == "training":
         needed = training_bytes(n_params, dtype, optimizer)
     else:
@@ -102,7 +114,59 @@ def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: s
             f"{r['device_gb']:,.0f} GB ({100 * r['share']:,.0f}%) → {verdict}")
 
 
-# Reference answers of lesson 00's and 01's exercises (used by the student copy until the learner's pass their check).
+def dense_bytes(weight: torch.Tensor) -> int:
+    """Bytes of ``weight`` stored densely: numel × bytes per element (zeros cost as much as any value)."""
+    check.tensor(weight, "weight", finite=False)
+    return weight.numel() * weight.element_size()
+
+
+def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> int:
+    """Bytes of a 2-D ``weight`` (rows, cols) in CSR format: the non-zero values (nnz × value bytes), their
+    column indices (nnz × index bytes) and the row pointers ((rows + 1) × index bytes). Counted from
+    ``Tensor.to_sparse_csr()``; torch stores the indices as int64, scipy and most runtimes as int32 when they fit
+    (``index_dtype``)."""
+    check.tensor(weight, "weight", finite=False)
+    if weight.dim() != 2:
+        raise ValueError(f"CSR needs a 2-D matrix, got shape {tuple(weight.shape)}")
+    if index_dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"index_dtype must be torch.int32 or torch.int64, got {check.show(index_dtype)}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        csr = weight.detach().to_sparse_csr()
+    index_size = torch.empty((), dtype=index_dtype).element_size()
+    n_index = csr.col_indices().numel() + csr.crow_indices().numel()
+    return dense_bytes(csr.values()) + n_index * index_size
+
+
+def compressed_bytes(weights: Iterable[torch.Tensor], level: int = 6) -> int:
+    """Bytes of the tensors' dense bytes after ``zlib`` compression (what a compressed archive such as a
+    ``.zip`` with deflate or a ``.gz`` file would hold): runs of zeros compress well, random floats do not."""
+    level = check.integer(level, "level", 0, 9)
+    weights = check.items(weights, "weights", non_empty=False, what="a list of tensors")
+    for i, w in enumerate(weights):
+        check.tensor(w, f"weights[{i}]", finite=False)
+    buf = io.BytesIO()
+    for w in weights:
+        buf.write(w.detach().contiguous().cpu().numpy().tobytes())
+    return len(zlib.compress(buf.getvalue(), level))
+
+
+def held_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors a model keeps in memory: parameters, buffers (pruning masks included) and, for a
+    pruned module, the recomputed ``weight`` that the pruning hook stores next to ``weight_orig``."""
+    check.module(model)
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    for module in model.modules():
+        for name, _ in module.named_buffers(recurse=False):
+            if name.endswith("_mask"):
+                w = getattr(module, name[: -len("_mask")], None)
+                if isinstance(w, torch.Tensor):
+                    tensors[id(w)] = w
+    return sum(dense_bytes(t) for t in tensors.values())
+
+
+# Reference answers of lesson 00's, 01's and 04's exercises (used by the student copy until the learner's pass
+# their check).
 
 def megabytes(n_params: float, bytes_per_param: float) -> float:
     """MB (10^6 bytes) needed to store ``n_params`` values of ``bytes_per_param`` bytes each.
@@ -118,11 +182,11 @@ def megabytes(n_params: float, bytes_per_param: float) -> float:
     return n_params * bytes_per_param / 1e6
 
 
-def bytes_at_bits(n_params: float, bits: int) -> float:
+def weight_bytes(n_params: float, bits: int) -> float:
     """Bytes to store ``n_params`` weights of ``bits`` bits each (8 bits per byte).
 
     Examples:
-        >>> bytes_at_bits(1000, 4)
+        >>> weight_bytes(1000, 4)
         500.0
     """
     if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or n_params < 0:
@@ -130,3 +194,20 @@ def bytes_at_bits(n_params: float, bits: int) -> float:
     if isinstance(bits, bool) or not isinstance(bits, int) or bits <= 0:
         raise ValueError(f"bits must be a positive int, got {bits!r}")
     return n_params * bits / 8
+
+
+def csr_nbytes(rows: int, cols: int, nnz: int, value_bytes: int, index_bytes: int) -> int:
+    """Bytes of a (rows, cols) matrix with ``nnz`` non-zeros in CSR: values, column indices, ``rows + 1`` row
+    pointers (the number of columns does not appear). :func:`csr_bytes` counts the same from a tensor.
+
+    Examples:
+        >>> csr_nbytes(2, 3, 4, 4, 4)  # 4 values and 4 column indices of 4 bytes, 3 row pointers
+        44
+    """
+    for name, value in (("rows", rows), ("cols", cols), ("nnz", nnz), ("value_bytes", value_bytes),
+                        ("index_bytes", index_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if nnz > rows * cols:
+        raise ValueError(f"nnz must be at most rows × cols = {rows * cols}, got {nnz}")
+    return nnz * value_bytes + nnz * index_bytes + (rows + 1) * index_bytes

@@ -13,10 +13,7 @@ Sparsities are fractions in [0, 1) of the target weights that are zero *because 
 from __future__ import annotations
 
 import copy
-import io
 import math
-import warnings
-import zlib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -25,12 +22,13 @@ from torch.nn.utils import prune
 
 from . import validate as check
 from .measure import count_parameters, sparsity_by_layer, weight_matrices
+from .memory import compressed_bytes, csr_bytes, dense_bytes
 from .training import LossFn, evaluate, train
 
 __all__ = ["METHODS", "HEAD", "check_sparsity", "linear_targets", "prune_layerwise_", "prune_global_", "prune_model_",
-           "pruned_copy", "is_pruned", "make_permanent_", "sparsity_report", "dense_bytes", "csr_bytes",
-           "compressed_bytes", "weight_storage", "held_bytes", "keeps_mask_zeros", "iterative_prune_", "gradual_prune_",
-           "cubic_schedule", "layer_kind", "magnitude_mask", "csr_nbytes", "sparsity_by_kind"]
+           "pruned_copy", "is_pruned", "make_permanent_", "sparsity_report",
+           "weight_storage", "keeps_mask_zeros", "iterative_prune_", "gradual_prune_",
+           "cubic_schedule", "layer_kind", "magnitude_mask", "sparsity_by_kind"]
 
 Targets = dict[str, nn.Module]
 METHODS = ("global", "layerwise")
@@ -201,63 +199,12 @@ def _weights(model: nn.Module, targets: Targets | None, parameter: str) -> list[
     return [getattr(m, parameter).detach() for m in targets.values()]
 
 
-def dense_bytes(weight: torch.Tensor) -> int:
-    """Bytes of ``weight`` stored densely: numel × bytes per element (zeros cost as much as any value)."""
-    check.tensor(weight, "weight", finite=False)
-    return weight.numel() * weight.element_size()
-
-
-def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> int:
-    """Bytes of a 2-D ``weight`` (rows, cols) in CSR format: the non-zero values (nnz × value bytes), their
-    column indices (nnz × index bytes) and the row pointers ((rows + 1) × index bytes). Counted from
-    ``Tensor.to_sparse_csr()``; torch stores the indices as int64, scipy and most runtimes as int32 when they fit
-    (``index_dtype``)."""
-    check.tensor(weight, "weight", finite=False)
-    if weight.dim() != 2:
-        raise ValueError(f"CSR needs a 2-D matrix, got shape {tuple(weight.shape)}")
-    if index_dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"index_dtype must be torch.int32 or torch.int64, got {check.show(index_dtype)}")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        csr = weight.detach().to_sparse_csr()
-    index_size = torch.empty((), dtype=index_dtype).element_size()
-    n_index = csr.col_indices().numel() + csr.crow_indices().numel()
-    return dense_bytes(csr.values()) + n_index * index_size
-
-
-def compressed_bytes(weights: Iterable[torch.Tensor], level: int = 6) -> int:
-    """Bytes of the tensors' dense bytes after ``zlib`` compression (what a compressed archive such as a
-    ``.zip`` with deflate or a ``.gz`` file would hold): runs of zeros compress well, random floats do not."""
-    level = check.integer(level, "level", 0, 9)
-    weights = check.items(weights, "weights", non_empty=False, what="a list of tensors")
-    for i, w in enumerate(weights):
-        check.tensor(w, f"weights[{i}]", finite=False)
-    buf = io.BytesIO()
-    for w in weights:
-        buf.write(w.detach().contiguous().cpu().numpy().tobytes())
-    return len(zlib.compress(buf.getvalue(), level))
-
-
 def weight_storage(model: nn.Module, targets: Targets | None = None, parameter: str = "weight") -> dict[str, int]:
     """Bytes of the targets' weights in three formats: ``dense``, ``csr`` (int32 indices), ``csr_int64``
     (torch's own index type) and ``zlib`` (compressed dense bytes)."""
     ws = _weights(model, targets, parameter)
     return {"dense": sum(dense_bytes(w) for w in ws), "csr": sum(csr_bytes(w) for w in ws),
             "csr_int64": sum(csr_bytes(w, torch.int64) for w in ws), "zlib": compressed_bytes(ws)}
-
-
-def held_bytes(model: nn.Module) -> int:
-    """Bytes of the tensors a model keeps in memory: parameters, buffers (pruning masks included) and, for a
-    pruned module, the recomputed ``weight`` that the pruning hook stores next to ``weight_orig``."""
-    check.module(model)
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    for module in model.modules():
-        for name, _ in module.named_buffers(recurse=False):
-            if name.endswith("_mask"):
-                w = getattr(module, name[: -len("_mask")], None)
-                if isinstance(w, torch.Tensor):
-                    tensors[id(w)] = w
-    return sum(dense_bytes(t) for t in tensors.values())
 
 
 def keeps_mask_zeros(model: nn.Module) -> bool:
@@ -398,18 +345,6 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     layer = nn.Linear(1, 1, bias=False)
     layer.weight = nn.Parameter(weight.detach().clone())
     return prune.l1_unstructured(layer, "weight", amount=check_sparsity(sparsity)).weight_mask.bool()
-
-
-def csr_nbytes(rows: int, cols: int, nnz: int, value_bytes: int, index_bytes: int) -> int:
-    """Bytes of a (rows, cols) matrix with ``nnz`` non-zeros in CSR: values, column indices, ``rows + 1`` row
-    pointers (the number of columns does not appear)."""
-    for name, value in (("rows", rows), ("cols", cols), ("nnz", nnz), ("value_bytes", value_bytes),
-                        ("index_bytes", index_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    if nnz > rows * cols:
-        raise ValueError(f"nnz must be at most rows × cols = {rows * cols}, got {nnz}")
-    return nnz * value_bytes + nnz * index_bytes + (rows + 1) * index_bytes
 
 
 def sparsity_by_kind(layers: dict[str, float]) -> dict[str, float]:

@@ -245,11 +245,11 @@ def test_changing_the_input_in_place_cannot_make_a_wrong_answer_pass(capsys):
 
 
 @pytest.mark.parametrize("call", [
-    lambda: lu.memory.megabytes(-1, 4), lambda: lu.memory.megabytes(10, 0), lambda: lu.memory.bytes_at_bits(10, 0),
+    lambda: lu.memory.megabytes(-1, 4), lambda: lu.memory.megabytes(10, 0), lambda: lu.memory.weight_bytes(10, 0),
     lambda: lu.measure.accuracy(torch.zeros(3), torch.zeros(3)),
     lambda: lu.measure.accuracy(torch.zeros(3, 2), torch.zeros(4)), lambda: lu.measure.speedup(1.0, 0),
     lambda: lu.measure.embedding_share(torch.nn.ReLU()), lambda: lu.prune.magnitude_mask(torch.ones(3, 3), 1.5),
-    lambda: lu.prune.csr_nbytes(2, 2, 5, 4, 4), lambda: lu.prune.csr_nbytes(2, 2, -1, 4, 4),
+    lambda: lu.memory.csr_nbytes(2, 2, 5, 4, 4), lambda: lu.memory.csr_nbytes(2, 2, -1, 4, 4),
     lambda: lu.prune.sparsity_by_kind({}), lambda: lu.prune.sparsity_by_kind({"layer.0.query": 1.5}),
     lambda: lu.surgery.predicted_speedup(1.2, 0.5), lambda: lu.surgery.predicted_speedup(1.0, 0.0),
     lambda: lu.heads.predicted_heads_speedup(384, 1536, 64, 1.5), lambda: lu.heads.head_flop_share(0, 1536, 64),
@@ -317,8 +317,8 @@ def test_use_without_a_reference_falls_back_on_the_declared_one(capsys):
     def csr_nbytes(rows, cols, nnz, value_bytes, index_bytes):
         raise NotImplementedError()
 
-    assert checks.use(csr_nbytes) is checks.exercise("csr_nbytes").reference is lu.prune.csr_nbytes
-    assert "lecture_utils.prune.csr_nbytes" in capsys.readouterr().out
+    assert checks.use(csr_nbytes) is checks.exercise("csr_nbytes").reference is lu.memory.csr_nbytes
+    assert "lecture_utils.memory.csr_nbytes" in capsys.readouterr().out
 
     def my_own_name(rows, cols, nnz, value_bytes, index_bytes):
         raise NotImplementedError()

@@ -65,11 +65,11 @@ def test_bytes_per_weight():
     assert llm.bytes_per_weight(8, 576) == pytest.approx(1 + 4 / 576)
 
 
-def test_weight_bytes_counts_tied_parameters_once(tiny):
+def test_model_bytes_counts_tied_parameters_once(tiny):
     n_lin = sum(m.weight.numel() for m in llm.decoder_linears(tiny).values())
     n_all = sum(p.numel() for p in tiny.parameters())  # parameters() yields the tied matrix once
-    assert llm.weight_bytes(tiny) == 2 * n_all
-    assert llm.weight_bytes(tiny, 4, 16) == pytest.approx(2 * (n_all - n_lin) + n_lin * (0.5 + 4 / 16))
+    assert llm.model_bytes(tiny) == 2 * n_all
+    assert llm.model_bytes(tiny, 4, 16) == pytest.approx(2 * (n_all - n_lin) + n_lin * (0.5 + 4 / 16))
 
 
 # ---------------------------------------------------------------- GPTQ

@@ -39,7 +39,7 @@ def test_weight_only_helpers_are_verified_on_llama_style_families_and_refuse_oth
     if family not in LLAMA_STYLE:
         for call in (lambda m: llm.rtn_model_(m, 4), lambda m: llm.prune_model_(m, 0.5, "magnitude"),
                      lambda m: llm.gptq_model_(m, _windows(), 4), lambda m: llm.calibrate(m, _windows()),
-                     lambda m: llm.weight_bytes(m, 4, 16)):
+                     lambda m: llm.model_bytes(m, 4, 16)):
             m = copy.deepcopy(model)
             with pytest.raises(TypeError, match="Llama-style.*SmolLM2"):
                 call(m)
@@ -203,7 +203,7 @@ def test_an_already_quantized_model_is_refused_not_passed_through(kind):
     q = quantize.dynamic_int8(model) if kind == "torch.ao" else quantize.torchao_int8(model)
     for call in (lambda: llm.rtn_model_(q, 4), lambda: llm.gptq_model_(q, _windows(), 4),
                  lambda: llm.prune_model_(q, 0.5, "magnitude"), lambda: llm.calibrate(q, _windows()),
-                 lambda: llm.smoothquant_model_(q, {}), lambda: llm.weight_bytes(q, 4, 16)):
+                 lambda: llm.smoothquant_model_(q, {}), lambda: llm.model_bytes(q, 4, 16)):
         with pytest.raises(TypeError, match="quantized already"):
             call()
     assert llm.perplexity(q, _windows()) > 1  # measuring a quantized model is fine
@@ -310,13 +310,13 @@ def test_arguments_that_would_be_read_the_wrong_way_are_refused():
     with pytest.raises(ValueError, match="chat template"):
         llm.generate(model, Tok(), ["What is the capital of France?"])
     with pytest.raises(ValueError, match="group_size"):
-        llm.weight_bytes(model, 4, 0)
+        llm.model_bytes(model, 4, 0)
     with pytest.raises(ValueError, match="group_size 24 does not divide"):
-        llm.weight_bytes(model, 4, 24)  # rtn_model_ refuses it too: it is not a format
+        llm.model_bytes(model, 4, 24)  # rtn_model_ refuses it too: it is not a format
     with pytest.raises(ValueError, match="group_size 24 does not divide"):
         llm.rtn_model_(copy.deepcopy(model), 4, 24)
     with pytest.raises(ValueError, match="other_bytes"):
-        llm.weight_bytes(model, 4, 16, other_bytes=-2)
+        llm.model_bytes(model, 4, 16, other_bytes=-2)
     with pytest.raises(ValueError, match="scale_bytes"):
         llm.bytes_per_weight(4, 32, scale_bytes=-1)
     for bad in (float("nan"), float("inf"), -4, 0):

@@ -110,28 +110,14 @@ def test_save_and_reload_keeps_the_zeros(tiny_bert):
 
 
 def test_mask_adds_memory_until_made_permanent(tiny_bert):
-    dense_state, dense_held = lu.measure.state_dict_bytes(tiny_bert), P.held_bytes(tiny_bert)
+    dense_state, dense_held = lu.measure.state_dict_bytes(tiny_bert), lu.memory.held_bytes(tiny_bert)
     P.prune_global_(tiny_bert, 0.5)
     linear = P.weight_storage(tiny_bert)["dense"]
     assert lu.measure.state_dict_bytes(tiny_bert) > dense_state + 0.9 * linear  # weight_orig + weight_mask saved
-    assert P.held_bytes(tiny_bert) >= dense_held + 2 * linear  # mask + recomputed weight
+    assert lu.memory.held_bytes(tiny_bert) >= dense_held + 2 * linear  # mask + recomputed weight
     P.make_permanent_(tiny_bert)
-    assert P.held_bytes(tiny_bert) == dense_held
+    assert lu.memory.held_bytes(tiny_bert) == dense_held
     assert lu.measure.state_dict_bytes(tiny_bert) == pytest.approx(dense_state, rel=0.01)
-
-
-def test_sparse_formats_are_smaller_than_dense_only_when_sparse():
-    torch.manual_seed(0)
-    w = torch.randn(64, 48)
-    assert P.csr_bytes(w, torch.int64) > P.dense_bytes(w)  # dense data in CSR costs more
-    w[torch.rand_like(w) < 0.9] = 0
-    nnz = int((w != 0).sum())
-    assert P.csr_bytes(w) == nnz * 4 + nnz * 4 + 65 * 4
-    assert P.csr_bytes(w, torch.int64) == nnz * 4 + nnz * 8 + 65 * 8
-    assert P.csr_bytes(w) < P.dense_bytes(w) / 3
-    assert P.compressed_bytes([w]) < P.dense_bytes(w) / 2
-    with pytest.raises(ValueError, match="2-D"):
-        P.csr_bytes(torch.zeros(3))
 
 
 def test_weight_storage_at_90_percent(tiny_bert):
@@ -244,12 +230,6 @@ def test_pruning_arguments_are_explained():
         P.iterative_prune_(dense, [0.5], [(torch.randn(2, 4), torch.zeros(2, dtype=torch.long))], 0)
     with pytest.raises(ValueError, match="loader is empty"):
         P.iterative_prune_(dense, [0.5], [], 1)
-    with pytest.raises(ValueError, match="index_dtype"):
-        P.csr_bytes(torch.eye(3), torch.float32)
-    with pytest.raises(ValueError, match="level must be an int from 0 to 9"):
-        P.compressed_bytes([torch.eye(3)], level=12)
-    with pytest.raises(TypeError, match="weights must be a list of tensors"):
-        P.compressed_bytes(torch.eye(3).numpy())
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -50,20 +50,16 @@ LAYERS = [
     {"config"},  # the ground floor's own floor: every name and scale, imports nothing of the package
     {"validate", "progress", "results", "keys", "env"},
     {"fetch", "hardware"},  # what the machine holds and can do: downloads and their digests, CPU features, bandwidth
-    {"data", "models", "training", "measure", "memory", "stats"},
-    {"overparam", "distill", "surgery", "prune", "heads", "quantize", "lottery", "lowrank", "combine", "runtime",
-     "llm"},
+    {"data", "training"},  # the course's data, and running a model on it (train, evaluate, predict)
+    {"models", "measure", "memory", "stats"},  # the teacher (trained on the data), and measuring a model by running it
+    {"surgery", "quantize", "lottery", "runtime"},  # techniques that later techniques reuse: layer access, 06's
+    # quantizers, 07's masked training, 06's ONNX Runtime session
+    {"overparam", "distill", "prune", "heads", "lowrank", "combine", "llm"},
     {"plots", "widgets"},
     {"checks", "release", "runner"},
     {"__main__", "__init__"},  # the entry points: the command line and `import lecture_utils`
 ]
-ALLOWED_SIDEWAYS = {
-    ("models", "data"), ("models", "training"),  # the teacher: fine-tuned on the course's data (data's checksum)
-    ("measure", "training"), ("stats", "training"),  # measuring a model means running it (evaluate, predict)
-    ("distill", "surgery"), ("heads", "surgery"), ("lowrank", "surgery"),  # surgery: layer access every lesson uses
-    ("combine", "lottery"), ("combine", "quantize"), ("llm", "quantize"),  # 08 and 09 reuse 06's and 07's methods
-    ("llm", "runtime"),  # 10 runs the LLM in the ONNX Runtime session of 06 and 08
-}
+ALLOWED_SIDEWAYS: set[tuple[str, str]] = set()  # none: every import points down a layer
 
 
 def _imports(path: Path, package: str) -> set[str]:

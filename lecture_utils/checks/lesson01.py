@@ -31,7 +31,7 @@ def weight_bytes(fn: Callable[[int, int], float]) -> CheckResult:
     """Check ``fn(n_params, bits) -> bytes`` needed to store the weights at ``bits`` bits each."""
     def case(n: int, bits: int):
         def run():
-            close(number(call(fn, n, bits), "bytes"), memory.bytes_at_bits(n, bits), f"{n:,} parameters at {bits} bits")
+            close(number(call(fn, n, bits), "bytes"), memory.weight_bytes(n, bits), f"{n:,} parameters at {bits} bits")
         return run
 
     return run_cases("weight_bytes", [case(1000, 32), case(1000, 16), case(22_713_218, 8), case(7_000_000_000, 4),
@@ -132,7 +132,7 @@ def predicted_int8_mb_reference(linear_weights: int, other_params: int) -> float
 
 
 # --- the exercises of lesson 01, declared once ---------------------------------------------------------------------
-declare("01", weight_bytes, memory.bytes_at_bits, wrong=(lambda n, bits: n * bits, lambda n, bits: n * 4),
+declare("01", weight_bytes, memory.weight_bytes, wrong=(lambda n, bits: n * bits, lambda n, bits: n * 4),
         graded_wrong="return n_params * bits")
 declare("01", adam_training_bytes, memory.training_bytes, wrong=(lambda n: 4 * n, lambda n: 12 * n),
         graded_wrong="return n_params * 4")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import measure, prune
+from .. import measure, memory, prune
 from .harness import (
     CheckResult,
     Wrong,
@@ -95,7 +95,7 @@ def csr_nbytes(fn: Callable[[int, int, int, int, int], int]) -> CheckResult:
     def case(rows: int, cols: int, nnz: int, vb: int, ib: int):
         def run():
             got = number(call(fn, rows, cols, nnz, vb, ib), "bytes")
-            want = prune.csr_nbytes(rows, cols, nnz, vb, ib)
+            want = memory.csr_nbytes(rows, cols, nnz, vb, ib)
             close(got, want, f"{rows}×{cols}, {nnz} non-zeros, {vb}-byte values, {ib}-byte indices")
         return run
 
@@ -229,7 +229,7 @@ declare("04", matrix_sparsity, measure.sparsity, wrong=(
     lambda m: 100 * measure.sparsity(m)),
     graded_wrong="return sum(int((p == 0).sum()) for p in model.parameters()) / sum(p.numel() for p in "
                  "model.parameters())")
-declare("04", csr_nbytes, prune.csr_nbytes, wrong=(
+declare("04", csr_nbytes, memory.csr_nbytes, wrong=(
     lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + rows * ib,  # forgets the last row pointer
     lambda rows, cols, nnz, vb, ib: nnz * (vb + ib) + (cols + 1) * ib,
     lambda rows, cols, nnz, vb, ib: rows * cols * vb),

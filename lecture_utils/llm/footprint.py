@@ -10,7 +10,7 @@ from .model import decoder_linears
 from .rtn import _check_group
 
 __all__ = ["kv_cache_bytes", "model_kv_bytes", "sliding_window_layers", "model_kv_bytes_per_token",
-           "measured_cache_bytes", "bytes_per_weight", "weight_bytes"]
+           "measured_cache_bytes", "bytes_per_weight", "model_bytes"]
 
 
 def kv_cache_bytes(num_layers: int, num_kv_heads: int, head_dim: int, tokens: int, bytes_per_number: float) -> float:
@@ -99,7 +99,7 @@ def bytes_per_weight(bits: int, group_size: int, scale_bytes: float = 2, zero_by
     return bits / 8 + (scale_bytes + zero_bytes) / group_size
 
 
-def weight_bytes(model: nn.Module, bits: int | None = None, group_size: int | None = None,
+def model_bytes(model: nn.Module, bits: int | None = None, group_size: int | None = None,
                  other_bytes: float = 2) -> float:
     """Bytes of a model whose decoder linears are stored at ``bits`` with groups of ``group_size`` (None = one group
     per row), and every other parameter (embedding, norms) at ``other_bytes`` per number. ``bits=None`` stores
