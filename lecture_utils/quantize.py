@@ -30,7 +30,8 @@ from .models import replace_linears_
 
 __all__ = ["SCHEMES", "TORCH_AO_DEPRECATIONS", "EPS", "qrange", "qparams", "tensor_qparams", "quantize", "dequantize",
            "fake_quantize", "roundtrip_error", "FakeQuantLinear", "fake_quantize_linears", "freeze_fake_quant",
-           "dynamic_int8", "torchao_int8", "affine_qparams", "quantize_dequantize"]
+           "dynamic_int8", "DYNAMIC_INT8_ACTIVATION_BITS", "dynamic_int8_weights_", "round_linear_inputs_",
+           "torchao_int8", "affine_qparams", "quantize_dequantize"]
 
 SCHEMES = ("affine", "symmetric")
 # What torch 2.13 says on every use of torch.ao.quantization (deprecated in favour of torchao) and of the quantized
@@ -341,6 +342,51 @@ def dynamic_int8(model: nn.Module, embeddings: bool = False) -> nn.Module:
         for message, category in TORCH_AO_DEPRECATIONS:
             warnings.filterwarnings("ignore", message=message, category=category)
         return quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
+
+
+# torch.ao's dynamic Linear asks its x86 kernel for ``reduce_range=True``: activations get 7 bits, not 8
+# (torch/ao/nn/quantized/dynamic/modules/linear.py, PyTorch 2.13)
+DYNAMIC_INT8_ACTIVATION_BITS = 7
+
+
+def dynamic_int8_weights_(model: nn.Module, quantized: nn.Module) -> nn.Module:
+    """Put the int8 weights of ``quantized`` (``dynamic_int8(model)``), dequantized, into ``model``'s float
+    ``nn.Linear`` layers of the same names, in place: the weights :func:`dynamic_int8` stores, with float
+    arithmetic — half of what it changes, to test alone. Each layer gets its own tensor, so an output layer tied
+    to the embedding no longer shares it. Returns ``model``."""
+    check.module(model)
+    check.module(quantized, "quantized")
+    layers = dict(quantized.named_modules())
+    done = 0
+    for name, lin in model.named_modules():
+        if type(lin) is not nn.Linear:
+            continue
+        q = layers.get(name)
+        if q is None or not callable(getattr(q, "weight", None)):
+            raise ValueError(f"quantized has no dynamic int8 layer {name!r}: pass dynamic_int8(model) of this model")
+        lin.weight = nn.Parameter(q.weight().dequantize().to(lin.weight.device))
+        done += 1
+    if done == 0:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers to take int8 weights")
+    return model
+
+
+def round_linear_inputs_(model: nn.Module, bits: int = DYNAMIC_INT8_ACTIVATION_BITS) -> nn.Module:
+    """Round the input of every ``nn.Linear`` of ``model`` to ``bits`` bits as dynamic quantization does, in
+    place: affine, one scale and zero point per input tensor, computed afresh at every call — the other half of
+    what :func:`dynamic_int8` changes, with float weights. Adds forward pre-hooks; returns ``model``."""
+    check.module(model)
+    bits = check.integer(bits, "bits", MIN_BITS, MAX_BITS)
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers whose inputs could be rounded")
+
+    def rounded(_module, args):
+        return (fake_quantize(args[0], bits, "affine", per_channel=False), *args[1:])
+
+    for lin in linears:
+        lin.register_forward_pre_hook(rounded)
+    return model
 
 
 def torchao_int8(model: nn.Module) -> nn.Module:

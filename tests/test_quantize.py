@@ -1,5 +1,6 @@
 """Quantization helpers against PyTorch's own quantizer, plus the invariants the lesson relies on."""
 
+import copy
 import doctest
 
 import pytest
@@ -240,3 +241,34 @@ def test_model_level_arguments():
 def test_docstring_examples_run():
     result = doctest.testmod(Q)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_dynamic_int8_halves_reproduce_torch_ao_and_refuse_what_they_cannot_do():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    int8 = Q.dynamic_int8(model)
+    weights = Q.dynamic_int8_weights_(copy.deepcopy(model), int8)
+    for name in ("0", "2"):  # the stored integers times their scale, exactly
+        assert torch.equal(weights.get_submodule(name).weight, int8.get_submodule(name).weight().dequantize())
+    x = torch.randn(8, 16) * torch.linspace(0.1, 4, 16)  # channels of very different size
+    with torch.no_grad():
+        want = int8(x)
+        both = Q.round_linear_inputs_(weights, Q.DYNAMIC_INT8_ACTIVATION_BITS)(x)
+        rounded = Q.round_linear_inputs_(copy.deepcopy(model), 8)
+        first = rounded[0](x)  # the hook rounds the input the layer sees
+        assert torch.allclose(first, model[0](Q.fake_quantize(x, 8, "affine", per_channel=False)))
+    # both halves together reproduce torch.ao's kernels (float rounding apart); 8-bit inputs or float weights do not
+    scale = want.abs().max()
+    assert (both - want).abs().max() < 1e-4 * scale
+    with torch.no_grad():
+        eight = Q.round_linear_inputs_(Q.dynamic_int8_weights_(copy.deepcopy(model), int8), 8)(x)
+        assert (eight - want).abs().max() > 1e-3 * scale and (model(x) - want).abs().max() > 1e-3 * scale
+    with pytest.raises(ValueError, match="no dynamic int8 layer"):
+        Q.dynamic_int8_weights_(nn.Sequential(nn.Linear(16, 4)),
+                                Q.dynamic_int8(nn.Sequential(nn.ReLU(), nn.Linear(16, 4))))
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        Q.round_linear_inputs_(nn.ReLU())
+    with pytest.raises(ValueError, match="bits"):
+        Q.round_linear_inputs_(copy.deepcopy(model), 0)
+    with pytest.raises(TypeError, match="quantized"):
+        Q.dynamic_int8_weights_(copy.deepcopy(model), "int8")

@@ -100,7 +100,7 @@ def bytes_per_weight(bits: int, group_size: int, scale_bytes: float = 2, zero_by
 
 
 def model_bytes(model: nn.Module, bits: int | None = None, group_size: int | None = None,
-                 other_bytes: float = 2) -> float:
+                other_bytes: float = 2) -> float:
     """Bytes of a model whose decoder linears are stored at ``bits`` with groups of ``group_size`` (None = one group
     per row), and every other parameter (embedding, norms) at ``other_bytes`` per number. ``bits=None`` stores
     everything at ``other_bytes``. Tied parameters count once."""
