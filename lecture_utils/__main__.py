@@ -62,8 +62,8 @@ def prepare_teacher(scale: str, poolings: tuple[str, ...] = ("cls",)) -> dict[st
         finetuned_teacher(scale, device="cpu" if scale != "full" else None, progress=True, pooling=pooling)
         meta = teacher_meta(scale, pooling)
         print(f"✅ {name[0].upper() + name[1:]} at {scale} scale in {teacher_dir(scale, pooling)} (trained in "
-              f"{meta['train_seconds']:.0f} s, validation accuracy {meta['validation_accuracy']:.4f})")
-        seconds[TEACHER_TIME_KEYS[pooling]] = float(meta["train_seconds"])
+              f"{meta.train_seconds:.0f} s, validation accuracy {meta.validation_accuracy:.4f})")
+        seconds[TEACHER_TIME_KEYS[pooling]] = float(meta.train_seconds)
     return seconds
 
 

@@ -374,7 +374,7 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
         budget = mlp_bytes(compressed, "sparse_int8")
         rows.append({"seed": seed, "model": "large pruned + int8", "width": large_width, "density": float(density),
                      "budget_density": float(density), "bytes": budget, "budget_bytes": budget,
-                     "accuracy": evaluate(compressed, test, progress=False)["accuracy"]})
+                     "accuracy": evaluate(compressed, test, progress=False).accuracy})
         width = width_for_bytes(budget, n_in, n_out, hidden_layers)
         small_setup = LotterySetup(sizes=tuple(mlp_sizes(n_in, width, n_out, hidden_layers)), steps=steps + fine_tune)
         small = make_model(small_setup, seed)
@@ -382,5 +382,5 @@ def budget_experiment(data: Mapping[str, torch.Tensor], large_width: int = 512,
         small_q = quantize_weights_int8(small)
         rows.append({"seed": seed, "model": "small int8", "width": width, "density": 1.0,
                      "budget_density": float(density), "bytes": mlp_bytes(small_q, "int8"), "budget_bytes": budget,
-                     "accuracy": evaluate(small_q, test, progress=False)["accuracy"]})
+                     "accuracy": evaluate(small_q, test, progress=False).accuracy})
     return rows

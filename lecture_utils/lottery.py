@@ -293,7 +293,7 @@ def train_masked(model: nn.Module, masks: Mapping[str, torch.Tensor], data: Mapp
     with torch_threads(1):  # a small MLP: one thread is faster than two
         train(model, loader, max_steps=steps or setup.steps, lr=setup.lr, weight_decay=0.0, warmup=0.0,
               max_grad_norm=None, after_step=keep_masked(masks), progress=False)
-    return evaluate(model, [(data["x_test"], data["y_test"])], progress=False)["accuracy"]
+    return evaluate(model, [(data["x_test"], data["y_test"])], progress=False).accuracy
 
 
 def run_seed(data: Mapping[str, torch.Tensor], setup: LotterySetup, seed: int,
@@ -368,7 +368,7 @@ def _check_density(density: float) -> float:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy (fraction in [0, 1]) of ``model`` on the tensors ``x`` (N, features), ``y`` (N,), in one batch."""
     check.module(model)
-    return evaluate(model, [(x, y)], progress=False)["accuracy"]
+    return evaluate(model, [(x, y)], progress=False).accuracy
 
 
 class SupermaskLinear(nn.Module):

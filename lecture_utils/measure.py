@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from . import validate as check
-from .training import evaluate, logits_and_labels, model_device, scores, to_device
+from .training import Metrics, evaluate, logits_and_labels, model_device, scores, to_device
 
 __all__ = ["BYTES_PER_MB", "count_parameters", "COMPONENT_WORDS", "component_of", "parameters_by_component",
            "state_dict_bytes", "size_mb", "weight_matrices", "sparsity", "sparsity_by_layer", "Latency", "latency_ms",
-           "compare_latency", "evaluate_within", "Benchmark", "benchmark", "accuracy", "speedup", "embedding_share"]
+           "compare_latency", "PartialMetrics", "evaluate_within", "Benchmark", "benchmark", "accuracy", "speedup",
+           "embedding_share"]
 
 BYTES_PER_MB = 1_000_000
 
@@ -293,11 +294,20 @@ def _packed_weights(model: nn.Module) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class PartialMetrics(Metrics):
+    """:class:`lu.training.Metrics` over the first ``batches`` batches of a loader; ``complete``: whether that was
+    all of it."""
+
+    batches: int
+    complete: bool
+
+
 @torch.inference_mode()
-def evaluate_within(model: nn.Module, loader: Iterable, budget_s: float) -> dict:
+def evaluate_within(model: nn.Module, loader: Iterable, budget_s: float) -> PartialMetrics:
     """Accuracy and loss as :func:`lu.training.evaluate` computes them, over as many batches of ``loader`` as fit
     in ``budget_s`` seconds (always at least one): for a model whose kernels are too slow to evaluate on the whole
-    split. Adds ``batches`` (evaluated) and ``complete`` (whether that was the whole loader)."""
+    split. Returns :class:`PartialMetrics` (the metrics, ``batches`` evaluated and ``complete``)."""
     budget = _budget(budget_s)
     model.eval()
     device = model_device(model)
@@ -311,7 +321,8 @@ def evaluate_within(model: nn.Module, loader: Iterable, budget_s: float) -> dict
         labels.append(y.cpu())
     if not logits:
         raise ValueError("evaluate_within() got an empty loader")
-    return {**scores(torch.cat(logits), torch.cat(labels)), "batches": len(logits), "complete": complete}
+    metrics = scores(torch.cat(logits), torch.cat(labels))
+    return PartialMetrics(metrics.accuracy, metrics.loss, metrics.examples, batches=len(logits), complete=complete)
 
 
 @dataclass(frozen=True)
@@ -351,7 +362,7 @@ def benchmark(model: nn.Module, inputs: dict[str, torch.Tensor] | torch.Tensor |
     except ValueError:  # no weight matrix, or packed quantized weights: unknown, not 0
         pass
     latency = None if inputs is None else latency_ms(model, inputs, repeats=repeats, budget_s=budget_s)
-    acc = None if loader is None else evaluate(model, loader, progress=False)["accuracy"]
+    acc = None if loader is None else evaluate(model, loader, progress=False).accuracy
     return Benchmark(params=count_parameters(model), size_mb=size_mb(model), sparsity=measured_sparsity,
                      latency=latency, accuracy=acc)
 

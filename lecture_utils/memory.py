@@ -13,15 +13,16 @@ import io
 import warnings
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import validate as check
 
-__all__ = ["BYTES_PER_PARAM", "OPTIMIZER_STATES", "BYTES_PER_GB", "DEVICES", "stored_bytes", "training_bytes", "fits",
-           "describe_fit", "dense_bytes", "csr_bytes", "compressed_bytes", "held_bytes", "megabytes", "weight_bytes",
-           "csr_nbytes"]
+__all__ = ["BYTES_PER_PARAM", "OPTIMIZER_STATES", "BYTES_PER_GB", "DEVICES", "stored_bytes", "training_bytes", "Fit",
+           "fits", "describe_fit", "dense_bytes", "csr_bytes", "compressed_bytes", "held_bytes", "megabytes",
+           "weight_bytes", "csr_nbytes"]
 
 BYTES_PER_PARAM: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "momentum": 1, "adam": 2}  # fp32 tensors kept per parameter
@@ -76,16 +77,26 @@ def training_bytes(n_params: float, dtype: str = "fp32", optimizer: str = "adam"
     return n_params * (b + b + master + 4.0 * OPTIMIZER_STATES[optimizer])
 
 
-def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "inference",
-         optimizer: str = "adam") -> dict:
-    """Does a model of ``n_params`` parameters fit in ``device_gb`` GB for ``mode`` "inference" or "training"?
+@dataclass(frozen=True)
+class Fit:
+    """Whether a model fits a device: ``needed_gb`` and ``device_gb`` (GB = 10^9 bytes), ``fits`` and ``share``
+    (needed ÷ available)."""
 
-    Returns ``{"needed_gb", "device_gb", "fits", "share"}`` where share = needed / available.
+    needed_gb: float
+    device_gb: float
+    fits: bool
+    share: float
+
+
+def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "inference",
+         optimizer: str = "adam") -> Fit:
+    """Does a model of ``n_params`` parameters fit in ``device_gb`` GB for ``mode`` "inference" or "training"?
+    Returns a :class:`Fit`.
 
     Examples:
         >>> fits(7e9, 16, "fp16")  # a 7-billion-parameter model on a 16 GB GPU, for inference
-        {'needed_gb': 14.0, 'device_gb': 16.0, 'fits': True, 'share': 0.875}
-        >>> fits(7e9, 16, "fp16", mode="training")["needed_gb"]  # 16 bytes per parameter with Adam
+        Fit(needed_gb=14.0, device_gb=16.0, fits=True, share=0.875)
+        >>> fits(7e9, 16, "fp16", mode="training").needed_gb  # 16 bytes per parameter with Adam
         112.0
     """
     device_gb = check.positive(device_gb, "device_gb", "GB of device memory")
@@ -97,8 +108,8 @@ def fits(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "in
     else:
         raise ValueError(f"Unknown mode {mode!r}. Allowed: inference, training.")
     needed_gb = needed / BYTES_PER_GB
-    return {"needed_gb": needed_gb, "device_gb": float(device_gb), "fits": needed_gb <= device_gb,
-            "share": needed_gb / device_gb}
+    return Fit(needed_gb=needed_gb, device_gb=float(device_gb), fits=needed_gb <= device_gb,
+               share=needed_gb / device_gb)
 
 
 def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: str = "inference") -> str:
@@ -109,9 +120,9 @@ def describe_fit(n_params: float, device_gb: float, dtype: str = "fp32", mode: s
         '7 B parameters, inference in fp16: needs 14.0 GB of 16 GB (88%) → fits ✅'
     """
     r = fits(n_params, device_gb, dtype, mode)
-    verdict = "fits ✅" if r["fits"] else "does not fit ❌"
-    return (f"{n_params / 1e9:,.3g} B parameters, {mode} in {dtype}: needs {r['needed_gb']:,.1f} GB of "
-            f"{r['device_gb']:,.0f} GB ({100 * r['share']:,.0f}%) → {verdict}")
+    verdict = "fits ✅" if r.fits else "does not fit ❌"
+    return (f"{n_params / 1e9:,.3g} B parameters, {mode} in {dtype}: needs {r.needed_gb:,.1f} GB of "
+            f"{r.device_gb:,.0f} GB ({100 * r.share:,.0f}%) → {verdict}")
 
 
 def dense_bytes(weight: torch.Tensor) -> int:

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -23,9 +23,9 @@ from .fetch import sha256_of
 
 __all__ = ["ATTN_IMPLEMENTATIONS", "POOLINGS", "TEACHER_LR", "TEACHER_SEED", "pretrained_path", "quiet_transformers",
            "load_tokenizer", "MeanPooler", "set_pooling_", "pooling_of", "load_classifier", "teacher_settings",
-           "teacher_dir", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup", "teacher_setup",
-           "weights_sha256", "batches_sha256", "cached_predictions",
-           "replace_linears_", "mlp", "config_parameters"]
+           "teacher_dir", "TeacherMeta", "teacher_meta", "checkpoint_meta", "finetuned_teacher", "TeacherSetup",
+           "teacher_setup", "weights_sha256", "batches_sha256", "cached_predictions", "replace_linears_", "mlp",
+           "config_parameters"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 POOLINGS = ("cls", "mean")  # what the classification head reads: the [CLS] token's state, or the mean of all tokens
@@ -241,10 +241,30 @@ def teacher_dir(scale: str | Scale | None = None, pooling: str = "cls") -> Path:
     return cache_dir() / "teacher" / f"{prefix}{_scale(scale).name}-{key}"
 
 
-def teacher_meta(scale: str | Scale | None = None, pooling: str = "cls") -> dict | None:
-    """The cached teacher's metadata (settings, training seconds, validation accuracy) if the cache is valid,
-    else None. Valid means: complete, written by the same settings, and the weights' sha256 matches."""
-    return checkpoint_meta(teacher_dir(scale, pooling), teacher_settings(scale, pooling))
+@dataclass(frozen=True)
+class TeacherMeta:
+    """What the cache recorded when the teacher was trained: its ``settings`` (:func:`teacher_settings`),
+    ``train_seconds`` (wall clock), ``train_steps`` (optimiser steps), ``validation_accuracy`` (fraction in [0, 1]),
+    the ``device`` it trained on and the ``sha256`` of its weights."""
+
+    settings: dict
+    train_seconds: float
+    train_steps: int
+    validation_accuracy: float
+    device: str
+    sha256: str
+
+
+def teacher_meta(scale: str | Scale | None = None, pooling: str = "cls") -> TeacherMeta | None:
+    """The cached teacher's :class:`TeacherMeta` if the cache is valid, else None. Valid means: complete, written by
+    the same settings, the weights' sha256 matches and every field is recorded.
+
+    Example: ``lu.models.teacher_meta().validation_accuracy``."""
+    meta = checkpoint_meta(teacher_dir(scale, pooling), teacher_settings(scale, pooling))
+    names = [f.name for f in fields(TeacherMeta)]
+    if meta is None or any(name not in meta for name in names):
+        return None
+    return TeacherMeta(**{name: meta[name] for name in names})
 
 
 def checkpoint_meta(folder: Path, settings: dict) -> dict | None:
@@ -314,8 +334,8 @@ def _train_teacher(sc: Scale, pooling: str, dev: torch.device, folder: Path, pro
     with atomic_folder(folder) as tmp, quiet_transformers():
         model.to("cpu").save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        meta = {"settings": teacher_settings(sc, pooling), "train_seconds": hist["seconds"],
-                "train_steps": hist["steps"], "validation_accuracy": val["accuracy"], "device": dev.type,
+        meta = {"settings": teacher_settings(sc, pooling), "train_seconds": hist.seconds,
+                "train_steps": hist.steps, "validation_accuracy": val.accuracy, "device": dev.type,
                 "sha256": sha256_of(tmp / "model.safetensors")}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 

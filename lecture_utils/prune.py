@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -23,11 +24,11 @@ from torch.nn.utils import prune
 from . import validate as check
 from .measure import count_parameters, sparsity_by_layer, weight_matrices
 from .memory import compressed_bytes, csr_bytes, dense_bytes
-from .training import LossFn, evaluate, train
+from .training import History, LossFn, evaluate, train
 
 __all__ = ["METHODS", "HEAD", "check_sparsity", "linear_targets", "prune_layerwise_", "prune_global_", "prune_model_",
-           "pruned_copy", "is_pruned", "make_permanent_", "sparsity_report",
-           "weight_storage", "keeps_mask_zeros", "iterative_prune_", "gradual_prune_",
+           "pruned_copy", "is_pruned", "make_permanent_", "SparsityReport", "sparsity_report",
+           "weight_storage", "keeps_mask_zeros", "iterative_prune_", "GradualHistory", "gradual_prune_",
            "cubic_schedule", "layer_kind", "magnitude_mask", "sparsity_by_kind"]
 
 Targets = dict[str, nn.Module]
@@ -170,12 +171,24 @@ def make_permanent_(model: nn.Module) -> int:
     return done
 
 
+@dataclass(frozen=True)
+class SparsityReport:
+    """Where the zeros are, every value a fraction in [0, 1]: ``layers`` ({module name: sparsity of its weight},
+    targets only), ``linear`` (zeros / entries over the targets' weights), ``all_matrices`` (the same over every
+    weight matrix, embedding tables included) and ``whole_model`` (zeros in weight matrices / all parameters)."""
+
+    layers: dict[str, float]
+    linear: float
+    all_matrices: float
+    whole_model: float
+
+
 def sparsity_report(model: nn.Module, targets: Targets | None = None,
-                    exclude: Sequence[str] = ("embeddings",)) -> dict:
-    """Where the zeros are. Returns ``{"layers": {module name: sparsity of its weight}`` (targets only),
-    ``"linear"``: zeros / entries over the targets' weights, ``"all_matrices"``: the same over every weight
-    matrix including the embedding tables, ``"whole_model"``: zeros in weight matrices / all parameters}.
-    Every value is a fraction in [0, 1]. Targets default to :func:`linear_targets` with ``exclude``."""
+                    exclude: Sequence[str] = ("embeddings",)) -> SparsityReport:
+    """Where the zeros are, as a :class:`SparsityReport`. Targets default to :func:`linear_targets` with
+    ``exclude``.
+
+    Example: ``lu.prune.sparsity_report(model).linear`` is the sparsity of the pruned linears."""
     targets = linear_targets(model, exclude=exclude) if targets is None else check.mapping(
         targets, "targets", non_empty=True, what="a dict {module name: module}")
     mats = weight_matrices(model)
@@ -186,10 +199,10 @@ def sparsity_report(model: nn.Module, targets: Targets | None = None,
     sizes = {name: mats[name].numel() for name in targets}
     zeros = {name: by_layer[name] * sizes[name] for name in targets}
     all_zeros = sum(by_layer[n] * w.numel() for n, w in mats.items())
-    return {"layers": {name: by_layer[name] for name in targets},
-            "linear": sum(zeros.values()) / sum(sizes.values()),
-            "all_matrices": all_zeros / sum(w.numel() for w in mats.values()),
-            "whole_model": all_zeros / count_parameters(model)}
+    return SparsityReport(layers={name: by_layer[name] for name in targets},
+                          linear=sum(zeros.values()) / sum(sizes.values()),
+                          all_matrices=all_zeros / sum(w.numel() for w in mats.values()),
+                          whole_model=all_zeros / count_parameters(model))
 
 
 def _weights(model: nn.Module, targets: Targets | None, parameter: str) -> list[torch.Tensor]:
@@ -247,29 +260,37 @@ def iterative_prune_(model: nn.Module, sparsities: Sequence[float], loader: Iter
         prune_model_(model, s, method, targets)
         hist = train(model, loader, max_steps=steps_per_round, lr=lr, loss_fn=loss_fn, progress=False,
                      desc=f"round {i}")
-        row = {"round": i, "sparsity": sparsity_report(model, targets)["linear"], "steps": hist["steps"],
-               "seconds": hist["seconds"]}
+        row = {"round": i, "sparsity": sparsity_report(model, targets).linear, "steps": hist.steps,
+               "seconds": hist.seconds}
         if eval_loader is not None and (eval_every_round or i == len(values)):
-            row["accuracy"] = evaluate(model, eval_loader, progress=False)["accuracy"]
+            row["accuracy"] = evaluate(model, eval_loader, progress=False).accuracy
         rows.append(row)
     return rows
 
 
+@dataclass
+class GradualHistory(History):
+    """:class:`lu.training.History` of :func:`gradual_prune_`'s one run, plus ``schedule``: the ``(step,
+    sparsity)`` of each pruning event, sparsity measured over the targets."""
+
+    schedule: list[tuple[int, float]] = field(default_factory=list)
+
+
 def gradual_prune_(model: nn.Module, final: float, loader: Iterable, steps: int, events: int = 6, ramp: float = 0.5,
                   lr: float = 5e-5, method: str = "global", exclude: Sequence[str] = ("embeddings",),
-                  loss_fn: LossFn | None = None) -> dict:
+                  loss_fn: LossFn | None = None) -> GradualHistory:
     """Zhu and Gupta's gradual pruning, in place: **one** run of ``steps`` optimiser steps of
     :func:`lecture_utils.training.train` (one AdamW, one warm-up/decay schedule) during which the masks grow to the
     sparsity ``final`` in ``events`` pruning steps along :func:`cubic_schedule`, spaced evenly over the first
     ``ramp`` of the run (the first before step 1, then one every ``floor(ramp × steps) // (events - 1)`` steps, so no
     cut falls past the ramp); the rest of the run trains at ``final``. Settings whose cuts would not fit in the ramp
     (fewer ramp steps than gaps between events) or would leave no step after the last cut are refused. The hooks keep
-    pruned weights at 0. Unlike :func:`iterative_prune_`, nothing restarts between cuts. Returns ``train``'s history
-    plus ``"schedule"``: the ``(step, sparsity)`` of each pruning event, sparsity measured over the targets.
+    pruned weights at 0. Unlike :func:`iterative_prune_`, nothing restarts between cuts. Returns a
+    :class:`GradualHistory`: ``train``'s history plus the schedule of pruning events.
 
     Example:
         >>> hist = lu.prune.gradual_prune_(model, 0.9, stream, steps=60, method="layerwise")  # doctest: +SKIP
-        >>> hist["schedule"][-1]  # doctest: +SKIP
+        >>> hist.schedule[-1]  # doctest: +SKIP
         (30, 0.9)
     """
     final = check.fraction(final, "final", low_open=True, hint="the sparsity at the end, e.g. 0.9 for 90% zeros")
@@ -293,7 +314,7 @@ def gradual_prune_(model: nn.Module, final: float, loader: Iterable, steps: int,
 
     def cut(m: nn.Module, step: int, s: float) -> None:
         prune_model_(m, s, method, targets)
-        schedule.append((step, sparsity_report(m, targets)["linear"]))
+        schedule.append((step, sparsity_report(m, targets).linear))
 
     cut(model, 0, sparsities[0])
     done = {"step": 0}
@@ -306,7 +327,7 @@ def gradual_prune_(model: nn.Module, final: float, loader: Iterable, steps: int,
 
     hist = train(model, loader, max_steps=steps, lr=lr, loss_fn=loss_fn, after_step=after_step, progress=False,
                  desc="gradual pruning")
-    return {**hist, "schedule": schedule}
+    return GradualHistory(**{f.name: getattr(hist, f.name) for f in fields(hist)}, schedule=schedule)
 
 
 def cubic_schedule(final: float, rounds: int, initial: float = 0.0) -> list[float]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,9 +30,9 @@ from . import validate as check
 from .models import replace_linears_
 
 __all__ = ["SCHEMES", "TORCH_AO_DEPRECATIONS", "EPS", "qrange", "qparams", "tensor_qparams", "quantize", "dequantize",
-           "fake_quantize", "roundtrip_error", "FakeQuantLinear", "fake_quantize_linears", "freeze_fake_quant",
-           "dynamic_int8", "DYNAMIC_INT8_ACTIVATION_BITS", "dynamic_int8_weights_", "round_linear_inputs_",
-           "torchao_int8", "affine_qparams", "quantize_dequantize"]
+           "fake_quantize", "RoundTrip", "roundtrip_error", "FakeQuantLinear", "fake_quantize_linears",
+           "freeze_fake_quant", "dynamic_int8", "DYNAMIC_INT8_ACTIVATION_BITS", "dynamic_int8_weights_",
+           "round_linear_inputs_", "torchao_int8", "affine_qparams", "quantize_dequantize"]
 
 SCHEMES = ("affine", "symmetric")
 # What torch 2.13 says on every use of torch.ao.quantization (deprecated in favour of torchao) and of the quantized
@@ -227,15 +228,30 @@ def fake_quantize(x: torch.Tensor, bits: int = 8, scheme: str = "symmetric", per
     return _FakeQuantSTE.apply(x, scale, zp, qmin, qmax)
 
 
-def roundtrip_error(x: torch.Tensor, bits: int, scheme: str = "affine", per_channel: bool = False) -> dict:
-    """How much a quantize → dequantize round trip changes ``x``: ``{"bits", "scheme", "per_channel", "mse",
-    "max_abs", "mean_scale"}`` (errors in the units of ``x``)."""
+@dataclass(frozen=True)
+class RoundTrip:
+    """How much a quantize → dequantize round trip at ``bits``, ``scheme`` and ``per_channel`` changed a tensor:
+    ``mse`` (mean squared error), ``max_abs`` (largest |error|) and ``mean_scale`` (the mean step), all in the
+    units of the tensor (``mse`` in their square)."""
+
+    bits: int
+    scheme: str
+    per_channel: bool
+    mse: float
+    max_abs: float
+    mean_scale: float
+
+
+def roundtrip_error(x: torch.Tensor, bits: int, scheme: str = "affine", per_channel: bool = False) -> RoundTrip:
+    """How much a quantize → dequantize round trip changes ``x``, as a :class:`RoundTrip`.
+
+    Example: ``lu.quantize.roundtrip_error(w, 4).mse``; ``pd.DataFrame([...])`` of several makes a table."""
     _check_scheme(scheme)
     scale, zp = tensor_qparams(x, bits, scheme, per_channel)
     signed = scheme == "symmetric"
     err = dequantize(quantize(x, scale, zp, bits, signed), scale, zp) - x
-    return {"bits": bits, "scheme": scheme, "per_channel": per_channel, "mse": err.pow(2).mean().item(),
-            "max_abs": err.abs().max().item(), "mean_scale": scale.float().mean().item()}
+    return RoundTrip(bits=bits, scheme=scheme, per_channel=per_channel, mse=err.pow(2).mean().item(),
+                     max_abs=err.abs().max().item(), mean_scale=scale.float().mean().item())
 
 
 # --------------------------------------------------------------------------------------------------------------

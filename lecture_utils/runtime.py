@@ -36,10 +36,9 @@ from . import hardware, validate
 from .measure import BYTES_PER_MB
 from .training import model_inputs, predict
 
-__all__ = ["DYNAMIC_DIMS", "scratch_dir",
-           "external_data_files", "onnx_size_mb", "export_onnx", "optimize_onnx", "session_op_counts",
-           "ort_int8_settings", "quantize_onnx_dynamic", "ort_session", "OrtOutput", "OrtModel", "logits_agreement",
-           "agreement"]
+__all__ = ["DYNAMIC_DIMS", "scratch_dir", "external_data_files", "onnx_size_mb", "export_onnx", "optimize_onnx",
+           "session_op_counts", "ort_int8_settings", "quantize_onnx_dynamic", "ort_session", "OrtOutput", "OrtModel",
+           "Agreement", "logits_agreement", "agreement"]
 
 DYNAMIC_DIMS = ("batch", "sequence")
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
@@ -549,10 +548,20 @@ class OrtModel(nn.Module):
         return f"path={str(self.path)!r}, threads={self.threads}"
 
 
-def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
-    """How closely the logits ``other`` (N, C) reproduce ``reference`` (N, C): ``max_abs_diff`` (largest
-    |difference| of any logit), ``mean_abs_diff``, ``same_prediction`` (fraction of rows with the same argmax) and
+@dataclass(frozen=True)
+class Agreement:
+    """How closely one model's logits reproduce another's: ``max_abs_diff`` (the largest |difference| of any logit,
+    in logits), ``mean_abs_diff``, ``same_prediction`` (fraction of examples with the same argmax) and
     ``examples``."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    same_prediction: float
+    examples: int
+
+
+def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> Agreement:
+    """The :class:`Agreement` of the logits ``other`` (N, C) with ``reference`` (N, C)."""
     if not (torch.is_tensor(reference) and torch.is_tensor(other)) or reference.shape != other.shape:
         raise ValueError("reference and other must be logits tensors of the same shape, got "
                          f"{getattr(reference, 'shape', type(reference).__name__)} and "
@@ -560,12 +569,12 @@ def logits_agreement(reference: torch.Tensor, other: torch.Tensor) -> dict:
     for name, t in (("reference", reference), ("other", other)):
         validate.tensor(t, f"{name} (logits)", floating=True, non_empty=True)
     diff = (reference.float() - other.float()).abs()
-    return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
-            "same_prediction": (reference.argmax(-1) == other.argmax(-1)).float().mean().item(),
-            "examples": len(reference)}
+    return Agreement(max_abs_diff=diff.max().item(), mean_abs_diff=diff.mean().item(),
+                     same_prediction=(reference.argmax(-1) == other.argmax(-1)).float().mean().item(),
+                     examples=len(reference))
 
 
-def agreement(reference: nn.Module, other: nn.Module, loader: Iterable) -> dict:
+def agreement(reference: nn.Module, other: nn.Module, loader: Iterable) -> Agreement:
     """:func:`logits_agreement` of two models' logits on the batches of ``loader``."""
     loader = list(loader)
     return logits_agreement(predict(reference, loader)[0], predict(other, loader)[0])

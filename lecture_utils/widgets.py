@@ -64,9 +64,9 @@ def fit_table(models: dict[str, float], devices: dict[str, float] | None = None,
     models, devices = _check_fit_args(models, devices, dtype, mode)
     rows = []
     for name, n in models.items():
-        row = {"model": name, "needed_gb": memory.fits(n, 1, dtype, mode)["needed_gb"]}
+        row = {"model": name, "needed_gb": memory.fits(n, 1, dtype, mode).needed_gb}
         for dev, gb in devices.items():
-            row[dev] = memory.fits(n, gb, dtype, mode)["fits"]
+            row[dev] = memory.fits(n, gb, dtype, mode).fits
         rows.append(row)
     width = max(len(m) for m in models)
     header = f"{'model':<{width}} {'needs GB':>9}  " + "  ".join(devices)
@@ -128,8 +128,8 @@ def quantization_table(weight: torch.Tensor, bits: tuple[int, ...] = (8, 6, 4, 3
             for scheme in ("affine", "symmetric") for per_channel in (False, True) for b in bits]
     print(f"{'scheme':<10} {'granularity':<12} {'bits':>4} {'mean sq. error':>15} {'max |error|':>12}")
     for r in rows:
-        gran = "per-channel" if r["per_channel"] else "per-tensor"
-        print(f"{r['scheme']:<10} {gran:<12} {r['bits']:>4} {r['mse']:>15.3e} {r['max_abs']:>12.3e}")
+        gran = "per-channel" if r.per_channel else "per-tensor"
+        print(f"{r.scheme:<10} {gran:<12} {r.bits:>4} {r.mse:>15.3e} {r.max_abs:>12.3e}")
     return rows
 
 
@@ -156,8 +156,8 @@ def quantization_widget(weight: torch.Tensor, static: bool | None = None):
         out.clear_output()
         with out:
             r = roundtrip_error(weight, bits.value, scheme.value, per_channel.value)
-            print(f"{2 ** bits.value} levels · mean scale {r['mean_scale']:.3e} · mean squared error {r['mse']:.3e}"
-                  f" · max |error| {r['max_abs']:.3e}")
+            print(f"{2 ** bits.value} levels · mean scale {r.mean_scale:.3e} · mean squared error {r.mse:.3e}"
+                  f" · max |error| {r.max_abs:.3e}")
 
     for control in (bits, scheme, per_channel):
         control.observe(update, names="value")

@@ -257,3 +257,18 @@ def test_length_grouped_batches_see_every_example_once_with_little_padding():
         data.LengthGroupedBatches([3], 0, gen)
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         data.LengthGroupedBatches([3], 2, 0)
+
+
+def test_timing_batch_is_the_first_test_reviews_padded_to_the_scale(prepared):
+    tok = lu.models.load_tokenizer("smoke")
+    sc = lu.config.get_scale("smoke")
+    texts = list(data.load_sentiment(sc)["test"]["text"])[: data.TIMING_TEXTS]
+    for size in (1, sc.latency_batch, 2 * data.TIMING_TEXTS):  # larger than the texts: they repeat
+        got = data.timing_batch(tok, size, sc)
+        want = data.fixed_batch(tok, texts, size, sc.max_length)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+        assert got["input_ids"].shape == (size, sc.max_length)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.timing_batch(tok, 0, sc)
+    with pytest.raises(ValueError, match="scale"):
+        data.timing_batch(tok, 4, "huge")

@@ -107,7 +107,7 @@ def test_distillation_trains_through_the_course_loop(bert4):
                                         attention_weight=1.0)
     before = loss_fn(student, batch).item()
     hist = training.train(student, [batch], max_steps=15, lr=1e-3, warmup=0.0, loss_fn=loss_fn, progress=False)
-    assert hist["steps"] == 15 and hist["losses"][-1] < before
+    assert hist.steps == 15 and hist.losses[-1] < before
     teacher_params = [p.clone() for p in bert4.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(teacher_params, bert4.parameters(), strict=True))
 
@@ -220,7 +220,7 @@ def test_stored_teacher_logits_give_the_same_loss_without_running_the_teacher(be
     logits, labels = training.logits_and_labels(student, stream[0])  # the model never sees the stored logits
     assert logits.shape == stream[0]["teacher_logits"].shape and torch.equal(labels, stream[0]["labels"])
     hist = training.train(student, stream, max_steps=2, lr=1e-3, loss_fn=loss_fn, progress=False)
-    assert hist["steps"] == 2
+    assert hist.steps == 2
     with pytest.raises(TypeError, match="batch 0 of loader must be a dict batch"):
         distill.with_teacher_logits(bert4, [(torch.zeros(2, 3), torch.zeros(2))])
     with pytest.raises(ValueError, match="loader is empty"):

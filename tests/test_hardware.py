@@ -32,7 +32,7 @@ def test_load_per_core_is_a_non_negative_number_or_none():
 
 def test_memory_bandwidth_is_measured_in_gb_per_s_and_refuses_a_tiny_buffer():
     bw = hardware.memory_bandwidth_gbs(megabytes=32, repeats=2)
-    assert bw["copy"] > 0 and bw["read"] > 0 and bw["megabytes"] == 32 and bw["threads"] >= 1
+    assert bw.copy > 0 and bw.read > 0 and bw.megabytes == 32 and bw.threads >= 1
     with pytest.raises(ValueError, match="megabytes"):
         hardware.memory_bandwidth_gbs(megabytes=1)
     with pytest.raises(ValueError, match="repeats"):

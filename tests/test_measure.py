@@ -187,11 +187,11 @@ def test_evaluate_within_matches_evaluate_or_stops_early(tiny_bert):
                 "labels": torch.tensor([0, 1])} for _ in range(4)]
     full = measure.evaluate_within(tiny_bert, batches, budget_s=600)
     ref = lu.training.evaluate(tiny_bert, batches, progress=False)
-    assert full["complete"] and full["batches"] == 4 and full["accuracy"] == ref["accuracy"]
-    assert full["loss"] == pytest.approx(ref["loss"], rel=1e-5) and full["examples"] == 8
+    assert full.complete and full.batches == 4 and full.accuracy == ref.accuracy
+    assert full.loss == pytest.approx(ref.loss, rel=1e-5) and full.examples == 8
     slow = _Slow(0.1)
     loader = [(torch.randn(2, 4), torch.tensor([0, 1])) for _ in range(50)]
     part = measure.evaluate_within(slow, loader, budget_s=0.25)
-    assert not part["complete"] and 1 <= part["batches"] < 50 and part["examples"] == 2 * part["batches"]
+    assert not part.complete and 1 <= part.batches < 50 and part.examples == 2 * part.batches
     with pytest.raises(ValueError, match="empty"):
         measure.evaluate_within(tiny_bert, [], budget_s=1)

@@ -42,9 +42,9 @@ def test_bad_inputs_say_what_is_allowed():
 
 def test_fits():
     seven_b = 7e9
-    assert not memory.fits(seven_b, 8, "fp16")["fits"]  # 14 GB
-    assert memory.fits(seven_b, 8, "int4")["fits"]  # 3.5 GB
-    assert memory.fits(seven_b, 16, "fp16")["needed_gb"] == pytest.approx(14)
+    assert not memory.fits(seven_b, 8, "fp16").fits  # 14 GB
+    assert memory.fits(seven_b, 8, "int4").fits  # 3.5 GB
+    assert memory.fits(seven_b, 16, "fp16").needed_gb == pytest.approx(14)
     assert "does not fit" in memory.describe_fit(seven_b, 8, "fp16")
 
 

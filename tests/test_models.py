@@ -43,11 +43,11 @@ def test_teacher_is_trained_once_cached_and_rebuilt_when_corrupt(tmp_cache, prep
     first = models.finetuned_teacher("smoke", progress=False)
     meta = models.teacher_meta("smoke")
     folder = models.teacher_dir("smoke")
-    assert meta is not None and meta["train_steps"] == 2 and folder.is_dir()
+    assert meta is not None and meta.train_steps == 2 and folder.is_dir()
     # no temporary folder left behind (the lock file of config.cache_lock stays: it holds nothing)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
     again = models.finetuned_teacher("smoke", progress=False)
-    assert models.teacher_meta("smoke")["train_seconds"] == meta["train_seconds"]  # loaded, not retrained
+    assert models.teacher_meta("smoke").train_seconds == meta.train_seconds  # loaded, not retrained
     for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     # a damaged weights file is detected by its checksum and rebuilt
@@ -133,7 +133,7 @@ def test_teacher_setup_bundles_what_the_lessons_computed_by_hand(prepared):
     """lessons 03–08 start from teacher_setup: the same teacher, loaders and numbers they used to build themselves."""
     start = models.teacher_setup("smoke", device="cpu")
     assert set(start.loaders) == {"train", "validation", "test"}
-    want = lu.training.evaluate(start.teacher, start.loaders["test"], progress=False)["accuracy"]
+    want = lu.training.evaluate(start.teacher, start.loaders["test"], progress=False).accuracy
     assert start.test_accuracy == want
     labels = torch.cat([b["labels"] for b in start.loaders["test"]])
     positive = labels.float().mean().item()

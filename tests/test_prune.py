@@ -37,7 +37,7 @@ def test_layerwise_masks_equal_torch_l1_unstructured(tiny_bert, s):
     assert ours.keys() == theirs.keys() and len(ours) == 14
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     report = P.sparsity_report(tiny_bert)
-    for name, value in report["layers"].items():
+    for name, value in report.layers.items():
         n = P.linear_targets(tiny_bert)[name].weight.numel()
         assert value == pytest.approx(round(s * n) / n)
 
@@ -51,7 +51,7 @@ def test_global_masks_equal_torch_global_unstructured(tiny_bert, s):
     ours, theirs = _masks(tiny_bert), _masks(ref)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(s, abs=1e-3)
+    assert P.sparsity_report(tiny_bert).linear == pytest.approx(s, abs=1e-3)
     # global ranking: no kept weight is smaller than a pruned one, across all layers
     targets = P.linear_targets(tiny_bert)
     kept = torch.cat([m.weight_orig[m.weight_mask == 1].abs() for m in targets.values()])
@@ -64,7 +64,7 @@ def test_repruning_grows_the_masks_to_the_requested_sparsity(tiny_bert, method):
     P.prune_model_(tiny_bert, 0.5, method)
     first = _masks(tiny_bert)
     P.prune_model_(tiny_bert, 0.8, method)
-    assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(0.8, abs=2e-3)
+    assert P.sparsity_report(tiny_bert).linear == pytest.approx(0.8, abs=2e-3)
     assert all(((first[k] == 0) <= (m == 0)).all() for k, m in _masks(tiny_bert).items())  # pruned stay pruned
     with pytest.raises(ValueError, match="only grow"):
         P.prune_model_(tiny_bert, 0.5, method)
@@ -105,8 +105,8 @@ def test_save_and_reload_keeps_the_zeros(tiny_bert):
         for p in fresh.parameters():
             p.fill_(1.0)
     fresh.load_state_dict(torch.load(buf))
-    assert P.sparsity_report(fresh)["linear"] == pytest.approx(P.sparsity_report(tiny_bert)["linear"])
-    assert P.sparsity_report(fresh)["linear"] == pytest.approx(0.6, abs=1e-3)
+    assert P.sparsity_report(fresh).linear == pytest.approx(P.sparsity_report(tiny_bert).linear)
+    assert P.sparsity_report(fresh).linear == pytest.approx(0.6, abs=1e-3)
 
 
 def test_mask_adds_memory_until_made_permanent(tiny_bert):
@@ -132,9 +132,9 @@ def test_weight_storage_at_90_percent(tiny_bert):
 def test_report_whole_model_numbers_include_untouched_embeddings(tiny_bert):
     P.prune_global_(tiny_bert, 0.9)
     r = P.sparsity_report(tiny_bert)
-    assert r["linear"] == pytest.approx(0.9, abs=1e-3)
-    assert r["whole_model"] < r["all_matrices"] < r["linear"]
-    assert r["all_matrices"] == pytest.approx(lu.measure.sparsity(tiny_bert))
+    assert r.linear == pytest.approx(0.9, abs=1e-3)
+    assert r.whole_model < r.all_matrices < r.linear
+    assert r.all_matrices == pytest.approx(lu.measure.sparsity(tiny_bert))
 
 
 def test_weights_stay_zero_through_train_with_masks_attached(tiny_bert):
@@ -150,7 +150,7 @@ def test_weights_stay_zero_through_train_with_masks_attached(tiny_bert):
     assert _masks(tiny_bert).keys() == masks.keys()
     assert all(torch.equal(masks[k], m) for k, m in _masks(tiny_bert).items())
     assert any(not torch.equal(orig[n], p) for n, p in tiny_bert.named_parameters() if n in orig)  # it trained
-    assert P.sparsity_report(tiny_bert)["linear"] == pytest.approx(0.8, abs=1e-3)
+    assert P.sparsity_report(tiny_bert).linear == pytest.approx(0.8, abs=1e-3)
 
 
 def test_iterative_prune_rounds(tiny_bert):
@@ -178,7 +178,7 @@ def test_head_can_be_left_dense(tiny_bert):
     assert len(targets) == 12 and not any(n in ("classifier", "bert.pooler.dense") for n in targets)
     clone = P.pruned_copy(tiny_bert, 0.9, "global", exclude=P.HEAD)
     assert (clone.classifier.weight != 0).all() and (clone.bert.pooler.dense.weight != 0).all()
-    assert P.sparsity_report(clone, exclude=P.HEAD)["linear"] == pytest.approx(0.9, abs=1e-3)
+    assert P.sparsity_report(clone, exclude=P.HEAD).linear == pytest.approx(0.9, abs=1e-3)
     gen = torch.Generator().manual_seed(2)
     loader = [{"input_ids": torch.randint(0, 100, (4, 8), generator=gen), "labels": torch.tensor([0, 1, 1, 0])}]
     rows = P.iterative_prune_(tiny_bert, [0.5], loader, steps_per_round=1, exclude=P.HEAD)
@@ -257,7 +257,7 @@ def test_layer_kind_and_sparsity_by_kind(tiny_bert):
     assert P.layer_kind("bert.encoder.layer.10.output.dense") == "output.dense"
     assert P.layer_kind("classifier") == "classifier"
     P.prune_global_(tiny_bert, 0.5, P.linear_targets(tiny_bert, exclude=P.HEAD))
-    kinds = P.sparsity_by_kind(P.sparsity_report(tiny_bert, exclude=P.HEAD)["layers"])
+    kinds = P.sparsity_by_kind(P.sparsity_report(tiny_bert, exclude=P.HEAD).layers)
     assert list(kinds) == ["attention.self.query", "attention.self.key", "attention.self.value",
                            "attention.output.dense", "intermediate.dense", "output.dense"]
     assert all(0 <= v <= 1 for v in kinds.values())
@@ -296,10 +296,10 @@ def test_gradual_prune_grows_the_masks_along_the_cubic_schedule_within_one_run(t
               for _ in range(3)]
     hist = P.gradual_prune_(tiny_bert, 0.8, loader, steps=12, events=4, ramp=0.5, lr=1e-2, method="layerwise",
                            exclude=P.HEAD)
-    assert hist["steps"] == 12 and len(hist["losses"]) == 12  # one run: one optimiser, nothing restarts
-    assert [step for step, _ in hist["schedule"]] == [0, 2, 4, 6]  # 6 = half of 12, in 3 equal gaps
-    assert [s for _, s in hist["schedule"]] == pytest.approx(P.cubic_schedule(0.8, 4), abs=2e-3)
-    assert P.sparsity_report(tiny_bert, exclude=P.HEAD)["linear"] == pytest.approx(0.8, abs=2e-3)
+    assert hist.steps == 12 and len(hist.losses) == 12  # one run: one optimiser, nothing restarts
+    assert [step for step, _ in hist.schedule] == [0, 2, 4, 6]  # 6 = half of 12, in 3 equal gaps
+    assert [s for _, s in hist.schedule] == pytest.approx(P.cubic_schedule(0.8, 4), abs=2e-3)
+    assert P.sparsity_report(tiny_bert, exclude=P.HEAD).linear == pytest.approx(0.8, abs=2e-3)
     assert P.keeps_mask_zeros(tiny_bert) and not P.is_pruned(tiny_bert.classifier)
 
 
@@ -312,10 +312,10 @@ def test_gradual_prune_places_every_cut_inside_its_ramp(tiny_bert, steps, events
     hist = P.gradual_prune_(tiny_bert, 0.6, loader, steps=steps, events=events, ramp=ramp, lr=1e-3,
                            method="layerwise", exclude=P.HEAD)
     gap = int(ramp * steps + 1e-9) // (events - 1)
-    cut_steps = [step for step, _ in hist["schedule"]]
+    cut_steps = [step for step, _ in hist.schedule]
     assert cut_steps == [t * gap for t in range(events)]
     assert max(cut_steps) <= ramp * steps + 1e-9 and max(cut_steps) < steps
-    assert [s for _, s in hist["schedule"]] == pytest.approx(P.cubic_schedule(0.6, events), abs=5e-3)
+    assert [s for _, s in hist.schedule] == pytest.approx(P.cubic_schedule(0.6, events), abs=5e-3)
 
 
 def test_gradual_prune_refuses_cuts_past_its_ramp(tiny_bert):
@@ -327,7 +327,7 @@ def test_gradual_prune_refuses_cuts_past_its_ramp(tiny_bert):
         P.gradual_prune_(tiny_bert, 0.5, loader, steps=3, events=4, ramp=1.0)
     assert not P.is_pruned(tiny_bert)
     hist = P.gradual_prune_(tiny_bert, 0.5, loader, steps=3, events=1, ramp=0.1, lr=1e-3)  # one cut needs no ramp
-    assert [step for step, _ in hist["schedule"]] == [0] and hist["steps"] == 3
+    assert [step for step, _ in hist.schedule] == [0] and hist.steps == 3
 
 
 def test_gradual_prune_rejects_what_does_not_fit(tiny_bert):

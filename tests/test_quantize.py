@@ -136,10 +136,10 @@ def test_dynamic_int8_shrinks_and_stays_close(tiny_bert):
 
 def test_roundtrip_error_report_shrinks_with_bits():
     w = _weights(3)
-    errs = [Q.roundtrip_error(w, b, "symmetric", per_channel=True)["mse"] for b in (2, 4, 8)]
+    errs = [Q.roundtrip_error(w, b, "symmetric", per_channel=True).mse for b in (2, 4, 8)]
     assert errs[0] > errs[1] > errs[2]
-    tensor = Q.roundtrip_error(w, 4, "symmetric", per_channel=False)["mse"]
-    assert Q.roundtrip_error(w, 4, "symmetric", per_channel=True)["mse"] <= tensor
+    tensor = Q.roundtrip_error(w, 4, "symmetric", per_channel=False).mse
+    assert Q.roundtrip_error(w, 4, "symmetric", per_channel=True).mse <= tensor
 
 
 def test_compare_latency_times_every_model(tiny_bert):

@@ -92,16 +92,16 @@ def test_ort_model_works_with_course_interfaces(tiny_bert, exported):
     batches = [{**_batch(4, 12, seed=s), "labels": torch.tensor([0, 1, 1, 0])} for s in range(3)]
     want = training.evaluate(tiny_bert, batches, progress=False)
     got = training.evaluate(ort_model, batches, progress=False)
-    assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], abs=1e-4)
+    assert got.accuracy == want.accuracy and got.loss == pytest.approx(want.loss, abs=1e-4)
     lat = measure.compare_latency({"torch": tiny_bert, "ort": ort_model}, _batch(), repeats=2, warmup=1)
     assert lat["ort"].batch_size == 3 and lat["ort"].repeats == 2
     bench = measure.benchmark(ort_model, _batch(), batches, repeats=2)
-    assert bench.accuracy == want["accuracy"] and bench.size_mb == pytest.approx(
+    assert bench.accuracy == want.accuracy and bench.size_mb == pytest.approx(
         runtime.onnx_size_mb(exported))
     # the numbers stored in the file: the exporter merges identical tensors (this random model's all-zero biases)
     assert 0.9 * measure.count_parameters(tiny_bert) < bench.params == ort_model.count_parameters()
     agree = runtime.agreement(tiny_bert, ort_model, batches)
-    assert agree["same_prediction"] == 1.0 and agree["max_abs_diff"] < FP32_ATOL and agree["examples"] == 12
+    assert agree.same_prediction == 1.0 and agree.max_abs_diff < FP32_ATOL and agree.examples == 12
 
 
 def test_int8_is_smaller_and_close(tiny_bert, exported, tmp_path):
@@ -291,7 +291,7 @@ def test_ort_models_copy_and_evaluate_like_course_models(exported):
     x, y = torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     want = training.evaluate(mlp, [(x, y)], progress=False)
     got = training.evaluate(runtime.OrtModel(path, threads=1), [(x, y)], progress=False)  # (x, y) batches too
-    assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    assert got.accuracy == want.accuracy and got.loss == pytest.approx(want.loss, abs=1e-5)
     with pytest.raises(ValueError, match=r"input 'input' must have shape \(batch, 6\), got \(2, 5\)"):
         runtime.OrtModel(path)(torch.randn(2, 5))
     with pytest.raises(ValueError, match="add the batch dimension"):
@@ -328,14 +328,14 @@ def test_int8_accuracy_on_smoke_data_close_to_fp32(tmp_path, prepared):
     example = lu.data.fixed_batch(tok, ["a fine film"], 2, 32)
     fp32 = runtime.export_onnx(teacher, example, tmp_path / "teacher.onnx")
     int8 = runtime.quantize_onnx_dynamic(fp32, tmp_path / "teacher-int8.onnx")
-    acc_torch = training.evaluate(teacher, loaders["test"], progress=False)["accuracy"]
-    acc_fp32 = training.evaluate(runtime.OrtModel(fp32), loaders["test"], progress=False)["accuracy"]
-    acc_int8 = training.evaluate(runtime.OrtModel(int8), loaders["test"], progress=False)["accuracy"]
+    acc_torch = training.evaluate(teacher, loaders["test"], progress=False).accuracy
+    acc_fp32 = training.evaluate(runtime.OrtModel(fp32), loaders["test"], progress=False).accuracy
+    acc_int8 = training.evaluate(runtime.OrtModel(int8), loaders["test"], progress=False).accuracy
     assert acc_fp32 == acc_torch
     assert abs(acc_int8 - acc_fp32) <= INT8_ACCURACY_TOL
     assert runtime.onnx_size_mb(fp32) / runtime.onnx_size_mb(int8) > 3.5  # embeddings and Linear layers in int8
     agree = runtime.agreement(teacher, runtime.OrtModel(fp32), loaders["test"])
-    assert agree["max_abs_diff"] < FP32_ATOL and np.isclose(agree["same_prediction"], 1.0)
+    assert agree.max_abs_diff < FP32_ATOL and np.isclose(agree.same_prediction, 1.0)
 
 
 
@@ -343,8 +343,8 @@ def test_logits_agreement_by_hand_and_scratch_dir():
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
     b = torch.tensor([[1.5, 0.0], [0.0, 1.0], [0.0, 1.0]])
     got = runtime.logits_agreement(a, b)
-    assert got == {"max_abs_diff": 3.0, "mean_abs_diff": pytest.approx(4.5 / 6),
-                   "same_prediction": pytest.approx(2 / 3), "examples": 3}
+    assert got == runtime.Agreement(max_abs_diff=3.0, mean_abs_diff=pytest.approx(4.5 / 6),
+                                    same_prediction=pytest.approx(2 / 3), examples=3)
     with pytest.raises(ValueError, match="same shape"):
         runtime.logits_agreement(a, b[:2])
     d1, d2 = runtime.scratch_dir(), runtime.scratch_dir()

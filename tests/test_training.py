@@ -20,9 +20,9 @@ def test_train_learns_a_separable_problem():
     torch.manual_seed(0)
     model = lu.models.mlp([2, 8, 2])
     hist = train(model, _loader(_blobs()), epochs=5, lr=1e-2, progress=False)
-    assert hist["steps"] == 40 and len(hist["losses"]) == 40
-    assert hist["losses"][-1] < hist["losses"][0]
-    assert evaluate(model, _loader(_blobs(seed=1)), progress=False)["accuracy"] > 0.95
+    assert hist.steps == 40 and len(hist.losses) == 40
+    assert hist.losses[-1] < hist.losses[0]
+    assert evaluate(model, _loader(_blobs(seed=1)), progress=False).accuracy > 0.95
 
 
 def test_same_seed_same_losses():
@@ -30,7 +30,7 @@ def test_same_seed_same_losses():
     for _ in range(2):
         torch.manual_seed(0)
         model = lu.models.mlp([2, 8, 2])
-        runs.append(train(model, _loader(_blobs()), max_steps=10, lr=1e-2, progress=False)["losses"])
+        runs.append(train(model, _loader(_blobs()), max_steps=10, lr=1e-2, progress=False).losses)
     assert runs[0] == runs[1]
 
 
@@ -43,7 +43,7 @@ def test_max_steps_cycles_the_loader_and_custom_loss_is_used():
 
     model = lu.models.mlp([2, 2])
     hist = train(model, _loader(_blobs(64)), max_steps=5, loss_fn=loss_fn, progress=False)
-    assert hist["steps"] == 5 and len(calls) == 5
+    assert hist.steps == 5 and len(calls) == 5
 
 
 def test_early_stopping_restores_best_weights():
@@ -52,8 +52,8 @@ def test_early_stopping_restores_best_weights():
     val = _loader(_blobs(seed=2))
     hist = train(model, _loader(_blobs()), max_steps=60, lr=1e-2, eval_loader=val, eval_every=5, patience=2,
                  progress=False)
-    assert hist["evals"] and hist["best_accuracy"] == max(e["accuracy"] for e in hist["evals"])
-    assert evaluate(model, val, progress=False)["accuracy"] == pytest.approx(hist["best_accuracy"])
+    assert hist.evals and hist.best_accuracy == max(e.accuracy for e in hist.evals)
+    assert evaluate(model, val, progress=False).accuracy == pytest.approx(hist.best_accuracy)
 
 
 def test_evaluate_matches_a_hand_count():
@@ -62,14 +62,14 @@ def test_evaluate_matches_a_hand_count():
     logits, labels = predict(model, loader)
     assert logits.shape == (100, 2)
     acc = (logits.argmax(-1) == labels).float().mean().item()
-    assert evaluate(model, loader, progress=False)["accuracy"] == pytest.approx(acc)
+    assert evaluate(model, loader, progress=False).accuracy == pytest.approx(acc)
 
 
 def test_train_works_on_a_hugging_face_model_with_dict_batches(tiny_bert):
     batch = {"input_ids": torch.randint(0, 100, (4, 8)), "attention_mask": torch.ones(4, 8, dtype=torch.long),
              "labels": torch.tensor([0, 1, 0, 1])}
     hist = train(tiny_bert, [batch], max_steps=3, lr=1e-3, progress=False)
-    assert hist["steps"] == 3 and not tiny_bert.training
+    assert hist.steps == 3 and not tiny_bert.training
 
 
 def test_bad_arguments():
@@ -160,8 +160,8 @@ def test_train_rejects_what_is_not_a_loader(loader):
 def test_numpy_and_tensor_step_counts_are_accepted():
     np = pytest.importorskip("numpy")
     hist = train(_tiny(), [_batch()], max_steps=np.int64(3), progress=False)
-    assert hist["steps"] == 3
-    assert train(_tiny(), [_batch()], max_steps=torch.tensor(2), progress=False)["steps"] == 2
+    assert hist.steps == 3
+    assert train(_tiny(), [_batch()], max_steps=torch.tensor(2), progress=False).steps == 2
 
 
 def test_loss_fn_must_return_a_tensor_with_a_gradient():

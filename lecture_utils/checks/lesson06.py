@@ -121,9 +121,9 @@ def predicted_mse(fn: Callable[[float, int], float]) -> CheckResult:
     def gaussian():
         gen = torch.Generator().manual_seed(6)
         w = torch.randn(256, 256, generator=gen) * 0.05
-        mse8 = roundtrip_error(w, 8)["mse"]
+        mse8 = roundtrip_error(w, 8).mse
         for bits in MSE_BITS:
-            judge(mse8, bits, roundtrip_error(w, bits)["mse"], "a random Gaussian matrix made by the check")
+            judge(mse8, bits, roundtrip_error(w, bits).mse, "a random Gaussian matrix made by the check")
 
     def lesson_matrix():
         mse8 = measured("quant.roundtrip.mse_b8", "the 8-bit error of W")
