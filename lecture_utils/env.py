@@ -1,7 +1,7 @@
 """Set-up for every notebook: seeds, device, threads, scale, offline mode, and a health check.
 
 The first code cell of each lesson is ``lu.setup()``. It prints one line you can paste into a question
-("what did you run?") and returns a plain dict with the same facts.
+("what did you run?") and returns the same facts as a :class:`Setup` (``sc = lu.setup().scale``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from .config import (
 
 __all__ = ["OFFLINE_VARS", "HUB_HOST", "configure_offline", "library_bars_off", "quiet_library_logs", "hub_reachable",
            "seed_everything", "torch_threads", "usable_cores", "busy_cores", "choose_threads", "get_device",
-           "versions", "setup", "doctor"]
+           "versions", "Setup", "setup", "doctor"]
 
 OFFLINE_VARS = HF_OFFLINE_ENVS  # the variables that keep the Hugging Face libraries off the network
 HUB_HOST = "huggingface.co"
@@ -206,8 +207,25 @@ def versions() -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What :func:`setup` chose: the ``scale`` (a :class:`Scale`), the torch ``device``, CPU ``threads``,
+    ``busy_cores`` (cores other work kept busy when the threads were chosen; None when not measured), the OpenMP
+    wait policy in force (``omp_wait_policy``), the ``seed``, whether the hub is ``offline``, and the library
+    ``versions``."""
+
+    scale: Scale
+    device: torch.device
+    threads: int
+    busy_cores: float | None
+    omp_wait_policy: str | None
+    seed: int
+    offline: bool
+    versions: dict[str, str]
+
+
 def setup(seed: int = 0, scale: str | None = None, device: str | None = None, threads: int | None = None,
-          quiet: bool = False) -> dict:
+          quiet: bool = False) -> Setup:
     """Prepare a notebook: seed everything, choose device and threads, read the scale, stay offline.
 
     Args:
@@ -219,8 +237,9 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         quiet: print nothing.
 
     Returns:
-        A dict with ``scale`` (a :class:`Scale`), ``device``, ``threads``, ``busy_cores`` (other work, in cores,
-        when measured), ``seed``, ``offline`` and ``versions``.
+        a :class:`Setup` with the scale, device, threads and the rest of what was chosen.
+
+    Example: ``sc = lu.setup().scale`` starts a lesson.
     """
     sc: Scale = get_scale(scale)
     if scale is not None:
@@ -246,10 +265,10 @@ def setup(seed: int = 0, scale: str | None = None, device: str | None = None, th
         raise ValueError(f"threads must be a positive int, got {threads!r}")
     torch.set_num_threads(threads)
     dev = get_device(device)
-    info = {"scale": sc, "device": dev, "threads": threads, "busy_cores": busy,
-            "omp_wait_policy": os.environ.get(OMP_WAIT_ENV), "seed": seed, "offline": offline, "versions": versions()}
+    info = Setup(scale=sc, device=dev, threads=threads, busy_cores=busy, omp_wait_policy=os.environ.get(OMP_WAIT_ENV),
+                 seed=seed, offline=offline, versions=versions())
     if not quiet:
-        v = info["versions"]
+        v = info.versions
         why = "" if busy is None or threads == usable_cores() else f" (other work busy on {busy:.1f} cores)"
         print(f"scale={sc.name} device={dev.type} threads={threads}{why} seed={seed} offline={offline} | "
               f"python {v['python']} torch {v['torch']} transformers {v['transformers']} "

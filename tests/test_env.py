@@ -32,8 +32,8 @@ def test_get_device_falls_back_to_cpu_and_explains_unavailable():
 
 def test_setup_returns_facts_and_sets_threads(capsys):
     info = lu.setup(seed=3, scale="smoke", threads=1)
-    assert info["scale"].name == "smoke" and info["threads"] == 1 and torch.get_num_threads() == 1
-    assert info["offline"] is True and all(os.environ[v] == "1" for v in lu.config.HF_OFFLINE_ENVS)
+    assert info.scale.name == "smoke" and info.threads == 1 and torch.get_num_threads() == 1
+    assert info.offline is True and all(os.environ[v] == "1" for v in lu.config.HF_OFFLINE_ENVS)
     line = capsys.readouterr().out
     assert "scale=smoke" in line and "torch" in line and line.count("\n") == 1
     lu.setup(scale="smoke", quiet=True)
@@ -95,13 +95,13 @@ def test_thread_policy_leaves_busy_cores_to_other_work():
 
 def test_setup_threads_from_the_environment(monkeypatch):
     monkeypatch.setenv(lu.config.THREADS_ENV, "1")
-    assert lu.setup(scale="smoke", quiet=True)["threads"] == 1 and torch.get_num_threads() == 1
+    assert lu.setup(scale="smoke", quiet=True).threads == 1 and torch.get_num_threads() == 1
     monkeypatch.setenv(lu.config.THREADS_ENV, "two")
     with pytest.raises(ValueError, match=f"{lu.config.THREADS_ENV}.*'two'"):
         lu.setup(scale="smoke", quiet=True)
     monkeypatch.delenv(lu.config.THREADS_ENV)
     info = lu.setup(scale="smoke", quiet=True)
-    assert 1 <= info["threads"] <= lu.env.usable_cores()
+    assert 1 <= info.threads <= lu.env.usable_cores()
 
 
 def test_openmp_threads_sleep_when_idle_unless_the_user_chose_otherwise():
@@ -116,7 +116,7 @@ def test_openmp_threads_sleep_when_idle_unless_the_user_chose_otherwise():
     out = subprocess.run([sys.executable, "-c", code], env={**env, wait: "ACTIVE"},
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "ACTIVE"
-    assert lu.setup(scale="smoke", quiet=True)["omp_wait_policy"] == os.environ.get(wait)
+    assert lu.setup(scale="smoke", quiet=True).omp_wait_policy == os.environ.get(wait)
 
 
 def test_headless_setup_turns_the_hugging_face_bars_off(monkeypatch):
