@@ -29,7 +29,7 @@ def executed(tmp_path_factory, prepared):
         new_code_cell("import torch\nmodel = torch.nn.Linear(4, 2)\nbatches = [(torch.randn(8, 4), "
                       "torch.randint(0, 2, (8,))) for _ in range(3)]\n"
                       "h = lu.training.train(model, batches, max_steps=6, lr=1e-3)\n"
-                      "print(lu.training.evaluate(model, batches)['examples'])"),
+                      "print(lu.training.evaluate(model, batches).examples)"),
     ])
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv(progress.DISABLE_ENV, raising=False)
