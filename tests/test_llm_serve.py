@@ -225,6 +225,43 @@ def test_decoders_agree_with_generate(tiny_folder, tiny_builds):
         L.TorchDecoder(model).step()
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_product_rate_runs_the_models_own_products_and_refuses_bad_input(tiny_folder, tiny_builds, tmp_path,
+                                                                         symmetric):
+    import onnx
+    from onnx import numpy_helper
+
+    _, model = tiny_folder
+    folder = tiny_builds["int4"]
+    if not symmetric:  # an affine graph: its products carry zero points, whose bytes count too
+        sim = L.rtn_head_(L.rtn_model_(copy.deepcopy(model), 4, 32, symmetric=False))
+        folder = L.ship_weights(sim, model, folder, tmp_path / "affine", symmetric=False)
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    sizes = {t.name: numpy_helper.to_array(t).nbytes for t in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    packed = sum(sizes[name] for n in nodes for name in n.input[1:] if name)  # integers, scales (, zero points)
+    assert any(len(n.input) > 3 and n.input[3] for n in nodes) != symmetric
+    once = L.product_rate(folder, packed / 1e6, threads=1, repeats=2)
+    assert once.products == len(nodes) and once.megabytes == pytest.approx(packed / 1e6)  # the model's bytes, exactly
+    assert once.gbs == pytest.approx(once.megabytes / once.run_ms) and once.threads == 1
+    twice = L.product_rate(folder, 2 * packed / 1e6 + 1e-6, threads=1, repeats=2)  # cycles through them again
+    assert twice.products == 2 * len(nodes) + 1
+    assert L.product_rate(folder, 1e-6, threads=1, repeats=1).products == 1
+    with pytest.raises(ValueError, match="no MatMulNBits"):
+        L.product_rate(tiny_builds["fp32"], 1)
+    with pytest.raises(FileNotFoundError, match="model.onnx"):
+        L.product_rate(tmp_path / "missing", 1)
+    for bad in (0, -1, 5000, float("nan")):
+        with pytest.raises(ValueError, match="megabytes"):
+            L.product_rate(folder, bad)
+    with pytest.raises(TypeError, match="megabytes"):
+        L.product_rate(folder, "4")
+    with pytest.raises(ValueError, match="threads"):
+        L.product_rate(folder, 1, threads=0)
+    with pytest.raises(ValueError, match="repeats"):
+        L.product_rate(folder, 1, repeats=0)
+
+
 def test_shipped_options_are_one_source_for_the_preparation_and_the_lesson():
     from lecture_utils.config import get_scale
 

@@ -20,7 +20,8 @@ One module per job, each re-exported here so ``lu.llm.<name>`` reaches every hel
   course's 4-bit weights packed into ``MatMulNBits`` (:func:`pack_int4`, :func:`ship_weights`), the runtime's
   logits for perplexity (:class:`OrtCausalLM`);
 - :mod:`.serve` (lesson 10): prefill and decode timed alike for every runtime (:class:`TorchDecoder`,
-  :class:`GenaiDecoder`, :func:`round_robin_decode`), memory bandwidth and the bound on decoding;
+  :class:`GenaiDecoder`, :func:`round_robin_decode`), memory bandwidth and the bound on decoding, the 4-bit
+  products timed alone (:func:`product_rate`);
 - :mod:`.kv` (lesson 10): a KIVI-style quantized KV cache (:func:`kivi_quantize`, :func:`kv_perplexity`,
   :func:`kivi_cache_bytes`);
 - :mod:`.layers` (lesson 10): Block Influence layer dropping (:func:`block_influence`, :func:`drop_layers_`).
