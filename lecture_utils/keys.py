@@ -245,6 +245,7 @@ LESSON_KEYS: dict[str, tuple[Key, ...]] = {
         _k("serve.threads.t{n}.products_gbs", "GB/s",
            "the 4-bit products alone, weights from memory, at 1 and at the lesson's threads"),
         _k("serve.products.cache_gbs", "GB/s", "the 4-bit products alone with their weights in cache"),
+        _k("serve.products.float_cache_gbs", "GB/s", "the same in cache, with float arithmetic (accuracy level 0)"),
         _k("serve.products.cache_gain", "ratio", "the products' speed from cache / from memory"),
         _k("serve.products.step_share", "fraction", "share of a 4-bit decoding step the products take",
            optional=True),

@@ -247,6 +247,20 @@ def test_product_rate_runs_the_models_own_products_and_refuses_bad_input(tiny_fo
     twice = L.product_rate(folder, 2 * packed / 1e6 + 1e-6, threads=1, repeats=2)  # cycles through them again
     assert twice.products == 2 * len(nodes) + 1
     assert L.product_rate(folder, 1e-6, threads=1, repeats=1).products == 1
+    from onnx import helper
+
+    levels = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in nodes}
+    graph, nbytes = L.products_graph(folder, packed / 1e6)
+    assert nbytes == packed and [n.op_type for n in graph.graph.node] == ["MatMulNBits"] * len(nodes)
+    assert [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in graph.graph.node] == list(
+        levels.values())  # the model's own shapes and attributes, in its order
+    floats, _ = L.products_graph(folder, packed / 1e6, accuracy_level=0)
+    assert {helper.get_attribute_value(a) for n in floats.graph.node for a in n.attribute
+            if a.name == "accuracy_level"} == {0}
+    assert L.product_rate(folder, 1e-6, threads=1, repeats=1, accuracy_level=0).products == 1
+    for bad in (5, -1, "4", 4.0):
+        with pytest.raises(ValueError, match="accuracy_level"):
+            L.product_rate(folder, 1, accuracy_level=bad)
     with pytest.raises(ValueError, match="no MatMulNBits"):
         L.product_rate(tiny_builds["fp32"], 1)
     with pytest.raises(FileNotFoundError, match="model.onnx"):

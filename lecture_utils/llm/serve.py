@@ -24,7 +24,7 @@ from .model import decoder_linears
 __all__ = ["read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
            "GenaiDecoder", "DecodeRun", "time_decode", "DecodeTiming", "round_robin_decode", "chat_prompt_ids",
            "resident_mb", "PEAK_RUNTIMES", "peak_resident_mb", "PeakMemory", "peak_memory_mb", "DecodeProfile",
-           "profile_decode_step", "ProductRate", "product_rate"]
+           "profile_decode_step", "ProductRate", "products_graph", "product_rate"]
 
 
 def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
@@ -413,21 +413,14 @@ def _nbits_bytes(k: int, n: int, bits: int, block: int, zero_points: bool) -> in
     return n * blocks * (block * bits // 8 + 4) + (n * -(-blocks * bits // 8) if zero_points else 0)
 
 
-def product_rate(folder: str | Path, megabytes: float, threads: int | None = None, repeats: int = 20,
-                 seed: int = 0) -> ProductRate:
-    """How fast a built model's 4-bit matrix products run by themselves at batch 1, with nothing else of a decoding
-    step around them: a graph of only ``MatMulNBits`` nodes with the shapes and attributes of the folder's
-    ``model.onnx`` (its products in order, repeated from the first until they hold ``megabytes`` MB of packed
-    weights), random integers (the kernel's work does not depend on their values), every product fed its own
-    input. Small ``megabytes`` keep the weights in the CPU's caches between runs; large ones (far above the last
-    cache) make every run read them from memory. Timed with I/O binding (no copies), the median of ``repeats``
-    runs after a warm-up; ``threads``: ONNX Runtime intra-op threads (default torch's). Returns a
-    :class:`ProductRate`.
-
-    Example: ``lu.llm.product_rate(folder, 256).gbs`` — GB/s of packed weights the products consume."""
+def products_graph(folder: str | Path, megabytes: float, accuracy_level: int | None = None, seed: int = 0):
+    """The graph :func:`product_rate` times: only ``MatMulNBits`` nodes with the shapes and attributes of the
+    folder's ``model.onnx`` (its products in order, repeated from the first until they hold ``megabytes`` MB of
+    packed weights: integers, float32 scales and any zero points), random integers, every product fed its own
+    input ``x<i>`` and writing its own output ``y<i>``. ``accuracy_level``: the arithmetic the kernels use, 0 or 1
+    for float and 4 for int8 dot products (default: the model's own). Returns ``(onnx.ModelProto, packed bytes)``."""
     import numpy as np
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     path = Path(folder) / "model.onnx"
@@ -435,22 +428,22 @@ def product_rate(folder: str | Path, megabytes: float, threads: int | None = Non
         raise FileNotFoundError(f"folder={str(folder)!r} has no model.onnx: build it with build_ort_llm()")
     megabytes = validate.real(megabytes, "megabytes", 0, 4096, low_open=True,
                               hint="MB of packed weights; memory needed is about twice that")
-    validate.integer(repeats, "repeats", 1)
-    threads = validate.integer(threads if threads is not None else torch.get_num_threads(), "threads", 1)
-    graph = onnx.load(str(path), load_external_data=False).graph
+    if accuracy_level is not None:
+        validate.choice(accuracy_level, "accuracy_level", [0, 1, 2, 3, 4])
     found = []
-    for node in graph.node:
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
         if node.op_type == "MatMulNBits":
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            zp = len(node.input) > 3 and bool(node.input[3])
-            found.append((int(attrs["K"]), int(attrs["N"]), int(attrs.get("bits", 4)), int(attrs["block_size"]),
-                          int(attrs.get("accuracy_level", 0)), zp))
+            level = int(attrs.get("accuracy_level", 0)) if accuracy_level is None else accuracy_level
+            found.append((int(attrs["K"]), int(attrs["N"]), int(attrs.get("bits", 4)), int(attrs["block_size"]), level,
+                          len(node.input) > 3 and bool(node.input[3])))
     if not found:
         raise ValueError(f"folder={str(folder)!r}: its model.onnx has no MatMulNBits products (a float model?); "
                          "give a 4-bit folder (build_ort_llm('int4') or ship_weights)")
     rng = np.random.default_rng(seed)
-    nodes, inits, inputs, outputs, total, i = [], [], {}, [], 0, 0
+    nodes, inits, inputs, outputs, total = [], [], [], [], 0
     while total < megabytes * 1e6:
+        i = len(nodes)
         k, n, bits, block, level, zp = found[i % len(found)]
         blocks = -(-k // block)
         names = [f"x{i}", f"b{i}", f"s{i}"] + ([f"z{i}"] if zp else [])
@@ -459,28 +452,47 @@ def product_rate(folder: str | Path, megabytes: float, threads: int | None = Non
         inits.append(numpy_helper.from_array(np.full((n, blocks), 0.01, dtype=np.float32), names[2]))
         if zp:
             inits.append(numpy_helper.from_array(np.full((n, -(-blocks * bits // 8)), 0x88, dtype=np.uint8), names[3]))
-        inputs[names[0]] = k
         nodes.append(helper.make_node("MatMulNBits", names, [f"y{i}"], domain="com.microsoft", K=k, N=n, bits=bits,
                                       block_size=block, accuracy_level=level))
-        outputs.append((f"y{i}", n))
+        inputs.append(helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [1, 1, k]))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 1, n]))
         total += _nbits_bytes(k, n, bits, block, zp)
-        i += 1
-    model = helper.make_model(
-        helper.make_graph(nodes, "products",
-                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 1, k]) for x, k in inputs.items()],
-                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 1, n]) for y, n in outputs],
-                          inits),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(helper.make_graph(nodes, "products", inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return model, total
+
+
+def product_rate(folder: str | Path, megabytes: float, threads: int | None = None, repeats: int = 20,
+                 accuracy_level: int | None = None, seed: int = 0) -> ProductRate:
+    """How fast a built model's 4-bit matrix products run by themselves at batch 1, with nothing else of a decoding
+    step around them: :func:`products_graph` (the model's own ``MatMulNBits`` shapes and attributes, repeated until
+    they hold ``megabytes`` MB of packed weights, random integers: the kernel's work does not depend on their
+    values). Small ``megabytes`` keep the weights in the CPU's caches between runs; large ones (far above the last
+    cache) make every run read them from memory. Timed with I/O binding (no copies), the median of ``repeats``
+    runs after a warm-up; ``threads``: ONNX Runtime intra-op threads (default torch's); ``accuracy_level``: as in
+    :func:`products_graph`. Returns a :class:`ProductRate`.
+
+    Example: ``lu.llm.product_rate(folder, 256).gbs`` — GB/s of packed weights the products consume."""
+    import numpy as np
+    import onnxruntime as ort
+
+    validate.integer(repeats, "repeats", 1)
+    threads = validate.integer(threads if threads is not None else torch.get_num_threads(), "threads", 1)
+    model, total = products_graph(folder, megabytes, accuracy_level, seed)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    del model, inits
+    rng = np.random.default_rng(seed + 1)
     binding = session.io_binding()
-    for x, k in inputs.items():
-        binding.bind_ortvalue_input(x, ort.OrtValue.ortvalue_from_numpy(
+    for x in model.graph.input:
+        k = x.type.tensor_type.shape.dim[-1].dim_value
+        binding.bind_ortvalue_input(x.name, ort.OrtValue.ortvalue_from_numpy(
             (0.1 * rng.standard_normal((1, 1, k))).astype(np.float32)))
-    for y, n in outputs:
-        binding.bind_ortvalue_output(y, ort.OrtValue.ortvalue_from_numpy(np.empty((1, 1, n), dtype=np.float32)))
+    for y in model.graph.output:
+        n = y.type.tensor_type.shape.dim[-1].dim_value
+        binding.bind_ortvalue_output(y.name, ort.OrtValue.ortvalue_from_numpy(np.empty((1, 1, n), dtype=np.float32)))
+    products = len(model.graph.node)
+    del model
     session.run_with_iobinding(binding)
     times = []
     for _ in range(repeats):
@@ -488,5 +500,5 @@ def product_rate(folder: str | Path, megabytes: float, threads: int | None = Non
         session.run_with_iobinding(binding)
         times.append(time.perf_counter() - start)
     run = statistics.median(times)
-    return ProductRate(gbs=total / run / 1e9, megabytes=total / 1e6, products=len(nodes), run_ms=run * 1000,
+    return ProductRate(gbs=total / run / 1e9, megabytes=total / 1e6, products=products, run_ms=run * 1000,
                        threads=threads)
