@@ -427,7 +427,7 @@ def products_graph(folder: str | Path, megabytes: float, accuracy_level: int | N
     if not path.exists():
         raise FileNotFoundError(f"folder={str(folder)!r} has no model.onnx: build it with build_ort_llm()")
     megabytes = validate.real(megabytes, "megabytes", 0, 4096, low_open=True,
-                              hint="MB of packed weights; memory needed is about twice that")
+                              hint="MB of packed weights; building them takes about three times that in memory")
     if accuracy_level is not None:
         validate.choice(accuracy_level, "accuracy_level", [0, 1, 2, 3, 4])
     found = []
@@ -440,25 +440,28 @@ def products_graph(folder: str | Path, megabytes: float, accuracy_level: int | N
     if not found:
         raise ValueError(f"folder={str(folder)!r}: its model.onnx has no MatMulNBits products (a float model?); "
                          "give a 4-bit folder (build_ort_llm('int4') or ship_weights)")
-    rng = np.random.default_rng(seed)
-    nodes, inits, inputs, outputs, total = [], [], [], [], 0
+    nodes, inputs, outputs, total = [], [], [], 0
     while total < megabytes * 1e6:
         i = len(nodes)
         k, n, bits, block, level, zp = found[i % len(found)]
-        blocks = -(-k // block)
         names = [f"x{i}", f"b{i}", f"s{i}"] + ([f"z{i}"] if zp else [])
-        inits.append(numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block * bits // 8), dtype=np.uint8),
-                                             names[1]))
-        inits.append(numpy_helper.from_array(np.full((n, blocks), 0.01, dtype=np.float32), names[2]))
-        if zp:
-            inits.append(numpy_helper.from_array(np.full((n, -(-blocks * bits // 8)), 0x88, dtype=np.uint8), names[3]))
         nodes.append(helper.make_node("MatMulNBits", names, [f"y{i}"], domain="com.microsoft", K=k, N=n, bits=bits,
                                       block_size=block, accuracy_level=level))
         inputs.append(helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [1, 1, k]))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 1, n]))
         total += _nbits_bytes(k, n, bits, block, zp)
-    model = helper.make_model(helper.make_graph(nodes, "products", inputs, outputs, inits),
+    model = helper.make_model(helper.make_graph(nodes, "products", inputs, outputs),
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    rng = np.random.default_rng(seed)
+    for i in range(len(nodes)):  # added in place, one at a time: the graph holds the only copy of the weights
+        k, n, bits, block, _, zp = found[i % len(found)]
+        blocks = -(-k // block)
+        arrays = {f"b{i}": rng.integers(0, 256, (n, blocks, block * bits // 8), dtype=np.uint8),
+                  f"s{i}": np.full((n, blocks), 0.01, dtype=np.float32)}
+        if zp:
+            arrays[f"z{i}"] = np.full((n, -(-blocks * bits // 8)), 0x88, dtype=np.uint8)
+        for name, array in arrays.items():
+            model.graph.initializer.add().CopyFrom(numpy_helper.from_array(array, name))
     return model, total
 
 
@@ -470,7 +473,8 @@ def product_rate(folder: str | Path, megabytes: float, threads: int | None = Non
     values). Small ``megabytes`` keep the weights in the CPU's caches between runs; large ones (far above the last
     cache) make every run read them from memory. Timed with I/O binding (no copies), the median of ``repeats``
     runs after a warm-up; ``threads``: ONNX Runtime intra-op threads (default torch's); ``accuracy_level``: as in
-    :func:`products_graph`. Returns a :class:`ProductRate`.
+    :func:`products_graph`. Memory: about three times ``megabytes`` while the graph is built and loaded. Returns a
+    :class:`ProductRate`.
 
     Example: ``lu.llm.product_rate(folder, 256).gbs`` — GB/s of packed weights the products consume."""
     import numpy as np
@@ -479,20 +483,22 @@ def product_rate(folder: str | Path, megabytes: float, threads: int | None = Non
     validate.integer(repeats, "repeats", 1)
     threads = validate.integer(threads if threads is not None else torch.get_num_threads(), "threads", 1)
     model, total = products_graph(folder, megabytes, accuracy_level, seed)
+    shapes = {v.name: v.type.tensor_type.shape.dim[-1].dim_value for v in [*model.graph.input, *model.graph.output]}
+    products = len(model.graph.node)
+    data = model.SerializeToString()
+    del model  # one copy of the weights fewer while the session loads and packs them
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    del data
     rng = np.random.default_rng(seed + 1)
     binding = session.io_binding()
-    for x in model.graph.input:
-        k = x.type.tensor_type.shape.dim[-1].dim_value
+    for x in session.get_inputs():
         binding.bind_ortvalue_input(x.name, ort.OrtValue.ortvalue_from_numpy(
-            (0.1 * rng.standard_normal((1, 1, k))).astype(np.float32)))
-    for y in model.graph.output:
-        n = y.type.tensor_type.shape.dim[-1].dim_value
-        binding.bind_ortvalue_output(y.name, ort.OrtValue.ortvalue_from_numpy(np.empty((1, 1, n), dtype=np.float32)))
-    products = len(model.graph.node)
-    del model
+            (0.1 * rng.standard_normal((1, 1, shapes[x.name]))).astype(np.float32)))
+    for y in session.get_outputs():
+        binding.bind_ortvalue_output(y.name, ort.OrtValue.ortvalue_from_numpy(
+            np.empty((1, 1, shapes[y.name]), dtype=np.float32)))
     session.run_with_iobinding(binding)
     times = []
     for _ in range(repeats):
