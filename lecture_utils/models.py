@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -334,10 +334,10 @@ def _train_teacher(sc: Scale, pooling: str, dev: torch.device, folder: Path, pro
     with atomic_folder(folder) as tmp, quiet_transformers():
         model.to("cpu").save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        meta = {"settings": teacher_settings(sc, pooling), "train_seconds": hist.seconds,
-                "train_steps": hist.steps, "validation_accuracy": val.accuracy, "device": dev.type,
-                "sha256": sha256_of(tmp / "model.safetensors")}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        meta = TeacherMeta(settings=teacher_settings(sc, pooling), train_seconds=hist.seconds, train_steps=hist.steps,
+                           validation_accuracy=val.accuracy, device=dev.type,
+                           sha256=sha256_of(tmp / "model.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
 
 
 # --------------------------------------------------------------------------------------------------------------

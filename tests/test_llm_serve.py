@@ -276,6 +276,21 @@ def test_product_rate_runs_the_models_own_products_and_refuses_bad_input(tiny_fo
         L.product_rate(folder, 1, repeats=0)
 
 
+def test_gain_relation_reads_speed_ups_with_a_margin():
+    assert [L.gain_relation(g, 1.4) for g in (1.62, 1.4, 1.21, 1.6, 1.22)] == ["more", "same", "less", "same", "same"]
+    assert L.gain_relation(1.24, 1.0, margin=1.5) == "same" and L.gain_relation(2.0, 1.0, margin=1.5) == "more"
+    assert L.gain_relation(0.5, 1.0, margin=1.0) == "less" and L.gain_relation(1.0, 1.0, margin=1.0) == "same"
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="gain"):
+            L.gain_relation(bad, 1.0)
+        with pytest.raises(ValueError, match="reference"):
+            L.gain_relation(1.0, bad)
+    with pytest.raises(ValueError, match="margin"):
+        L.gain_relation(1.0, 1.0, margin=0.9)
+    with pytest.raises(TypeError, match="gain"):
+        L.gain_relation("1.2", 1.0)
+
+
 def test_shipped_options_are_one_source_for_the_preparation_and_the_lesson():
     from lecture_utils.config import get_scale
 

@@ -20,11 +20,12 @@ from torch import nn
 from .. import validate
 from .footprint import bytes_per_weight
 from .model import decoder_linears
+from .ort import matmulnbits_arrays
 
 __all__ = ["read_bytes_per_token", "decode_bound_tok_s", "decode_bound", "TorchDecoder",
            "GenaiDecoder", "DecodeRun", "time_decode", "DecodeTiming", "round_robin_decode", "chat_prompt_ids",
            "resident_mb", "PEAK_RUNTIMES", "peak_resident_mb", "PeakMemory", "peak_memory_mb", "DecodeProfile",
-           "profile_decode_step", "ProductRate", "products_graph", "product_rate"]
+           "profile_decode_step", "gain_relation", "ProductRate", "products_graph", "product_rate"]
 
 
 def read_bytes_per_token(model: nn.Module, bits: int | None = None, block_size: int | None = None,
@@ -394,6 +395,25 @@ def profile_decode_step(folder: str | Path, prompt_ids: list[int], threads: int 
     return DecodeProfile(step_ms=statistics.median(times), by_op_ms=by_op, lm_head_ms=lm_head, context=ctx)
 
 
+def gain_relation(gain: float, reference: float, margin: float = 1.15) -> str:
+    """How a speed-up ``gain`` compares with a ``reference`` speed-up (both ratios > 0): ``"more"`` when it exceeds
+    the reference by more than ``margin`` times, ``"less"`` when it falls short by more than that, else ``"same"`` —
+    how lesson 10 reads what a second thread, or weights in cache, give the 4-bit products and the whole step.
+
+    Examples:
+        >>> gain_relation(1.9, 1.4), gain_relation(1.3, 1.6), gain_relation(1.5, 1.45)
+        ('more', 'less', 'same')
+        >>> gain_relation(1.24, 1.0, margin=1.5)  # from cache barely faster than from memory
+        'same'
+    """
+    gain = validate.positive(gain, "gain", hint="a ratio of two speeds")
+    reference = validate.positive(reference, "reference", hint="a ratio of two speeds")
+    margin = validate.real(margin, "margin", 1, hint="how many times apart counts as different")
+    if gain > margin * reference:
+        return "more"
+    return "less" if gain * margin < reference else "same"
+
+
 @dataclass(frozen=True)
 class ProductRate:
     """:func:`product_rate`'s measurement of the 4-bit matrix products alone: ``gbs`` (packed weight bytes —
@@ -408,18 +428,12 @@ class ProductRate:
     threads: int
 
 
-def _nbits_bytes(k: int, n: int, bits: int, block: int, zero_points: bool) -> int:
-    blocks = -(-k // block)
-    return n * blocks * (block * bits // 8 + 4) + (n * -(-blocks * bits // 8) if zero_points else 0)
-
-
 def products_graph(folder: str | Path, megabytes: float, accuracy_level: int | None = None, seed: int = 0):
     """The graph :func:`product_rate` times: only ``MatMulNBits`` nodes with the shapes and attributes of the
     folder's ``model.onnx`` (its products in order, repeated from the first until they hold ``megabytes`` MB of
     packed weights: integers, float32 scales and any zero points), random integers, every product fed its own
     input ``x<i>`` and writing its own output ``y<i>``. ``accuracy_level``: the arithmetic the kernels use, 0 or 1
     for float and 4 for int8 dot products (default: the model's own). Returns ``(onnx.ModelProto, packed bytes)``."""
-    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -435,33 +449,31 @@ def products_graph(folder: str | Path, megabytes: float, accuracy_level: int | N
         if node.op_type == "MatMulNBits":
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             level = int(attrs.get("accuracy_level", 0)) if accuracy_level is None else accuracy_level
-            found.append((int(attrs["K"]), int(attrs["N"]), int(attrs.get("bits", 4)), int(attrs["block_size"]), level,
+            if int(attrs.get("bits", 4)) != 4:
+                raise ValueError(f"folder={str(folder)!r}: {node.name} has {attrs['bits']}-bit weights; "
+                                 "products_graph builds 4-bit products only")
+            found.append((int(attrs["K"]), int(attrs["N"]), int(attrs["block_size"]), level,
                           len(node.input) > 3 and bool(node.input[3])))
     if not found:
         raise ValueError(f"folder={str(folder)!r}: its model.onnx has no MatMulNBits products (a float model?); "
                          "give a 4-bit folder (build_ort_llm('int4') or ship_weights)")
-    nodes, inputs, outputs, total = [], [], [], 0
-    while total < megabytes * 1e6:
-        i = len(nodes)
-        k, n, bits, block, level, zp = found[i % len(found)]
-        names = [f"x{i}", f"b{i}", f"s{i}"] + ([f"z{i}"] if zp else [])
-        nodes.append(helper.make_node("MatMulNBits", names, [f"y{i}"], domain="com.microsoft", K=k, N=n, bits=bits,
-                                      block_size=block, accuracy_level=level))
-        inputs.append(helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [1, 1, k]))
-        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 1, n]))
-        total += _nbits_bytes(k, n, bits, block, zp)
-    model = helper.make_model(helper.make_graph(nodes, "products", inputs, outputs),
+    model = helper.make_model(helper.make_graph([], "products", [], []),
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    rng = np.random.default_rng(seed)
-    for i in range(len(nodes)):  # added in place, one at a time: the graph holds the only copy of the weights
-        k, n, bits, block, _, zp = found[i % len(found)]
-        blocks = -(-k // block)
-        arrays = {f"b{i}": rng.integers(0, 256, (n, blocks, block * bits // 8), dtype=np.uint8),
-                  f"s{i}": np.full((n, blocks), 0.01, dtype=np.float32)}
-        if zp:
-            arrays[f"z{i}"] = np.full((n, -(-blocks * bits // 8)), 0x88, dtype=np.uint8)
-        for name, array in arrays.items():
+    gen, total, i = torch.Generator().manual_seed(seed), 0, 0
+    while total < megabytes * 1e6:  # added in place, one product at a time: the graph holds the only copy
+        k, n, block, level, zp = found[i % len(found)]
+        blocks = k // block
+        arrays = matmulnbits_arrays(torch.randint(0, 16, (n, k), dtype=torch.uint8, generator=gen),
+                                    torch.full((n, blocks), 0.01), torch.full((n, blocks), 8) if zp else None, block)
+        names = [f"x{i}", f"b{i}", f"s{i}"] + ([f"z{i}"] if zp else [])
+        for name, array in zip(names[1:], arrays, strict=False):
             model.graph.initializer.add().CopyFrom(numpy_helper.from_array(array, name))
+        model.graph.node.add().CopyFrom(helper.make_node("MatMulNBits", names, [f"y{i}"], domain="com.microsoft", K=k,
+                                                         N=n, bits=4, block_size=block, accuracy_level=level))
+        model.graph.input.add().CopyFrom(helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [1, 1, k]))
+        model.graph.output.add().CopyFrom(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 1, n]))
+        total += sum(a.nbytes for a in arrays if a is not None)
+        i += 1
     return model, total
 
 
